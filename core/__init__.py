@@ -1,0 +1,101 @@
+"""Trivium core: the app factory and the public API plugins may use.
+
+A plugin imports ``hookimpl`` from here and the documented modules
+(``core.content``, ``core.events``, ``core.tasks``, ``core.errors``,
+``core.rbac``, ``core.db``); nothing else of core is part of the contract.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from flask import Flask
+
+from core.hookspecs import hookimpl
+
+__all__ = ["create_app", "hookimpl"]
+
+log = logging.getLogger(__name__)
+
+STATIC_DIR = Path(__file__).parent / "static"
+
+
+def create_app(
+    instance_path: str | os.PathLike[str] | None = None,
+    test_config: Mapping[str, Any] | None = None,
+    *,
+    extra_plugins: Mapping[str, object] | None = None,
+) -> Flask:
+    """Create a Trivium application for one instance.
+
+    :param instance_path: the instance folder holding ``instance.toml``;
+        ``TRIVIUM_INSTANCE_PATH`` if omitted.
+    :param test_config: nested settings applied over the files and environment.
+    :param extra_plugins: plugin objects to register by name besides the
+        entry points (tests and embedding applications).
+    :raise core.config.ConfigError: the configuration is invalid.
+    :raise core.plugins.PluginLoadError: a plugin cannot be loaded.
+    """
+    from whitenoise import WhiteNoise
+
+    from core import api
+    from core import cache
+    from core import db
+    from core import errors
+    from core import logconfig
+    from core.config import load_settings
+    from core.plugins import PluginHost
+
+    settings = load_settings(instance_path, test_config)
+    logconfig.configure()
+
+    app = Flask("core", instance_path=settings.path, static_folder=None)
+    app.config.update(
+        SECRET_KEY=settings.instance.secret_key,
+        MAX_CONTENT_LENGTH=settings.instance.max_request_bytes,
+        SESSION_COOKIE_NAME="trivium_session",
+        SESSION_COOKIE_HTTPONLY=True,
+        SESSION_COOKIE_SAMESITE="Lax",
+        SESSION_COOKIE_SECURE=settings.accounts.secure_cookies,
+        PERMANENT_SESSION_LIFETIME=timedelta(hours=settings.accounts.session_lifetime_hours),
+        TESTING=settings.testing,
+        JSON_SORT_KEYS=False,
+    )
+    app.extensions["trivium.settings"] = settings
+
+    errors.init_app(app)
+    db.init_app(app, settings.database.url, settings.database.replica_url,
+                echo=settings.database.echo)
+    cache.init_app(app, settings.cache.url)
+
+    host = PluginHost(settings.plugins, trace=bool(os.environ.get("TRIVIUM_TRACE_HOOKS")))
+    app.extensions["trivium.plugins"] = host
+    from core.builtin import register_defaults
+
+    register_defaults(host)
+    for name, plugin in (extra_plugins or {}).items():
+        host.register(plugin, name)
+    host.load_entry_points()
+    host.check()
+    host.collect_content_types()
+
+    # -- features (each module wires itself; order matters only for blueprints)
+    app.register_blueprint(api.bp)
+    # -- end of features
+
+    for plugin_name, blueprint in host.call_lists("register_blueprints"):
+        try:
+            app.register_blueprint(blueprint)
+        except Exception as exc:
+            host.record_failure(plugin_name, "register_blueprints", exc)
+
+    app.wsgi_app = WhiteNoise(  # type: ignore[method-assign]
+        app.wsgi_app, root=str(STATIC_DIR), prefix="static/", max_age=3600
+    )
+    host.call("startup", app=app)
+    return app

@@ -1,0 +1,12 @@
+"""Core's default plugins: ordinary hook implementations any plugin can override."""
+
+from __future__ import annotations
+
+from core.plugins import PluginHost
+
+
+def register_defaults(host: PluginHost) -> None:
+    """Register core's built-in plugins on ``host``."""
+    from core.builtin import page
+
+    host.register_builtin(page, "core.page")

@@ -1,0 +1,140 @@
+"""The base class of content types (``register_content_types`` returns subclasses).
+
+A content type decides how an item of its kind is configured, what a learner
+is shown, and how the learner's reports turn into progress.  Core stores the
+item's config as validated JSON and calls these methods with plain values; a
+content type never touches core's tables.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from dataclasses import field
+from typing import Any
+from typing import ClassVar
+from typing import Literal
+
+from pydantic import BaseModel
+from pydantic import ConfigDict
+from pydantic import ValidationError
+
+ProgressStatus = Literal["not_started", "in_progress", "completed"]
+
+
+class ItemConfigInvalid(Exception):
+    """An item's config was rejected by its content type.
+
+    :ivar errors: a list of ``{"loc": ..., "msg": ...}`` describing each problem.
+    """
+
+    def __init__(self, message: str, errors: list[dict[str, Any]] | None = None) -> None:
+        super().__init__(message)
+        self.errors = errors or []
+
+
+class ProgressReportInvalid(Exception):
+    """A learner's progress report does not make sense for this content type."""
+
+
+class EmptyConfig(BaseModel):
+    """Config model of a content type with no settings."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+@dataclass(frozen=True)
+class ItemView:
+    """What a content type sees of an item."""
+
+    id: str
+    course_id: str
+    title: str
+    config: dict[str, Any]
+
+
+@dataclass
+class ProgressState:
+    """One learner's progress on one item."""
+
+    status: ProgressStatus = "not_started"
+    score: float | None = None
+    data: dict[str, Any] = field(default_factory=dict)
+
+
+class ContentType:
+    """Subclass and return the class from ``register_content_types``.
+
+    Required class attributes:
+
+    ``name``
+        Unique, lower-case identifier stored on every item (``"video"``).
+    ``label``
+        Human label for the course builder (``"Video"``).
+    ``config_model``
+        A pydantic model that validates an item's config; the default accepts
+        only ``{}``.
+
+    Every method has a working default so a minimal type only declares those.
+    """
+
+    name: ClassVar[str] = ""
+    label: ClassVar[str] = ""
+    config_model: ClassVar[type[BaseModel]] = EmptyConfig
+
+    def __init__(self, settings: dict[str, Any] | None = None) -> None:
+        """:param settings: the ``[plugins.<plugin>]`` table of instance.toml."""
+        self.settings = settings or {}
+
+    def validate_config(self, config: Any) -> dict[str, Any]:
+        """Return the normalised config or raise :class:`ItemConfigInvalid`."""
+        try:
+            model = self.config_model.model_validate(config)
+        except ValidationError as exc:
+            errors = [
+                {"loc": ".".join(str(p) for p in e["loc"]), "msg": e["msg"]} for e in exc.errors()
+            ]
+            raise ItemConfigInvalid(f"invalid {self.name} config", errors) from exc
+        return model.model_dump(mode="json")
+
+    def learner_view(self, item: ItemView) -> dict[str, Any]:
+        """Return what a learner may see of the item's config (the API's ``content``).
+
+        Override to hide anything a learner must not receive (answer keys).
+        """
+        return dict(item.config)
+
+    def apply_progress(
+        self, item: ItemView, previous: ProgressState, report: dict[str, Any]
+    ) -> ProgressState:
+        """Turn a learner's progress report into the new state.
+
+        The default accepts ``{"status": ..., "data": {...}}`` from the learner
+        and never lets progress go backwards from ``completed``; scores are not
+        accepted from the learner (a graded type computes them server-side).
+
+        :raise ProgressReportInvalid: the report is not acceptable.
+        """
+        status = report.get("status", previous.status)
+        if status not in ("not_started", "in_progress", "completed"):
+            raise ProgressReportInvalid(f"unknown status {status!r}")
+        if "score" in report:
+            raise ProgressReportInvalid(f"{self.name} items are not scored by the learner")
+        data = report.get("data", {})
+        if not isinstance(data, dict):
+            raise ProgressReportInvalid("data must be an object")
+        if previous.status == "completed":
+            status = "completed"
+        merged = {**previous.data, **data}
+        return ProgressState(status=status, score=previous.score, data=merged)
+
+    def is_complete(self, state: ProgressState) -> bool:
+        """Whether this state counts towards the course's completion rule."""
+        return state.status == "completed"
+
+    def export_config(self, item: ItemView) -> dict[str, Any]:
+        """Return a portable form of the item's config for course export."""
+        return dict(item.config)
+
+    def import_config(self, data: dict[str, Any]) -> dict[str, Any]:
+        """Inverse of :meth:`export_config`; validated like a new item."""
+        return self.validate_config(data)

@@ -1,0 +1,156 @@
+"""Database engines and sessions, one set per app.
+
+SQLite (WAL, foreign keys on) is the embedded default; PostgreSQL when scaled
+out, with an optional read replica for read-only work.  A request gets one
+session, closed at the end of the request.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC
+from datetime import datetime
+from typing import Any
+
+from flask import Flask
+from flask import current_app
+from flask import g
+from sqlalchemy import JSON
+from sqlalchemy import DateTime
+from sqlalchemy import Engine
+from sqlalchemy import MetaData
+from sqlalchemy import create_engine
+from sqlalchemy import event
+from sqlalchemy.orm import DeclarativeBase
+from sqlalchemy.orm import Session
+from sqlalchemy.orm import sessionmaker
+from sqlalchemy.pool import ConnectionPoolEntry
+from sqlalchemy.types import TypeDecorator
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+def utcnow() -> datetime:
+    """Timezone-aware now in UTC."""
+    return datetime.now(UTC)
+
+
+def new_public_id() -> str:
+    """An opaque identifier for URLs (a random UUID, hex form)."""
+    return uuid.uuid4().hex
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Stores aware datetimes as UTC and always returns them aware.
+
+    SQLite has no time zones; without this, values read back are naive.
+    """
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTCDateTime column")
+        return value.astimezone(UTC)
+
+    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value.astimezone(UTC)
+
+
+class Base(DeclarativeBase):
+    """Declarative base for core's and plugins' models (one metadata)."""
+
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+    type_annotation_map = {datetime: UTCDateTime(), dict[str, Any]: JSON()}
+
+
+def _sqlite_pragmas(dbapi_conn: Any, _record: ConnectionPoolEntry) -> None:
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA synchronous=NORMAL")
+    cur.execute("PRAGMA foreign_keys=ON")
+    cur.execute("PRAGMA busy_timeout=10000")
+    cur.close()
+
+
+def make_engine(url: str, *, echo: bool = False) -> Engine:
+    """Create an engine with the right settings for its backend."""
+    if url.startswith("sqlite"):
+        engine = create_engine(url, echo=echo, connect_args={"check_same_thread": False})
+        event.listen(engine, "connect", _sqlite_pragmas)
+        return engine
+    return create_engine(url, echo=echo, pool_pre_ping=True, pool_size=10, max_overflow=20)
+
+
+class Database:
+    """The engines and session factories of one app."""
+
+    def __init__(self, url: str, replica_url: str = "", *, echo: bool = False) -> None:
+        self.url = url
+        self.engine = make_engine(url, echo=echo)
+        self.replica = make_engine(replica_url, echo=echo) if replica_url else self.engine
+        self.sessions = sessionmaker(self.engine, expire_on_commit=False)
+        self.read_sessions = sessionmaker(self.replica, expire_on_commit=False)
+
+    @property
+    def is_sqlite(self) -> bool:
+        """True for the embedded SQLite backend."""
+        return self.engine.dialect.name == "sqlite"
+
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        """A session outside a request (jobs, CLI); committed on success."""
+        with self.sessions() as sess, sess.begin():
+            yield sess
+
+    def dispose(self) -> None:
+        """Close every pooled connection (after fork, at shutdown)."""
+        self.engine.dispose()
+        if self.replica is not self.engine:
+            self.replica.dispose()
+
+
+def get_db(app: Flask | None = None) -> Database:
+    """The :class:`Database` of ``app`` (the current app by default)."""
+    target = app or current_app
+    db: Database = target.extensions["trivium.db"]
+    return db
+
+
+def session() -> Session:
+    """The request's session (created on first use, closed at teardown)."""
+    if "db_session" not in g:
+        g.db_session = get_db().sessions()
+    sess: Session = g.db_session
+    return sess
+
+
+def init_app(app: Flask, url: str, replica_url: str = "", *, echo: bool = False) -> Database:
+    """Create the app's :class:`Database` and close request sessions at teardown."""
+    db = Database(url, replica_url, echo=echo)
+    app.extensions["trivium.db"] = db
+
+    @app.teardown_appcontext
+    def _close(exc: BaseException | None) -> None:
+        sess = g.pop("db_session", None)
+        if sess is not None:
+            if exc is not None:
+                sess.rollback()
+            sess.close()
+
+    return db

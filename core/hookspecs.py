@@ -1,0 +1,193 @@
+"""The plugin contract: every extension point of Trivium, one hookspec each.
+
+Core always calls hooks with keyword arguments, so an implementation may
+accept any subset of a spec's parameters.  Unless a spec says otherwise, all
+implementations are called and a failing one is logged with its plugin's name
+and skipped (see :func:`core.plugins.PluginHost.call`).
+
+A plugin's only import from here is the marker::
+
+    from core import hookimpl
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import pluggy
+
+if TYPE_CHECKING:
+    import click
+    from flask import Blueprint
+    from flask import Flask
+    from flask import Request
+
+    from core.content import ContentType
+    from core.events import LearningEvent
+    from core.models import Course
+    from core.models import User
+    from core.tasks import ActorSpec
+
+hookspec = pluggy.HookspecMarker("trivium")
+hookimpl = pluggy.HookimplMarker("trivium")
+
+# ---------------------------------------------------------------- startup
+
+
+@hookspec
+def startup(app: Flask) -> None:
+    """Called once at the end of ``create_app``, after every other registration.
+
+    Use it for start-up checks that need the assembled app.  An exception here
+    is logged and the plugin is reported as failed on ``/api/v1/plugins``; the
+    app still starts.
+
+    :param app: the Flask application being created.
+    :return: ignored.
+
+    .. versionadded:: 0.1
+    """
+
+
+@hookspec
+def register_migrations() -> list[str]:
+    """Return folders of Alembic revisions this plugin owns.
+
+    Called when core builds its Alembic configuration (``trivium db upgrade``
+    and on start-up of an embedded instance).  Each folder is one Alembic
+    branch; its first revision names a ``branch_labels`` equal to the plugin
+    name and ``depends_on = "core@head"`` if it references core tables.
+
+    :return: absolute paths; ``None`` or ``[]`` if the plugin has no tables.
+
+    .. versionadded:: 0.1
+    """
+
+
+# ---------------------------------------------------------------- content
+
+
+@hookspec
+def register_content_types() -> list[type[ContentType]]:
+    """Return the :class:`core.content.ContentType` subclasses this plugin provides.
+
+    Called once at start-up.  Names must be unique across all plugins: a
+    duplicate stops start-up with an error naming both plugins.
+
+    :return: a list of classes (not instances); ``None`` for none.
+
+    .. versionadded:: 0.1
+    """
+
+
+# ---------------------------------------------------------------- routes
+
+
+@hookspec
+def register_blueprints() -> list[Blueprint]:
+    """Return Flask blueprints to mount on the app.
+
+    Called once in ``create_app``.  A plugin's blueprint name should start
+    with the plugin's name; URL prefixes are the blueprint's own.
+
+    :return: a list of blueprints; ``None`` for none.
+
+    .. versionadded:: 0.1
+    """
+
+
+@hookspec
+def register_actors() -> list[ActorSpec]:
+    """Return background jobs as :class:`core.tasks.ActorSpec` values.
+
+    Called once in ``create_app``; core declares each as a dramatiq actor on
+    the instance's broker.  Actors run at least once: they must be idempotent.
+
+    :return: a list of specs, usually built with :func:`core.tasks.actor`.
+
+    .. versionadded:: 0.1
+    """
+
+
+@hookspec
+def register_commands() -> list[click.Command]:
+    """Return click commands to add to the ``trivium`` CLI.
+
+    Called when the CLI starts.  Commands run inside an application context
+    when the CLI was given an instance (``--instance`` or
+    ``TRIVIUM_INSTANCE_PATH``).
+
+    :return: a list of click commands or groups.
+
+    .. versionadded:: 0.1
+    """
+
+
+# ---------------------------------------------------------------- auth
+
+
+@hookspec(firstresult=True)
+def actor_from_request(request: Request) -> User | None:
+    """Identify the user making ``request`` from something other than the session.
+
+    Called for each request that carries no logged-in session.  The first
+    non-None result wins.  Core's own implementation (``trylast``) reads
+    ``Authorization: Bearer <personal API token>``.
+
+    :param request: the current request.
+    :return: the authenticated user, or None to let the next plugin try.
+
+    .. versionadded:: 0.1
+    """
+
+
+@hookspec
+def permission_allowed(user: User | None, action: str, course: Course | None) -> bool | None:
+    """Vote on whether ``user`` may perform ``action`` (on ``course``).
+
+    Called by :func:`core.rbac.can` for every permission check.  If any
+    implementation returns False the action is denied; otherwise if any
+    returns True it is allowed; if all return None core's role table decides.
+
+    :param user: the acting user, None for anonymous.
+    :param action: a dotted permission name, e.g. ``"course.edit"``.
+    :param course: the course concerned, if any.
+    :return: True, False, or None to abstain.
+
+    .. versionadded:: 0.1
+    """
+
+
+# ---------------------------------------------------------------- events
+
+
+@hookspec
+def track_event(event: LearningEvent) -> None:
+    """Called for every learning event after it is stored.
+
+    Runs inside the request that recorded the event, so keep it fast: enqueue
+    a job for slow work.
+
+    :param event: the xAPI-shaped event (actor, verb, object, result, context).
+    :return: ignored.
+
+    .. versionadded:: 0.1
+    """
+
+
+@hookspec
+def course_completed(user: User, course: Course) -> None:
+    """Called once when a learner meets a course's completion rule.
+
+    The completion and its ``completed`` event are already stored; credential
+    issuers listen here.
+
+    :param user: the learner.
+    :param course: the completed course.
+    :return: ignored.
+
+    .. versionadded:: 0.1
+    """
+
+
+__all__ = ["hookimpl", "hookspec"]

@@ -1,0 +1,100 @@
+"""Fixtures: an app per test on SQLite (and on PostgreSQL when configured)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+from sqlalchemy import text
+
+from core import create_app
+from core.db import Base
+from core.db import get_db
+
+PG_URL = os.environ.get("TRIVIUM_TEST_DATABASE_URL", "")
+REDIS_URL = os.environ.get("TRIVIUM_TEST_REDIS_URL", "")
+
+BACKENDS = [
+    "sqlite",
+    pytest.param(
+        "postgresql",
+        marks=[
+            pytest.mark.postgres,
+            pytest.mark.skipif(not PG_URL, reason="TRIVIUM_TEST_DATABASE_URL not set"),
+        ],
+    ),
+]
+
+
+def pg_worker_url() -> str:
+    """PostgreSQL URL with a schema of this xdist worker's own on the search path.
+
+    Workers share one database; each truncates only its own schema's tables.
+    """
+    import sqlalchemy as sa
+
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
+    schema = f"trivium_test_{worker}"
+    engine = sa.create_engine(PG_URL)
+    with engine.begin() as conn:
+        conn.execute(text(f'CREATE SCHEMA IF NOT EXISTS "{schema}"'))
+    engine.dispose()
+    sep = "&" if "?" in PG_URL else "?"
+    return f"{PG_URL}{sep}options=-csearch_path%3D{schema}"
+
+
+def base_config(tmp_path: Path, backend: str = "sqlite") -> dict[str, Any]:
+    """Settings for a throwaway test instance."""
+    url = pg_worker_url() if backend == "postgresql" else f"sqlite:///{tmp_path / 'test.db'}"
+    return {
+        "testing": True,
+        "path": str(tmp_path),
+        "instance": {"name": "Test U", "base_url": "http://testserver"},
+        "database": {"url": url},
+        "jobs": {"broker": "db", "embedded_worker": False},
+        "accounts": {"hash_profile": "cheapest"},
+    }
+
+
+def reset_schema(app: Flask) -> None:
+    """Give the test an empty database with every table."""
+    db = get_db(app)
+    if db.is_sqlite:
+        Base.metadata.create_all(db.engine)
+        return
+    Base.metadata.create_all(db.engine)
+    names = ", ".join(f'"{t.name}"' for t in Base.metadata.sorted_tables)
+    with db.engine.begin() as conn:
+        conn.execute(text(f"TRUNCATE {names} RESTART IDENTITY CASCADE"))
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request: pytest.FixtureRequest) -> str:
+    """The database backend of this test run."""
+    return str(request.param)
+
+
+@pytest.fixture
+def config(tmp_path: Path, backend: str) -> dict[str, Any]:
+    """The test instance's settings (tests may edit before ``app`` is built)."""
+    return base_config(tmp_path, backend)
+
+
+@pytest.fixture
+def app(config: dict[str, Any]) -> Iterator[Flask]:
+    """A fresh application with an empty database."""
+    application = create_app(config["path"], config)
+    reset_schema(application)
+    yield application
+    get_db(application).dispose()
+
+
+@pytest.fixture
+def client(app: Flask) -> FlaskClient:
+    """A test client of ``app``."""
+    return app.test_client()
