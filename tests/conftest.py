@@ -14,7 +14,9 @@ from sqlalchemy import text
 
 from core import create_app
 from core.db import Base
+from core.auth.tokens import create_token
 from core.db import get_db
+from core.models import User
 
 PG_URL = os.environ.get("TRIVIUM_TEST_DATABASE_URL", "")
 REDIS_URL = os.environ.get("TRIVIUM_TEST_REDIS_URL", "")
@@ -98,3 +100,53 @@ def app(config: dict[str, Any]) -> Iterator[Flask]:
 def client(app: Flask) -> FlaskClient:
     """A test client of ``app``."""
     return app.test_client()
+
+
+class Users:
+    """Creates users and bearer tokens straight in the database."""
+
+    def __init__(self, app: Flask) -> None:
+        self.app = app
+        self._n = 0
+
+    def create(
+        self,
+        email: str | None = None,
+        *,
+        admin: bool = False,
+        creator: bool = False,
+        password: str | None = None,
+    ) -> User:
+        """A user (``creator``: may create courses)."""
+        self._n += 1
+        email = email or f"user{self._n}@example.org"
+        password_hash = None
+        if password is not None:
+            from argon2 import PasswordHasher
+            from argon2.profiles import CHEAPEST
+
+            password_hash = PasswordHasher.from_parameters(CHEAPEST).hash(password)
+        with get_db(self.app).session() as sess:
+            user = User(
+                email=email,
+                display_name=email.split("@")[0].title(),
+                is_admin=admin,
+                can_create_courses=creator or admin,
+                password_hash=password_hash,
+            )
+            sess.add(user)
+            sess.flush()
+            sess.expunge(user)
+        return user
+
+    def headers(self, user: User) -> dict[str, str]:
+        """``Authorization`` headers with a fresh personal API token of ``user``."""
+        with get_db(self.app).session() as sess:
+            _, plaintext = create_token(sess, sess.get_one(User, user.id), "test")
+        return {"Authorization": f"Bearer {plaintext}"}
+
+
+@pytest.fixture
+def users(app: Flask) -> Users:
+    """Factory of users and their API-token headers."""
+    return Users(app)
