@@ -158,6 +158,23 @@ def permission_allowed(user: User | None, action: str, course: Course | None) ->
     """
 
 
+@hookspec(firstresult=True)
+def send_mail(to: str, subject: str, body: str) -> bool | None:
+    """Deliver one plain-text mail (password resets, invitations, notices).
+
+    Called each time core sends mail.  The first implementation returning
+    True has delivered it.  Core's default (``trylast``) writes it to the
+    ``outbox_mail`` table and the log, which is what an embedded instance uses.
+
+    :param to: the recipient address.
+    :param subject: the subject line.
+    :param body: the plain-text body.
+    :return: True when sent; None to let the next implementation try.
+
+    .. versionadded:: 0.1
+    """
+
+
 # ---------------------------------------------------------------- events
 
 

@@ -150,3 +150,14 @@ class Users:
 def users(app: Flask) -> Users:
     """Factory of users and their API-token headers."""
     return Users(app)
+
+
+def snapshot(app: Flask) -> dict[str, list[tuple[Any, ...]]]:
+    """Every row of every table, for asserting that a refused request changed nothing."""
+    db = get_db(app)
+    out: dict[str, list[tuple[Any, ...]]] = {}
+    with db.engine.connect() as conn:
+        for table in Base.metadata.sorted_tables:
+            rows = conn.execute(table.select()).all()
+            out[table.name] = sorted((tuple(r) for r in rows), key=repr)
+    return out
