@@ -1,0 +1,166 @@
+"""Learner JSON API under load, against a bare Flask endpoint served the same way.
+
+Serves a seeded instance with ``trivium serve`` (gunicorn gthread) and the bare
+app with the same gunicorn settings, then drives each with wrk at 64
+connections for a bounded time: "my courses", "get item", "record progress",
+and the bare endpoint.  The last line is ``ratio=<x>``: the slowest learner
+endpoint's req/s over the bare endpoint's (target >= 0.5; p99 target < 50 ms).
+
+Usage: ./dev bench api [--seconds 10] [--learners 500] [--workers 2] [--threads 8]
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from common import ROOT
+from common import VENV_BIN
+from common import Server
+from common import free_port
+from common import run_wrk
+from common import wait_ready
+from common import write_json
+
+
+def seed(instance: Path, learners: int) -> Path:
+    """Create courses, learners, enrolments and tokens; return the wrk data file."""
+    sys.path.insert(0, str(ROOT))
+    from core import create_app
+    from core.auth.tokens import create_token
+    from core.db import get_db
+    from core.models import Course
+    from core.models import CourseRole
+    from core.models import Enrolment
+    from core.models import Item
+    from core.models import Module
+    from core.models import User
+
+    app = create_app(instance)
+    db = get_db(app)
+    lines = []
+    with db.session() as sess:
+        teacher = User(email="teacher@bench.test", display_name="Teacher", can_create_courses=True)
+        sess.add(teacher)
+        courses = []
+        for c in range(20):
+            course = Course(
+                title=f"Course {c}", summary="Benchmark course", status="published",
+                visibility="instance", enrolment_mode="open",
+            )
+            sess.add(course)
+            sess.flush()
+            sess.add(CourseRole(course_id=course.id, user_id=teacher.id, role="instructor"))
+            items = []
+            for m in range(4):
+                module = Module(course_id=course.id, title=f"Module {m}", position=m)
+                sess.add(module)
+                sess.flush()
+                for i in range(5):
+                    item = Item(
+                        module_id=module.id, course_id=course.id, type="page",
+                        title=f"Page {m}.{i}", position=i,
+                        config={"body": "<p>" + "Lorem ipsum dolor sit amet. " * 20 + "</p>",
+                                "estimated_minutes": 5},
+                    )
+                    sess.add(item)
+                    items.append(item)
+            courses.append((course, items))
+        sess.flush()
+        rng = random.Random(7)
+        for n in range(learners):
+            user = User(email=f"learner{n}@bench.test", display_name=f"Learner {n}")
+            sess.add(user)
+            sess.flush()
+            mine = rng.sample(courses, 5)
+            for course, _ in mine:
+                sess.add(Enrolment(course_id=course.id, user_id=user.id, status="active"))
+            _, token = create_token(sess, user, "bench")
+            item = rng.choice(mine[0][1])
+            lines.append(f"{token} {item.public_id}")
+    db.dispose()
+    data = instance / "wrk-data.txt"
+    data.write_text("\n".join(lines) + "\n")
+    return data
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=int, default=10)
+    parser.add_argument("--learners", type=int, default=500)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=8)
+    parser.add_argument("--connections", type=int, default=64)
+    args = parser.parse_args()
+
+    trivium = str(VENV_BIN / "trivium")
+    with tempfile.TemporaryDirectory(prefix="trivium-bench-") as tmp:
+        instance = Path(tmp) / "bench"
+        subprocess.run(  # noqa: S603
+            [trivium, "init", str(instance), "--name", "Bench U",
+             "--base-url", "http://127.0.0.1"], check=True, capture_output=True,
+        )
+        subprocess.run(  # noqa: S603
+            [trivium, "--instance", str(instance), "db", "upgrade"], check=True,
+            capture_output=True,
+        )
+        data = seed(instance, args.learners)
+        env = {"TRIVIUM_LOG_LEVEL": "WARNING"}
+
+        port = free_port()
+        app_server = Server(
+            [trivium, "--instance", str(instance), "serve", "--bind", f"127.0.0.1:{port}",
+             "--workers", str(args.workers), "--threads", str(args.threads)],
+            env=env,
+        )
+        bare_port = free_port()
+        bare_server = Server(
+            [str(VENV_BIN / "gunicorn"), "-k", "gthread", "-w", str(args.workers),
+             "--threads", str(args.threads), "-b", f"127.0.0.1:{bare_port}",
+             "--log-level", "warning", "--chdir", str(Path(__file__).parent), "bare_app:app"],
+        )
+        try:
+            wait_ready(f"http://127.0.0.1:{port}/api/v1/openapi.json")
+            wait_ready(f"http://127.0.0.1:{bare_port}/bare")
+            script = Path(__file__).parent / "learner.lua"
+            base = f"http://127.0.0.1:{port}"
+            # warm both servers (imports, pools, caches) before measuring
+            run_wrk("warm", f"http://127.0.0.1:{bare_port}/bare", seconds=2)
+            run_wrk("warm", base, seconds=2, script=script,
+                    script_env={"BENCH_DATA": str(data), "BENCH_MODE": "item"})
+            results = [
+                run_wrk("bare flask endpoint", f"http://127.0.0.1:{bare_port}/bare",
+                        seconds=args.seconds, connections=args.connections)
+            ]
+            for mode, label in (("courses", "GET my courses"), ("item", "GET item"),
+                                ("progress", "PUT progress")):
+                results.append(
+                    run_wrk(label, base, seconds=args.seconds, connections=args.connections,
+                            script=script,
+                            script_env={"BENCH_DATA": str(data), "BENCH_MODE": mode})
+                )
+        finally:
+            app_server.stop()
+            bare_server.stop()
+
+    bare = results[0]
+    print(f"{args.connections} connections, {args.seconds}s each, gunicorn gthread "
+          f"{args.workers}x{args.threads}, {args.learners} learners")
+    for r in results:
+        ratio = r.requests_per_s / bare.requests_per_s
+        print(r.line() + ("" if r is bare else f"  ratio {ratio:.2f}"))
+    bad = [r for r in results if r.non_2xx or r.errors]
+    if bad:
+        print("WARNING: failed requests in: " + ", ".join(r.name for r in bad))
+    worst = min(results[1:], key=lambda r: r.requests_per_s)
+    write_json(Path(__file__).parent / "last-api.json", [r.__dict__ for r in results])
+    print(f"worst learner endpoint: {worst.name}, p99 {worst.p99_ms:.1f} ms (target < 50 ms)")
+    print(f"ratio={worst.requests_per_s / bare.requests_per_s:.2f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,145 @@
+"""Shared pieces of the benchmarks: free ports, server processes, wrk runs."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+VENV_BIN = Path(sys.executable).parent
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_ready(url: str, timeout: float = 30.0) -> None:
+    """Poll ``url`` until it answers (any status) or fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=2):  # noqa: S310 (loopback only)
+                return
+        except urllib.error.HTTPError:
+            return
+        except OSError:
+            time.sleep(0.2)
+    raise RuntimeError(f"server at {url} did not become ready in {timeout}s")
+
+
+class Server:
+    """A server subprocess we started; stopped by its own PID only."""
+
+    def __init__(self, argv: list[str], env: dict[str, str] | None = None) -> None:
+        self.proc = subprocess.Popen(  # noqa: S603
+            argv,
+            env={**os.environ, **(env or {})},
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+
+    def stop(self) -> None:
+        """SIGTERM our process group, then SIGKILL after a grace period."""
+        if self.proc.poll() is not None:
+            return
+        os.killpg(self.proc.pid, signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(timeout=5)
+
+
+@dataclass
+class WrkResult:
+    """What one wrk run measured."""
+
+    name: str
+    requests_per_s: float
+    p50_ms: float
+    p99_ms: float
+    non_2xx: int
+    errors: int
+
+    def line(self) -> str:
+        """One printed row."""
+        return (
+            f"{self.name:<22} {self.requests_per_s:>9.0f} req/s  p50 {self.p50_ms:>7.1f} ms  "
+            f"p99 {self.p99_ms:>7.1f} ms  non-2xx {self.non_2xx}  socket errors {self.errors}"
+        )
+
+
+def need_wrk() -> str:
+    """The wrk binary, or exit with how to get it."""
+    path = shutil.which("wrk")
+    if path is None:
+        sys.exit("this benchmark drives load with wrk: install it (Debian: apt-get install wrk)")
+    return path
+
+
+_UNITS = {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60_000.0}
+
+
+def _ms(text: str) -> float:
+    match = re.fullmatch(r"([\d.]+)(us|ms|s|m)", text.strip())
+    if not match:
+        raise ValueError(f"cannot read latency {text!r}")
+    return float(match.group(1)) * _UNITS[match.group(2)]
+
+
+def run_wrk(
+    name: str,
+    url: str,
+    *,
+    seconds: int,
+    connections: int = 64,
+    threads: int = 2,
+    script: Path | None = None,
+    script_env: dict[str, str] | None = None,
+) -> WrkResult:
+    """Run wrk against ``url`` for a bounded time and parse its report."""
+    argv = [need_wrk(), f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--latency"]
+    argv += ["--timeout", "10s"]
+    if script is not None:
+        argv += ["-s", str(script)]
+    argv.append(url)
+    out = subprocess.run(  # noqa: S603
+        argv,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=seconds + 60,
+        env={**os.environ, **(script_env or {})},
+    ).stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    p50 = _ms(re.search(r"\s50%\s+(\S+)", out).group(1))  # type: ignore[union-attr]
+    p99 = _ms(re.search(r"\s99%\s+(\S+)", out).group(1))  # type: ignore[union-attr]
+    non2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
+    errs = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+    return WrkResult(
+        name=name,
+        requests_per_s=rps,
+        p50_ms=p50,
+        p99_ms=p99,
+        non_2xx=int(non2xx.group(1)) if non2xx else 0,
+        errors=sum(int(g) for g in errs.groups()) if errs else 0,
+    )
+
+
+def write_json(path: Path, data: object) -> None:
+    """Save figures next to the printout for later comparison."""
+    path.write_text(json.dumps(data, indent=2))
