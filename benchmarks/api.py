@@ -49,8 +49,11 @@ def seed(instance: Path, learners: int) -> Path:
         courses = []
         for c in range(20):
             course = Course(
-                title=f"Course {c}", summary="Benchmark course", status="published",
-                visibility="instance", enrolment_mode="open",
+                title=f"Course {c}",
+                summary="Benchmark course",
+                status="published",
+                visibility="instance",
+                enrolment_mode="open",
             )
             sess.add(course)
             sess.flush()
@@ -62,10 +65,15 @@ def seed(instance: Path, learners: int) -> Path:
                 sess.flush()
                 for i in range(5):
                     item = Item(
-                        module_id=module.id, course_id=course.id, type="page",
-                        title=f"Page {m}.{i}", position=i,
-                        config={"body": "<p>" + "Lorem ipsum dolor sit amet. " * 20 + "</p>",
-                                "estimated_minutes": 5},
+                        module_id=module.id,
+                        course_id=course.id,
+                        type="page",
+                        title=f"Page {m}.{i}",
+                        position=i,
+                        config={
+                            "body": "<p>" + "Lorem ipsum dolor sit amet. " * 20 + "</p>",
+                            "estimated_minutes": 5,
+                        },
                     )
                     sess.add(item)
                     items.append(item)
@@ -100,12 +108,14 @@ def main() -> None:
     trivium = str(VENV_BIN / "trivium")
     with tempfile.TemporaryDirectory(prefix="trivium-bench-") as tmp:
         instance = Path(tmp) / "bench"
-        subprocess.run(  # noqa: S603
-            [trivium, "init", str(instance), "--name", "Bench U",
-             "--base-url", "http://127.0.0.1"], check=True, capture_output=True,
+        subprocess.run(
+            [trivium, "init", str(instance), "--name", "Bench U", "--base-url", "http://127.0.0.1"],
+            check=True,
+            capture_output=True,
         )
-        subprocess.run(  # noqa: S603
-            [trivium, "--instance", str(instance), "db", "upgrade"], check=True,
+        subprocess.run(
+            [trivium, "--instance", str(instance), "db", "upgrade"],
+            check=True,
             capture_output=True,
         )
         data = seed(instance, args.learners)
@@ -113,15 +123,38 @@ def main() -> None:
 
         port = free_port()
         app_server = Server(
-            [trivium, "--instance", str(instance), "serve", "--bind", f"127.0.0.1:{port}",
-             "--workers", str(args.workers), "--threads", str(args.threads)],
+            [
+                trivium,
+                "--instance",
+                str(instance),
+                "serve",
+                "--bind",
+                f"127.0.0.1:{port}",
+                "--workers",
+                str(args.workers),
+                "--threads",
+                str(args.threads),
+            ],
             env=env,
         )
         bare_port = free_port()
         bare_server = Server(
-            [str(VENV_BIN / "gunicorn"), "-k", "gthread", "-w", str(args.workers),
-             "--threads", str(args.threads), "-b", f"127.0.0.1:{bare_port}",
-             "--log-level", "warning", "--chdir", str(Path(__file__).parent), "bare_app:app"],
+            [
+                str(VENV_BIN / "gunicorn"),
+                "-k",
+                "gthread",
+                "-w",
+                str(args.workers),
+                "--threads",
+                str(args.threads),
+                "-b",
+                f"127.0.0.1:{bare_port}",
+                "--log-level",
+                "warning",
+                "--chdir",
+                str(Path(__file__).parent),
+                "bare_app:app",
+            ],
         )
         try:
             wait_ready(f"http://127.0.0.1:{port}/api/v1/openapi.json")
@@ -130,26 +163,45 @@ def main() -> None:
             base = f"http://127.0.0.1:{port}"
             # warm both servers (imports, pools, caches) before measuring
             run_wrk("warm", f"http://127.0.0.1:{bare_port}/bare", seconds=2)
-            run_wrk("warm", base, seconds=2, script=script,
-                    script_env={"BENCH_DATA": str(data), "BENCH_MODE": "item"})
+            run_wrk(
+                "warm",
+                base,
+                seconds=2,
+                script=script,
+                script_env={"BENCH_DATA": str(data), "BENCH_MODE": "item"},
+            )
             results = [
-                run_wrk("bare flask endpoint", f"http://127.0.0.1:{bare_port}/bare",
-                        seconds=args.seconds, connections=args.connections)
+                run_wrk(
+                    "bare flask endpoint",
+                    f"http://127.0.0.1:{bare_port}/bare",
+                    seconds=args.seconds,
+                    connections=args.connections,
+                )
             ]
-            for mode, label in (("courses", "GET my courses"), ("item", "GET item"),
-                                ("progress", "PUT progress")):
+            for mode, label in (
+                ("courses", "GET my courses"),
+                ("item", "GET item"),
+                ("progress", "PUT progress"),
+            ):
                 results.append(
-                    run_wrk(label, base, seconds=args.seconds, connections=args.connections,
-                            script=script,
-                            script_env={"BENCH_DATA": str(data), "BENCH_MODE": mode})
+                    run_wrk(
+                        label,
+                        base,
+                        seconds=args.seconds,
+                        connections=args.connections,
+                        script=script,
+                        script_env={"BENCH_DATA": str(data), "BENCH_MODE": mode},
+                    )
                 )
         finally:
             app_server.stop()
             bare_server.stop()
 
     bare = results[0]
-    print(f"{args.connections} connections, {args.seconds}s each, gunicorn gthread "
-          f"{args.workers}x{args.threads}, {args.learners} learners")
+    print(
+        f"{args.connections} connections, {args.seconds}s each, gunicorn gthread "
+        f"{args.workers}x{args.threads}, {args.learners} learners"
+    )
     for r in results:
         ratio = r.requests_per_s / bare.requests_per_s
         print(r.line() + ("" if r is bare else f"  ratio {ratio:.2f}"))

@@ -44,7 +44,7 @@ class Server:
     """A server subprocess we started; stopped by its own PID only."""
 
     def __init__(self, argv: list[str], env: dict[str, str] | None = None) -> None:
-        self.proc = subprocess.Popen(  # noqa: S603
+        self.proc = subprocess.Popen(
             argv,
             env={**os.environ, **(env or {})},
             stdout=subprocess.DEVNULL,
@@ -117,7 +117,7 @@ def run_wrk(
     if script is not None:
         argv += ["-s", str(script)]
     argv.append(url)
-    out = subprocess.run(  # noqa: S603
+    out = subprocess.run(
         argv,
         capture_output=True,
         text=True,

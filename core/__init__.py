@@ -48,6 +48,8 @@ def create_app(
     from core import db
     from core import errors
     from core import logconfig
+    from core import tasks
+    from core.auth import views as auth_views
     from core.config import load_settings
     from core.plugins import PluginHost
 
@@ -69,8 +71,9 @@ def create_app(
     app.extensions["trivium.settings"] = settings
 
     errors.init_app(app)
-    db.init_app(app, settings.database.url, settings.database.replica_url,
-                echo=settings.database.echo)
+    db.init_app(
+        app, settings.database.url, settings.database.replica_url, echo=settings.database.echo
+    )
     cache.init_app(app, settings.cache.url)
 
     host = PluginHost(settings.plugins, trace=bool(os.environ.get("TRIVIUM_TRACE_HOOKS")))
@@ -86,6 +89,8 @@ def create_app(
 
     # -- features (each module wires itself; order matters only for blueprints)
     app.register_blueprint(api.bp)
+    auth_views.init_app(app)
+    tasks.init_app(app)
     # -- end of features
 
     for plugin_name, blueprint in host.call_lists("register_blueprints"):

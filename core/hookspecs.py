@@ -56,7 +56,8 @@ def register_migrations() -> list[str]:
     Called when core builds its Alembic configuration (``trivium db upgrade``
     and on start-up of an embedded instance).  Each folder is one Alembic
     branch; its first revision names a ``branch_labels`` equal to the plugin
-    name and ``depends_on = "core@head"`` if it references core tables.
+    name and ``depends_on`` naming the core revision whose tables it references
+    (``"core_0001"``).
 
     :return: absolute paths; ``None`` or ``[]`` if the plugin has no tables.
 

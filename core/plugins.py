@@ -123,7 +123,9 @@ class PluginHost:
             try:
                 plugin = ep.load()
             except Exception as exc:
-                raise PluginLoadError(f"plugin {ep.name!r} ({ep.value}) failed to import: {exc}") from exc
+                raise PluginLoadError(
+                    f"plugin {ep.name!r} ({ep.value}) failed to import: {exc}"
+                ) from exc
             version = ep.dist.version if ep.dist is not None else None
             self.register(plugin, ep.name, version)
             log.info("plugin=%s version=%s status=loaded", ep.name, version)

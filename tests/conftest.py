@@ -13,8 +13,8 @@ from flask.testing import FlaskClient
 from sqlalchemy import text
 
 from core import create_app
-from core.db import Base
 from core.auth.tokens import create_token
+from core.db import Base
 from core.db import get_db
 from core.models import User
 
@@ -41,7 +41,8 @@ def pg_worker_url() -> str:
     import sqlalchemy as sa
 
     worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
-    schema = f"trivium_test_{worker}"
+    # the pid keeps two test runs on one machine out of each other's tables
+    schema = f"trivium_test_{os.getpid()}_{worker}"
     engine = sa.create_engine(PG_URL)
     with engine.begin() as conn:
         conn.execute(text(f'CREATE SCHEMA IF NOT EXISTS "{schema}"'))

@@ -59,7 +59,7 @@ def test_unknown_key_is_rejected(tmp_path: Path) -> None:
 
 def test_broken_toml_names_the_file(tmp_path: Path) -> None:
     (tmp_path / "instance.toml").write_text("[instance\nname=")
-    with pytest.raises(ConfigError, match="instance.toml"):
+    with pytest.raises(ConfigError, match=r"instance\.toml"):
         load_settings(tmp_path, environ={})
 
 

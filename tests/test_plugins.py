@@ -111,7 +111,9 @@ def test_duplicate_content_type_names_both_plugins(tmp_path: Path) -> None:
         def register_content_types(self) -> list[type[ContentType]]:
             return [Page2]
 
-    with pytest.raises(DuplicateContentType, match=r"'page' registered by both (?=.*'core.page')(?=.*'dup')"):
+    with pytest.raises(
+        DuplicateContentType, match=r"'page' registered by both (?=.*'core.page')(?=.*'dup')"
+    ):
         create_app(tmp_path, base_config(tmp_path), extra_plugins={"dup": Dup()})
 
 
@@ -124,7 +126,7 @@ def test_content_type_without_name_is_refused(tmp_path: Path) -> None:
         def register_content_types(self) -> list[type[ContentType]]:
             return [Nameless]
 
-    with pytest.raises(PluginLoadError, match="'bad'.*register_content_types"):
+    with pytest.raises(PluginLoadError, match=r"'bad'.*register_content_types"):
         create_app(tmp_path, base_config(tmp_path), extra_plugins={"bad": Bad()})
 
 

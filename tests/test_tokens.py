@@ -44,7 +44,7 @@ def test_forged_expired_revoked_and_inactive_tokens_are_refused(app: Flask, user
     assert _whoami(app, {"Authorization": "Basic abc"}) is None
     with get_db(app).session() as sess:
         owner = sess.get_one(User, user.id)
-        expired, expired_text = create_token(sess, owner, "old", utcnow() - timedelta(seconds=1))
+        _, expired_text = create_token(sess, owner, "old", utcnow() - timedelta(seconds=1))
         revoked, revoked_text = create_token(sess, owner, "revoked")
         revoked.revoked_at = utcnow()
         _, live_text = create_token(sess, owner, "live")

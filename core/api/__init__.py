@@ -113,9 +113,7 @@ def parse_query(model: type[M]) -> M:
     try:
         return model.model_validate(request.args.to_dict())
     except ValidationError as exc:
-        raise ValidationFailed(
-            "invalid query parameters", errors=_validation_errors(exc)
-        ) from exc
+        raise ValidationFailed("invalid query parameters", errors=_validation_errors(exc)) from exc
 
 
 def encode_cursor(value: int) -> str:
@@ -262,3 +260,12 @@ def build_openapi(app: Flask) -> dict[str, Any]:
 def openapi_document() -> Any:
     """Serve the OpenAPI document."""
     return jsonify(build_openapi(current_app))
+
+
+# The feature modules attach their views to ``bp`` on import; they import this
+# module, so they come last.
+from core.api import admin  # noqa: E402, F401
+from core.api import courses  # noqa: E402, F401
+from core.api import enrolments  # noqa: E402, F401
+from core.api import me  # noqa: E402, F401
+from core.api import progress  # noqa: E402, F401

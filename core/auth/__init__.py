@@ -3,10 +3,15 @@
 Sessions are Flask's signed cookies (HttpOnly, SameSite=Lax, Secure when
 configured).  They hold the user's public id and a ``session_version``; bumping
 the version (password change, "log out everywhere") invalidates every cookie.
+
+A request that carries an ``Authorization`` header is authenticated by that
+header alone (through ``actor_from_request``); a cookie sent along with it is
+ignored.  That is what lets such requests skip the CSRF check safely.
 """
 
 from __future__ import annotations
 
+from flask import current_app
 from flask import g
 from flask import request
 from flask import session as flask_session
@@ -15,15 +20,39 @@ from sqlalchemy import select
 from core import db
 from core.errors import Unauthorized
 from core.models import User
+from core.plugins import PluginHost
 
 SESSION_USER = "uid"
 SESSION_VERSION = "sv"
 
 
-def _plugins():  # type: ignore[no-untyped-def]
-    from flask import current_app
+def has_authorization_header() -> bool:
+    """True if the request authenticates with a header rather than the session."""
+    return bool(request.headers.get("Authorization", "").strip())
 
-    return current_app.extensions["trivium.plugins"]
+
+def _user_from_session() -> User | None:
+    uid = flask_session.get(SESSION_USER)
+    if not uid:
+        return None
+    found = db.session().scalar(select(User).where(User.public_id == uid))
+    if (
+        found is not None
+        and found.is_active
+        and flask_session.get(SESSION_VERSION) == found.session_version
+    ):
+        return found
+    flask_session.clear()
+    return None
+
+
+def _user_from_plugins() -> User | None:
+    host: PluginHost = current_app.extensions["trivium.plugins"]
+    results = host.call("actor_from_request", firstresult=True, request=request)
+    user = results[0] if results else None
+    if not isinstance(user, User) or not user.is_active:
+        return None
+    return user
 
 
 def current_user() -> User | None:
@@ -31,27 +60,14 @@ def current_user() -> User | None:
     if "current_user" in g:
         user: User | None = g.current_user
         return user
-    user = None
-    uid = flask_session.get(SESSION_USER)
-    if uid:
-        found = db.session().scalar(select(User).where(User.public_id == uid))
-        if (
-            found is not None
-            and found.is_active
-            and flask_session.get(SESSION_VERSION) == found.session_version
-        ):
-            user = found
-        else:
-            flask_session.clear()
-    if user is None:
-        results = _plugins().call("actor_from_request", firstresult=True, request=request)
-        user = results[0] if results else None
-        if user is not None and not user.is_active:
-            user = None
-        g.auth_via = "plugin" if user is not None else None
+    if has_authorization_header():
+        user, via = _user_from_plugins(), "header"
     else:
-        g.auth_via = "session"
+        user, via = _user_from_session(), "session"
+        if user is None:
+            user, via = _user_from_plugins(), "plugin"
     g.current_user = user
+    g.auth_via = via if user is not None else None
     return user
 
 

@@ -1,0 +1,546 @@
+"""The ``trivium`` command: instances, schema, users, jobs, serving, and plugin commands.
+
+Commands that need an instance take it from ``--instance PATH`` or
+``TRIVIUM_INSTANCE_PATH``.  Plugins add commands through ``register_commands``;
+those run inside an application context of that instance.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import os
+import signal
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+from dataclasses import field
+from datetime import timedelta
+from pathlib import Path
+from types import FrameType
+
+import click
+from argon2 import PasswordHasher
+from argon2 import profiles
+from flask import Flask
+from sqlalchemy import func
+from sqlalchemy import select
+
+from core.config import ConfigError
+from core.config import write_instance
+
+log = logging.getLogger(__name__)
+
+
+def _startup_errors() -> tuple[type[Exception], ...]:
+    """Errors of a broken instance or plugin set, shown without a traceback."""
+    from core.plugins import DuplicateContentType
+    from core.plugins import PluginLoadError
+    from core.schema import MigrationsFolderMissing
+    from core.tasks import DuplicateActor
+    from core.tasks import JobsConfigError
+
+    return (
+        ConfigError,
+        PluginLoadError,
+        DuplicateContentType,
+        DuplicateActor,
+        JobsConfigError,
+        MigrationsFolderMissing,
+    )
+
+
+@dataclass
+class CliState:
+    """What the ``trivium`` group passes to its commands: the instance and its app."""
+
+    instance: Path | None = None
+    _app: Flask | None = None
+    _plugin_commands: dict[str, click.Command] | None = field(default=None, repr=False)
+
+    def app(self) -> Flask:
+        """The instance's app, created on first use.
+
+        :raise click.UsageError: no instance was given.
+        :raise click.ClickException: the instance or a plugin is broken.
+        """
+        if self._app is None:
+            if self.instance is None:
+                raise click.UsageError(
+                    "no instance: pass --instance PATH or set TRIVIUM_INSTANCE_PATH"
+                )
+            from core import create_app
+
+            try:
+                self._app = create_app(self.instance)
+            except _startup_errors() as exc:
+                raise click.ClickException(str(exc)) from exc
+        return self._app
+
+    def close(self) -> None:
+        """Stop the app's job worker and close its database connections."""
+        if self._app is not None:
+            close_app(self._app)
+            self._app = None
+
+    def plugin_commands(self) -> dict[str, click.Command]:
+        """Commands from ``register_commands`` (none without a loadable instance)."""
+        if self._plugin_commands is None:
+            self._plugin_commands = {}
+            if self.instance is None:
+                return self._plugin_commands
+            from core.plugins import PluginHost
+
+            host: PluginHost = self.app().extensions["trivium.plugins"]
+            for plugin, command in host.call_lists("register_commands"):
+                if not isinstance(command, click.Command) or not command.name:
+                    log.error("plugin=%s hook=register_commands error=not_a_click_command", plugin)
+                    continue
+                if command.name in BUILTIN_COMMANDS or command.name in self._plugin_commands:
+                    log.warning(
+                        "plugin=%s command=%s status=ignored reason=name_taken",
+                        plugin,
+                        command.name,
+                    )
+                    continue
+                self._plugin_commands[command.name] = command
+        return self._plugin_commands
+
+
+def close_app(app: Flask) -> None:
+    """Release what an app holds: its job worker, broker and database pools."""
+    from core.db import get_db
+    from core.tasks import get_jobs
+
+    get_jobs(app).close()
+    get_db(app).dispose()
+
+
+def _state(ctx: click.Context) -> CliState:
+    state = ctx.find_root().ensure_object(CliState)
+    if state.instance is None and os.environ.get("TRIVIUM_INSTANCE_PATH"):
+        # --help is handled before the envvar default is applied.
+        state.instance = Path(os.environ["TRIVIUM_INSTANCE_PATH"])
+    return state
+
+
+def _remember_instance(
+    ctx: click.Context, param: click.Parameter, value: Path | None
+) -> Path | None:
+    if value is not None:
+        _state(ctx).instance = value
+    return value
+
+
+class TriviumGroup(click.Group):
+    """The root group: built-in commands, then the instance's plugin commands."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        """Built-ins, plus plugin commands when the instance loads."""
+        names = super().list_commands(ctx)
+        try:
+            names += sorted(_state(ctx).plugin_commands())
+        except click.ClickException as exc:
+            log.debug("cli=plugin_commands status=unavailable error=%s", exc.message)
+        return names
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        """A built-in command, or one a plugin registered."""
+        command = super().get_command(ctx, cmd_name)
+        if command is not None:
+            return command
+        state = _state(ctx)
+        if state.instance is None:
+            return None
+        return state.plugin_commands().get(cmd_name)
+
+
+@click.group(cls=TriviumGroup)
+@click.option(
+    "--instance",
+    type=click.Path(file_okay=False, path_type=Path),
+    envvar="TRIVIUM_INSTANCE_PATH",
+    is_eager=True,
+    callback=_remember_instance,
+    help="The instance folder (default: $TRIVIUM_INSTANCE_PATH).",
+)
+@click.pass_context
+def cli(ctx: click.Context, instance: Path | None) -> None:
+    """Trivium, a federated plugin-based learning management system."""
+    state = _state(ctx)
+    ctx.call_on_close(state.close)
+    if ctx.invoked_subcommand is not None and ctx.invoked_subcommand not in BUILTIN_COMMANDS:
+        ctx.with_resource(state.app().app_context())
+
+
+def main() -> None:
+    """Console-script entry point."""
+    cli(prog_name="trivium")
+
+
+# ---------------------------------------------------------------- init
+
+
+@cli.command()
+@click.argument("path", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--name", default="Trivium", show_default=True, help="The instance's name.")
+@click.option("--base-url", help="Public URL (default: http://BIND).")
+@click.option("--bind", default="127.0.0.1:8000", show_default=True, help="Address to serve on.")
+@click.option("--force", is_flag=True, help="Overwrite an existing instance.toml.")
+def init(path: Path, name: str, base_url: str | None, bind: str, force: bool) -> None:
+    """Create an instance folder: instance.toml and secrets.toml (mode 0600)."""
+    try:
+        root = write_instance(
+            path, name=name, base_url=base_url or f"http://{bind}", bind=bind, force=force
+        )
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(f"Created {root / 'instance.toml'} and {root / 'secrets.toml'} (mode 0600).")
+    click.echo(f"Next: trivium --instance {root} db upgrade")
+
+
+# ---------------------------------------------------------------- db
+
+
+@cli.group()
+def db() -> None:
+    """Database schema (Alembic migrations of core and plugins)."""
+
+
+@db.command("upgrade")
+@click.argument("target", default="heads")
+@click.pass_context
+def db_upgrade(ctx: click.Context, target: str) -> None:
+    """Apply migrations up to TARGET (default: every branch's head)."""
+    from core import schema
+
+    app = _state(ctx).app()
+    schema.upgrade(app, target)
+    click.echo("Database at: " + (", ".join(schema.current(app)) or "(empty)"))
+
+
+@db.command("current")
+@click.pass_context
+def db_current(ctx: click.Context) -> None:
+    """Show the revisions the database is at."""
+    from core import schema
+
+    app = _state(ctx).app()
+    revisions = schema.current(app)
+    if not revisions:
+        click.echo("(empty: run 'trivium db upgrade')")
+    for revision in revisions:
+        click.echo(schema.describe(app, revision))
+
+
+@db.command("downgrade")
+@click.argument("target")
+@click.pass_context
+def db_downgrade(ctx: click.Context, target: str) -> None:
+    """Revert migrations down to TARGET (base, BRANCH@base, or a revision id)."""
+    from core import schema
+
+    app = _state(ctx).app()
+    schema.downgrade(app, target)
+    click.echo("Database at: " + (", ".join(schema.current(app)) or "(empty)"))
+
+
+# ---------------------------------------------------------------- plugins
+
+
+@cli.command("plugins")
+@click.pass_context
+def plugins_command(ctx: click.Context) -> None:
+    """List the loaded plugins, their versions and the hooks they implement."""
+    from core.plugins import PluginHost
+
+    host: PluginHost = _state(ctx).app().extensions["trivium.plugins"]
+    rows = [
+        (p.name, p.version or "-", "yes" if p.builtin else "no", ", ".join(p.hooks))
+        for p in host.info()
+    ]
+    _table(("name", "version", "builtin", "hooks"), rows)
+
+
+def _table(header: tuple[str, ...], rows: Sequence[tuple[str, ...]]) -> None:
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    for row in [header, *rows]:
+        cells = [str(cell).ljust(width) for cell, width in zip(row, widths, strict=True)]
+        click.echo("  ".join(cells).rstrip())
+
+
+# ---------------------------------------------------------------- users
+
+
+@cli.group()
+def users() -> None:
+    """User accounts."""
+
+
+@users.command("create")
+@click.argument("email")
+@click.option("--name", help="Display name (default: from the address).")
+@click.option("--admin", is_flag=True, help="A site administrator.")
+@click.option("--creator", is_flag=True, help="May create courses.")
+@click.password_option(help="Prompted for when omitted.")
+@click.pass_context
+def users_create(
+    ctx: click.Context, email: str, name: str | None, admin: bool, creator: bool, password: str
+) -> None:
+    """Create a local account with a password (hashed with argon2id)."""
+    from core.config import Settings
+    from core.db import get_db
+    from core.models import AuditLog
+    from core.models import Identity
+    from core.models import User
+
+    app = _state(ctx).app()
+    settings: Settings = app.extensions["trivium.settings"]
+    email = email.strip().lower()
+    local, _, domain = email.partition("@")
+    if not local or not domain:
+        raise click.BadParameter(f"{email!r} is not an e-mail address", param_hint="EMAIL")
+    if len(password) < settings.accounts.password_min_length:
+        raise click.BadParameter(
+            f"at least {settings.accounts.password_min_length} characters",
+            param_hint="password",
+        )
+    password_hash = _password_hasher(settings.accounts.hash_profile).hash(password)
+    with get_db(app).session() as sess:
+        if sess.scalar(select(User.id).where(func.lower(User.email) == email)) is not None:
+            raise click.ClickException(f"a user {email} already exists")
+        user = User(
+            email=email,
+            display_name=name or email.split("@")[0].replace(".", " ").title(),
+            password_hash=password_hash,
+            is_admin=admin,
+            can_create_courses=creator or admin,
+        )
+        user.identities.append(Identity(provider="local", subject=email))
+        sess.add(user)
+        sess.flush()
+        sess.add(
+            AuditLog(
+                action="user.create",
+                target=user.public_id,
+                detail={"via": "cli", "admin": admin, "creator": creator or admin},
+            )
+        )
+        role = "administrator" if admin else "course creator" if creator else "user"
+        click.echo(f"Created {role} {email} (id {user.public_id}).")
+
+
+def _password_hasher(profile: str) -> PasswordHasher:
+    # argon2id with the instance's cost profile (as core.auth hashes them).
+    params = profiles.CHEAPEST if profile == "cheapest" else profiles.RFC_9106_LOW_MEMORY
+    return PasswordHasher.from_parameters(params)
+
+
+# ---------------------------------------------------------------- jobs
+
+
+@cli.group()
+def jobs() -> None:
+    """Background jobs recorded in the jobs table."""
+
+
+@jobs.command("list")
+@click.option("--state", type=click.Choice(["queued", "running", "done", "failed"]))
+@click.option("--limit", default=50, show_default=True, type=click.IntRange(1, 10_000))
+@click.pass_context
+def jobs_list(ctx: click.Context, state: str | None, limit: int) -> None:
+    """List the most recently changed jobs (failed ones with their error)."""
+    from core.tasks import get_jobs
+
+    rows = get_jobs(_state(ctx).app()).list_jobs(state=state, limit=limit)
+    if not rows:
+        click.echo("No jobs." if state is None else f"No {state} jobs.")
+        return
+    table = [
+        (
+            str(j.id),
+            j.state,
+            j.actor,
+            j.queue,
+            str(j.attempts),
+            j.updated_at.strftime("%Y-%m-%d %H:%M:%S"),
+            _last_line(j.error),
+        )
+        for j in rows
+    ]
+    _table(("id", "state", "actor", "queue", "attempts", "updated (UTC)", "error"), table)
+
+
+def _last_line(text: str) -> str:
+    lines = [line for line in text.strip().splitlines() if line.strip()]
+    return lines[-1][:120] if lines else ""
+
+
+@jobs.command("retry")
+@click.argument("job_id", type=int)
+@click.pass_context
+def jobs_retry(ctx: click.Context, job_id: int) -> None:
+    """Queue the failed job JOB_ID again."""
+    from core.tasks import JobNotFound
+    from core.tasks import JobNotRetryable
+    from core.tasks import get_jobs
+
+    try:
+        get_jobs(_state(ctx).app()).retry(job_id)
+    except JobNotFound as exc:
+        raise click.ClickException(f"no job {job_id}") from exc
+    except JobNotRetryable as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(f"Job {job_id} queued again.")
+
+
+@jobs.command("purge")
+@click.option("--days", default=7, show_default=True, type=click.IntRange(0), help="Age.")
+@click.pass_context
+def jobs_purge(ctx: click.Context, days: int) -> None:
+    """Delete done jobs older than --days (failed ones are kept)."""
+    from core.tasks import get_jobs
+
+    count = get_jobs(_state(ctx).app()).purge(timedelta(days=days))
+    click.echo(f"Deleted {count} done jobs.")
+
+
+# ---------------------------------------------------------------- serving
+
+
+@cli.command()
+@click.option("--bind", help="host:port (default: server.bind).")
+@click.option("--workers", type=click.IntRange(1), help="Processes (default: server.workers).")
+@click.option("--threads", type=click.IntRange(1), help="Threads each (default: server.threads).")
+@click.pass_context
+def serve(ctx: click.Context, bind: str | None, workers: int | None, threads: int | None) -> None:
+    """Serve the instance with gunicorn (gthread workers)."""
+    from core import serve as server
+
+    server.run(_state(ctx).app(), bind=bind, workers=workers, threads=threads)
+
+
+@cli.command()
+@click.option("--processes", "-p", default=1, show_default=True, type=click.IntRange(1))
+@click.option("--threads", "-t", type=click.IntRange(1), help="Default: jobs.worker_threads.")
+@click.option("--queue", "-Q", "queues", multiple=True, help="Only these queues (repeatable).")
+@click.pass_context
+def worker(
+    ctx: click.Context, processes: int, threads: int | None, queues: tuple[str, ...]
+) -> None:
+    """Run background jobs until stopped (SIGTERM or Ctrl-C).
+
+    For Redis or RabbitMQ brokers this is how jobs run; with the "db" broker it
+    runs the database consumer on its own (for jobs.embedded_worker = false).
+    """
+    state = _state(ctx)
+    app = state.app()
+    if processes == 1:
+        _run_worker(app, list(queues) or None, threads)
+        return
+    assert state.instance is not None
+    _run_worker_processes(str(state.instance), processes, list(queues) or None, threads)
+
+
+def _wait_for_stop_signal() -> None:
+    stop = threading.Event()
+
+    def handle(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+
+    previous = {sig: signal.signal(sig, handle) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        while not stop.wait(1.0):
+            pass
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _run_worker(app: Flask, queues: list[str] | None, threads: int | None) -> None:
+    from core.tasks import get_jobs
+
+    jobs = get_jobs(app)
+    jobs.start_worker(queues=queues, threads=threads)
+    try:
+        _wait_for_stop_signal()
+    finally:
+        jobs.stop_worker()
+
+
+def _worker_process(instance: str, queues: list[str] | None, threads: int | None) -> None:
+    from core import create_app
+
+    _run_worker(create_app(instance), queues, threads)
+
+
+def _run_worker_processes(
+    instance: str, processes: int, queues: list[str] | None, threads: int | None
+) -> None:
+    # "spawn": each child builds its own app, nothing (sockets, threads) is inherited.
+    mp = multiprocessing.get_context("spawn")
+    children = [
+        mp.Process(target=_worker_process, args=(instance, queues, threads), name=f"worker-{n}")
+        for n in range(processes)
+    ]
+    stop = threading.Event()
+
+    def handle(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+
+    previous = {sig: signal.signal(sig, handle) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        for child in children:
+            child.start()
+        while not stop.wait(1.0):
+            if any(not c.is_alive() for c in children):
+                log.error("worker=child status=exited action=stopping_all")
+                break
+    finally:
+        for child in children:
+            if child.is_alive() and child.pid is not None:
+                child.terminate()
+        for child in children:
+            child.join(timeout=60)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    if not stop.is_set():
+        raise click.ClickException("a worker process exited unexpectedly")
+
+
+# ---------------------------------------------------------------- demo
+
+
+@cli.command()
+@click.option(
+    "--path",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Instance folder (default: --instance, else instances/demo).",
+)
+@click.option("--bind", default="127.0.0.1:8000", show_default=True, help="For a new instance.")
+@click.option("--serve/--no-serve", "serve_it", default=True, help="Serve it afterwards.")
+@click.pass_context
+def demo(ctx: click.Context, path: Path | None, bind: str, serve_it: bool) -> None:
+    """Create a demo instance with sample data (once), then serve it."""
+    from core import demo as demo_data
+    from core import serve as server
+
+    root = path or _state(ctx).instance or demo_data.DEFAULT_PATH
+    try:
+        instance = demo_data.prepare(root, bind=bind)
+    except _startup_errors() as exc:
+        raise click.ClickException(str(exc)) from exc
+    ctx.call_on_close(lambda: close_app(instance.app))
+    if instance.created:
+        click.echo(f"Created the demo instance in {instance.path}.")
+    click.echo("Added the sample data." if instance.seeded else "Sample data already present.")
+    click.echo(f"\nTrivium demo: {instance.url}")
+    click.echo(f"Password of every demo account: {demo_data.DEMO_PASSWORD}")
+    for role, email in demo_data.logins():
+        click.echo(f"  {role:<10}  {email}")
+    if serve_it:
+        click.echo("")
+        server.run(instance.app)
+
+
+BUILTIN_COMMANDS = frozenset(cli.commands)

@@ -1,0 +1,949 @@
+"""Courses, their modules and items, staff and enrolments: the service layer.
+
+Functions here work on a :class:`~sqlalchemy.orm.Session` and raise
+:mod:`core.errors` problems; they flush but never commit, so the caller (an
+API view, a job) commits once and a refused change leaves nothing behind.
+Permission checks are the caller's job (:func:`core.rbac.require`); these
+functions enforce the rules that hold whoever asks (state transitions, the
+last instructor, dense positions).
+
+Positions of modules in a course and items in a module are dense: ``0..n-1``
+after every change.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+import re
+import secrets
+from collections.abc import Iterable
+from collections.abc import Mapping
+from collections.abc import Sequence
+from typing import Any
+from typing import Protocol
+from typing import TypeVar
+
+import nh3
+from flask import current_app
+from sqlalchemy import and_
+from sqlalchemy import exists
+from sqlalchemy import func
+from sqlalchemy import or_
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+from sqlalchemy.orm import joinedload
+from sqlalchemy.orm import selectinload
+
+from core import rbac
+from core.auth import audit as audit_log
+from core.content import ContentType
+from core.content import ItemConfigInvalid
+from core.db import utcnow
+from core.errors import Conflict
+from core.errors import Forbidden
+from core.errors import NotFound
+from core.errors import Problem
+from core.errors import ValidationFailed
+from core.events import course_iri
+from core.events import record_event
+from core.models import Course
+from core.models import CourseRole
+from core.models import Enrolment
+from core.models import Item
+from core.models import Module
+from core.models import User
+from core.plugins import PluginHost
+from core.plugins import UnknownContentType
+
+log = logging.getLogger(__name__)
+
+# ---------------------------------------------------------------- errors
+
+
+class CourseNotFound(NotFound):
+    """No course with this id, or the caller may not know it exists."""
+
+    type_slug = "course-not-found"
+
+
+class ModuleNotFound(NotFound):
+    """No module with this id, or the caller may not know it exists."""
+
+    type_slug = "module-not-found"
+
+
+class ItemNotFound(NotFound):
+    """No item with this id, or the caller may not know it exists."""
+
+    type_slug = "item-not-found"
+
+
+class EnrolmentNotFound(NotFound):
+    """No enrolment with this id, or the caller may not know it exists."""
+
+    type_slug = "enrolment-not-found"
+
+
+class UserNotFound(NotFound):
+    """No user with the public id given in the URL."""
+
+    type_slug = "user-not-found"
+
+
+class UnknownUser(ValidationFailed):
+    """A request body names a user that does not exist."""
+
+    type_slug = "unknown-user"
+
+
+class UnknownItemType(ValidationFailed):
+    """An item names a content type that is not installed."""
+
+    type_slug = "unknown-content-type"
+
+
+class InvalidItemConfig(ValidationFailed):
+    """The content type rejected an item's config; ``errors`` lists why."""
+
+    type_slug = "invalid-item-config"
+
+
+class NotAPermutation(ValidationFailed):
+    """A reorder request is not exactly the current children in a new order."""
+
+    type_slug = "not-a-permutation"
+
+
+class InvalidMoveTarget(ValidationFailed):
+    """An item was to move to a module that is not in its course."""
+
+    type_slug = "invalid-move-target"
+
+
+class InvalidTransition(Conflict):
+    """A course cannot go from its current status to the requested one."""
+
+    type_slug = "invalid-transition"
+
+
+class LastInstructor(Conflict):
+    """The change would leave a course without an instructor."""
+
+    type_slug = "last-instructor"
+
+
+class NotStaff(NotFound):
+    """The user holds no staff role in this course."""
+
+    type_slug = "not-staff"
+
+
+class AlreadyEnrolled(Conflict):
+    """The user already holds an active or pending enrolment."""
+
+    type_slug = "already-enrolled"
+
+
+class EnrolmentRejected(Conflict):
+    """Staff rejected this user's earlier request; only staff can enrol them now."""
+
+    type_slug = "enrolment-rejected"
+
+
+class StaffCannotEnrol(Conflict):
+    """Staff of a course cannot also be its learners."""
+
+    type_slug = "staff-cannot-enrol"
+
+
+class InviteCodeInvalid(Forbidden):
+    """The invite code is missing or wrong (or the course has none)."""
+
+    type_slug = "invite-code-invalid"
+
+
+class EnrolmentStateInvalid(Conflict):
+    """The enrolment is not in a state that allows this change."""
+
+    type_slug = "enrolment-state-invalid"
+
+
+class ContentTypeUnavailable(Conflict):
+    """The item's content type is no longer installed on this instance."""
+
+    type_slug = "content-type-unavailable"
+
+
+class ContentTypeFailed(Problem):
+    """A content type's code raised; the failure is logged against it."""
+
+    status = 500
+    title = "Content type failed"
+    type_slug = "content-type-failed"
+
+
+# ---------------------------------------------------------------- helpers
+
+
+def plugin_host() -> PluginHost:
+    """The app's plugin host."""
+    host: PluginHost = current_app.extensions["trivium.plugins"]
+    return host
+
+
+def content_type_for(item_type: str) -> ContentType:
+    """The installed content type an existing item needs.
+
+    :raise ContentTypeUnavailable: it is not installed any more.
+    """
+    try:
+        return plugin_host().content_type(item_type)
+    except UnknownContentType:
+        raise ContentTypeUnavailable(
+            f"content type {item_type!r} is not installed on this instance"
+        ) from None
+
+
+def content_type_failed(ctype: ContentType, method: str, exc: Exception) -> ContentTypeFailed:
+    """Record a content type's crash and return the problem to raise."""
+    plugin_host().record_failure(f"content-type:{ctype.name}", method, exc)
+    return ContentTypeFailed(f"content type {ctype.name!r} failed in {method}")
+
+
+def audit(sess: Session, actor: User | None, action: str, course: Course, **detail: Any) -> None:
+    """Audit an action on ``course`` (stored with the caller's commit)."""
+    audit_log.audit(sess, actor, action, f"course:{course.public_id}", detail)
+
+
+def _touch(course: Course) -> None:
+    course.updated_at = utcnow()
+
+
+def _lock(sess: Session, course: Course) -> None:
+    """Serialise structural changes of one course (row lock; a no-op on SQLite)."""
+    sess.execute(select(Course.id).where(Course.id == course.id).with_for_update())
+
+
+class _Positioned(Protocol):
+    position: int
+    public_id: str
+
+
+P = TypeVar("P", bound=_Positioned)
+
+
+def _renumber(rows: Iterable[_Positioned]) -> None:
+    for index, row in enumerate(rows):
+        if row.position != index:
+            row.position = index
+
+
+def _insert_at(rows: list[P], row: P, position: int | None) -> list[P]:
+    rest = [r for r in rows if r is not row]
+    at = len(rest) if position is None else max(0, min(position, len(rest)))
+    rest.insert(at, row)
+    _renumber(rest)
+    return rest
+
+
+def _permute(rows: Sequence[P], ids: Sequence[str], what: str) -> list[P]:
+    """Reorder ``rows`` to the order of ``ids``.
+
+    :raise NotAPermutation: ``ids`` is not exactly the ids of ``rows``.
+    """
+    by_id = {r.public_id: r for r in rows}
+    duplicates = sorted({i for i in ids if ids.count(i) > 1})
+    unknown = sorted(set(ids) - set(by_id))
+    missing = sorted(set(by_id) - set(ids))
+    if duplicates or unknown or missing:
+        raise NotAPermutation(
+            f"send every {what} id of this parent exactly once",
+            duplicates=duplicates,
+            unknown=unknown,
+            missing=missing,
+        )
+    ordered = [by_id[i] for i in ids]
+    _renumber(ordered)
+    return ordered
+
+
+# ---------------------------------------------------------------- lookups
+
+_PUBLIC_ID = re.compile(r"[0-9A-Za-z_-]{1,32}")
+
+
+def _plausible(public_id: str) -> bool:
+    # Anything else cannot match, and some input (NUL bytes) would make
+    # PostgreSQL fail rather than find nothing.
+    return _PUBLIC_ID.fullmatch(public_id) is not None
+
+
+def get_course(sess: Session, public_id: str, viewer: User | None = None) -> Course:
+    """The course with this public id.
+
+    :param viewer: also load this user's role in the course (see :func:`core.rbac.remember`).
+    :raise CourseNotFound: there is none.
+    """
+    row: Any = None
+    if _plausible(public_id):
+        stmt = select(Course).where(Course.public_id == public_id)
+        if viewer is None:
+            row = sess.execute(stmt).first()
+        else:
+            row = sess.execute(stmt.add_columns(*rbac.access_columns(viewer, Course.id))).first()
+    if row is None:
+        raise CourseNotFound("no such course")
+    course: Course = row[0]
+    if viewer is not None:
+        rbac.remember(sess, viewer, course, row[1], row[2])
+    return course
+
+
+def get_module(sess: Session, public_id: str) -> tuple[Module, Course]:
+    """The module with this public id and its course.
+
+    :raise ModuleNotFound: there is none.
+    """
+    row = None
+    if _plausible(public_id):
+        row = sess.execute(
+            select(Module, Course)
+            .join(Course, Course.id == Module.course_id)
+            .where(Module.public_id == public_id)
+        ).first()
+    if row is None:
+        raise ModuleNotFound("no such module")
+    return row[0], row[1]
+
+
+def get_item(sess: Session, public_id: str, viewer: User | None = None) -> tuple[Item, Course]:
+    """The item with this public id (its module loaded too) and its course.
+
+    :param viewer: also load this user's role in the course (see :func:`core.rbac.remember`).
+    :raise ItemNotFound: there is none.
+    """
+    row: Any = None
+    if _plausible(public_id):
+        stmt = (
+            select(Item, Course)
+            .join(Course, Course.id == Item.course_id)
+            .where(Item.public_id == public_id)
+            .options(joinedload(Item.module))
+        )
+        if viewer is None:
+            row = sess.execute(stmt).first()
+        else:
+            row = sess.execute(stmt.add_columns(*rbac.access_columns(viewer, Course.id))).first()
+    if row is None:
+        raise ItemNotFound("no such item")
+    item: Item = row[0]
+    course: Course = row[1]
+    if viewer is not None:
+        rbac.remember(sess, viewer, course, row[2], row[3])
+    return item, course
+
+
+def get_enrolment(sess: Session, public_id: str) -> tuple[Enrolment, Course, User]:
+    """The enrolment with this public id, its course and learner.
+
+    :raise EnrolmentNotFound: there is none.
+    """
+    row = None
+    if _plausible(public_id):
+        row = sess.execute(
+            select(Enrolment, Course, User)
+            .join(Course, Course.id == Enrolment.course_id)
+            .join(User, User.id == Enrolment.user_id)
+            .where(Enrolment.public_id == public_id)
+        ).first()
+    if row is None:
+        raise EnrolmentNotFound("no such enrolment")
+    return row[0], row[1], row[2]
+
+
+def find_user(sess: Session, public_id: str) -> User | None:
+    """The active user with this public id, if any."""
+    if not _plausible(public_id):
+        return None
+    return sess.scalar(select(User).where(User.public_id == public_id, User.is_active))
+
+
+def modules_with_items(sess: Session, course: Course) -> list[Module]:
+    """The course's modules in order, each with its items loaded in order."""
+    return list(
+        sess.scalars(
+            select(Module)
+            .where(Module.course_id == course.id)
+            .order_by(Module.position, Module.id)
+            .options(selectinload(Module.items))
+        )
+    )
+
+
+# ---------------------------------------------------------------- courses
+
+
+def _clean_fields(fields: Mapping[str, Any]) -> dict[str, Any]:
+    out = dict(fields)
+    if "description" in out:
+        out["description"] = nh3.clean(out["description"])
+    return out
+
+
+def create_course(sess: Session, creator: User, fields: Mapping[str, Any]) -> Course:
+    """Create a draft course; its creator becomes its first instructor.
+
+    :param fields: validated course attributes (title, summary, …).
+    """
+    course = Course(**_clean_fields(fields), status="draft", created_by_id=creator.id)
+    sess.add(course)
+    sess.flush()
+    sess.add(CourseRole(course_id=course.id, user_id=creator.id, role=rbac.INSTRUCTOR))
+    rbac.forget(sess)
+    audit(sess, creator, "course.create", course, title=course.title)
+    sess.flush()
+    return course
+
+
+def update_course(sess: Session, actor: User, course: Course, changes: Mapping[str, Any]) -> Course:
+    """Apply validated partial changes to a course's attributes."""
+    for key, value in _clean_fields(changes).items():
+        setattr(course, key, value)
+    if changes:
+        _touch(course)
+        audit(sess, actor, "course.edit", course, fields=sorted(changes))
+    sess.flush()
+    return course
+
+
+_TRANSITIONS: dict[str, tuple[set[str], str]] = {
+    "publish": ({"draft", "archived"}, "published"),
+    "unpublish": ({"published"}, "draft"),
+    "archive": ({"draft", "published"}, "archived"),
+}
+
+
+def change_status(sess: Session, actor: User, course: Course, transition: str) -> Course:
+    """Publish, unpublish or archive a course.
+
+    :param transition: ``"publish"``, ``"unpublish"`` or ``"archive"``.
+    :raise InvalidTransition: the course's status does not allow it.
+    """
+    sources, target = _TRANSITIONS[transition]
+    if course.status not in sources:
+        raise InvalidTransition(f"cannot {transition} a {course.status} course")
+    course.status = target
+    if target == "published" and course.published_at is None:
+        course.published_at = utcnow()
+    _touch(course)
+    audit(sess, actor, f"course.{transition}", course)
+    sess.flush()
+    return course
+
+
+def hash_invite_code(code: str) -> str:
+    """The stored form of an invite code."""
+    return hashlib.sha256(code.encode()).hexdigest()
+
+
+def regenerate_invite_code(sess: Session, actor: User, course: Course) -> str:
+    """Give the course a new invite code; the old one stops working.
+
+    :return: the plaintext code (only its hash is stored).
+    """
+    code = secrets.token_urlsafe(12)
+    course.invite_code_hash = hash_invite_code(code)
+    audit(sess, actor, "course.invite_code", course)
+    sess.flush()
+    return code
+
+
+def catalog(
+    sess: Session,
+    user: User,
+    *,
+    q: str | None = None,
+    subject: str | None = None,
+    language: str | None = None,
+    level: str | None = None,
+    status: str | None = None,
+    before: int | None = None,
+    limit: int = 20,
+) -> tuple[list[Course], int | None]:
+    """The courses ``user`` may see, newest first, one page at a time.
+
+    Mirrors the ``course.view`` rule of :mod:`core.rbac` in SQL; a plugin's
+    ``permission_allowed`` veto removes a course from the page afterwards.
+
+    :param before: the cursor: only courses with a smaller internal id.
+    :return: the page and the cursor key of the next page (None at the end).
+    """
+    stmt = select(Course)
+    if not user.is_admin:
+        staff = exists().where(CourseRole.course_id == Course.id, CourseRole.user_id == user.id)
+
+        def enrolled(*statuses: str) -> Any:
+            return exists().where(
+                Enrolment.course_id == Course.id,
+                Enrolment.user_id == user.id,
+                Enrolment.status.in_(statuses),
+            )
+
+        stmt = stmt.where(
+            or_(
+                staff,
+                and_(
+                    Course.status == "published",
+                    or_(Course.visibility != "private", enrolled("active", "pending")),
+                ),
+                and_(Course.status == "archived", enrolled("active")),
+            )
+        )
+    if q:
+        stmt = stmt.where(
+            or_(
+                Course.title.icontains(q, autoescape=True),
+                Course.summary.icontains(q, autoescape=True),
+            )
+        )
+    if subject:
+        stmt = stmt.where(func.lower(Course.subject) == subject.lower())
+    if language:
+        stmt = stmt.where(func.lower(Course.language) == language.lower())
+    if level:
+        stmt = stmt.where(func.lower(Course.level) == level.lower())
+    if status:
+        stmt = stmt.where(Course.status == status)
+    if before is not None:
+        stmt = stmt.where(Course.id < before)
+    rows = list(sess.scalars(stmt.order_by(Course.id.desc()).limit(limit + 1)))
+    next_key = rows[limit - 1].id if len(rows) > limit else None
+    page = [c for c in rows[:limit] if rbac.plugin_vote(user, "course.view", c) is not False]
+    return page, next_key
+
+
+# ---------------------------------------------------------------- modules
+
+
+def add_module(sess: Session, course: Course, title: str, position: int | None = None) -> Module:
+    """Add a module at ``position`` (the end by default)."""
+    _lock(sess, course)
+    siblings = list(
+        sess.scalars(select(Module).where(Module.course_id == course.id).order_by(Module.position))
+    )
+    module = Module(course_id=course.id, title=title, position=len(siblings))
+    sess.add(module)
+    _insert_at(siblings, module, position)
+    _touch(course)
+    sess.flush()
+    return module
+
+
+def rename_module(sess: Session, course: Course, module: Module, title: str) -> Module:
+    """Give a module a new title."""
+    module.title = title
+    _touch(course)
+    sess.flush()
+    return module
+
+
+def move_module(sess: Session, course: Course, module: Module, position: int) -> Module:
+    """Move one module to ``position`` among its siblings."""
+    _lock(sess, course)
+    siblings = list(
+        sess.scalars(select(Module).where(Module.course_id == course.id).order_by(Module.position))
+    )
+    _insert_at(siblings, module, position)
+    _touch(course)
+    sess.flush()
+    return module
+
+
+def reorder_modules(sess: Session, course: Course, ids: Sequence[str]) -> list[Module]:
+    """Put the course's modules in the order of ``ids``.
+
+    :raise NotAPermutation: ``ids`` is not every module id exactly once.
+    """
+    _lock(sess, course)
+    modules = list(
+        sess.scalars(select(Module).where(Module.course_id == course.id).order_by(Module.position))
+    )
+    ordered = _permute(modules, ids, "module")
+    _touch(course)
+    sess.flush()
+    return ordered
+
+
+def delete_module(sess: Session, course: Course, module: Module) -> None:
+    """Delete a module with its items (and learners' progress on them)."""
+    _lock(sess, course)
+    sess.delete(module)
+    sess.flush()
+    rest = sess.scalars(
+        select(Module).where(Module.course_id == course.id).order_by(Module.position)
+    )
+    _renumber(rest)
+    _touch(course)
+    sess.flush()
+
+
+# ---------------------------------------------------------------- items
+
+
+def validate_item_config(item_type: str, config: Any) -> dict[str, Any]:
+    """Validate ``config`` with the content type called ``item_type``.
+
+    :raise UnknownItemType: no such content type is installed.
+    :raise InvalidItemConfig: the content type rejects the config.
+    :raise ContentTypeFailed: the content type crashed.
+    """
+    try:
+        ctype = plugin_host().content_type(item_type)
+    except UnknownContentType:
+        raise UnknownItemType(f"unknown content type {item_type!r}") from None
+    try:
+        return ctype.validate_config(config)
+    except ItemConfigInvalid as exc:
+        raise InvalidItemConfig(str(exc), errors=exc.errors) from exc
+    except Exception as exc:
+        raise content_type_failed(ctype, "validate_config", exc) from exc
+
+
+def _items_of(sess: Session, module: Module) -> list[Item]:
+    return list(
+        sess.scalars(select(Item).where(Item.module_id == module.id).order_by(Item.position))
+    )
+
+
+def add_item(
+    sess: Session,
+    course: Course,
+    module: Module,
+    *,
+    item_type: str,
+    title: str,
+    config: Any,
+    required: bool = True,
+    position: int | None = None,
+) -> Item:
+    """Add an item of ``item_type`` with a config its content type accepts.
+
+    :raise UnknownItemType: no such content type is installed.
+    :raise InvalidItemConfig: the content type rejects the config.
+    """
+    clean = validate_item_config(item_type, config)
+    _lock(sess, course)
+    siblings = _items_of(sess, module)
+    item = Item(
+        module_id=module.id,
+        course_id=course.id,
+        type=item_type,
+        title=title,
+        config=clean,
+        required=required,
+        position=len(siblings),
+    )
+    sess.add(item)
+    _insert_at(siblings, item, position)
+    _touch(course)
+    sess.flush()
+    return item
+
+
+def update_item(sess: Session, course: Course, item: Item, changes: Mapping[str, Any]) -> Item:
+    """Apply validated partial changes (``title``, ``config``, ``required``).
+
+    :raise InvalidItemConfig: the content type rejects a new config.
+    :raise UnknownItemType: the item's content type is not installed.
+    """
+    if "config" in changes:
+        item.config = validate_item_config(item.type, changes["config"])
+    if "title" in changes:
+        item.title = changes["title"]
+    if "required" in changes:
+        item.required = changes["required"]
+    if changes:
+        _touch(course)
+    sess.flush()
+    return item
+
+
+def reorder_items(sess: Session, course: Course, module: Module, ids: Sequence[str]) -> list[Item]:
+    """Put a module's items in the order of ``ids``.
+
+    :raise NotAPermutation: ``ids`` is not every item id of the module exactly once.
+    """
+    _lock(sess, course)
+    ordered = _permute(_items_of(sess, module), ids, "item")
+    _touch(course)
+    sess.flush()
+    return ordered
+
+
+def move_item(
+    sess: Session,
+    course: Course,
+    item: Item,
+    target_module_id: str,
+    position: int | None = None,
+) -> Item:
+    """Move an item to ``position`` in a module of the same course.
+
+    :param target_module_id: the public id of the destination module (may be
+        the item's own module, to move it within it).
+    :raise InvalidMoveTarget: the module does not exist in this course.
+    """
+    _lock(sess, course)
+    target = sess.scalar(
+        select(Module).where(Module.public_id == target_module_id, Module.course_id == course.id)
+    )
+    if target is None:
+        raise InvalidMoveTarget(f"no module {target_module_id!r} in this course")
+    if target.id != item.module_id:
+        source = sess.get_one(Module, item.module_id)
+        item.module_id = target.id
+        sess.flush()
+        _renumber(_items_of(sess, source))
+    _insert_at(_items_of(sess, target), item, position)
+    _touch(course)
+    sess.flush()
+    return item
+
+
+def delete_item(sess: Session, course: Course, item: Item) -> None:
+    """Delete an item (and learners' progress on it)."""
+    _lock(sess, course)
+    module = sess.get_one(Module, item.module_id)
+    sess.delete(item)
+    sess.flush()
+    _renumber(_items_of(sess, module))
+    _touch(course)
+    sess.flush()
+
+
+# ---------------------------------------------------------------- staff
+
+
+def list_staff(sess: Session, course: Course) -> list[tuple[CourseRole, User]]:
+    """The course's instructors and TAs, oldest first."""
+    rows = sess.execute(
+        select(CourseRole, User)
+        .join(User, User.id == CourseRole.user_id)
+        .where(CourseRole.course_id == course.id)
+        .order_by(CourseRole.id)
+    )
+    return [(r[0], r[1]) for r in rows]
+
+
+def _instructor_count(sess: Session, course: Course) -> int:
+    return (
+        sess.scalar(
+            select(func.count())
+            .select_from(CourseRole)
+            .where(CourseRole.course_id == course.id, CourseRole.role == rbac.INSTRUCTOR)
+        )
+        or 0
+    )
+
+
+def set_staff_role(
+    sess: Session, actor: User, course: Course, user: User, role: str
+) -> tuple[CourseRole, bool]:
+    """Make ``user`` an instructor or TA of ``course`` (or change their role).
+
+    :return: the role row and whether it was created.
+    :raise LastInstructor: the course's only instructor would become a TA.
+    """
+    _lock(sess, course)
+    row = sess.scalar(
+        select(CourseRole).where(CourseRole.course_id == course.id, CourseRole.user_id == user.id)
+    )
+    created = row is None
+    if row is None:
+        row = CourseRole(course_id=course.id, user_id=user.id, role=role)
+        sess.add(row)
+    elif row.role != role:
+        if row.role == rbac.INSTRUCTOR and _instructor_count(sess, course) <= 1:
+            raise LastInstructor("a course needs at least one instructor")
+        row.role = role
+    rbac.forget(sess)
+    audit(sess, actor, "course.staff_set", course, user=user.public_id, role=role)
+    sess.flush()
+    return row, created
+
+
+def remove_staff(sess: Session, actor: User, course: Course, user: User) -> None:
+    """Take ``user``'s staff role in ``course`` away.
+
+    :raise NotStaff: they hold none.
+    :raise LastInstructor: they are the course's only instructor.
+    """
+    _lock(sess, course)
+    row = sess.scalar(
+        select(CourseRole).where(CourseRole.course_id == course.id, CourseRole.user_id == user.id)
+    )
+    if row is None:
+        raise NotStaff("this user is not on the course's staff")
+    if row.role == rbac.INSTRUCTOR and _instructor_count(sess, course) <= 1:
+        raise LastInstructor("a course needs at least one instructor")
+    sess.delete(row)
+    rbac.forget(sess)
+    audit(sess, actor, "course.staff_remove", course, user=user.public_id)
+    sess.flush()
+
+
+# ---------------------------------------------------------------- enrolments
+
+
+def find_enrolment(sess: Session, user: User, course: Course) -> Enrolment | None:
+    """``user``'s enrolment row in ``course`` (any status), if any."""
+    return sess.scalar(
+        select(Enrolment).where(Enrolment.course_id == course.id, Enrolment.user_id == user.id)
+    )
+
+
+def _is_staff(sess: Session, user: User, course: Course) -> bool:
+    return rbac.access(sess, user, course).is_staff
+
+
+def _activated(sess: Session, user: User, course: Course) -> None:
+    record_event(
+        sess,
+        user=user,
+        verb="registered",
+        object_id=course_iri(course),
+        course=course,
+    )
+    log.info("enrolled course=%s user=%s", course.public_id, user.public_id)
+
+
+def _save_new_enrolment(sess: Session, enrolment: Enrolment) -> None:
+    # Two concurrent requests may both find no row; the unique constraint
+    # decides, and the loser's transaction is abandoned with the request.
+    sess.add(enrolment)
+    try:
+        sess.flush()
+    except IntegrityError:
+        raise AlreadyEnrolled("already enrolled in this course") from None
+
+
+def enrol_self(
+    sess: Session, user: User, course: Course, invite_code: str | None = None
+) -> Enrolment:
+    """Enrol ``user`` by the course's enrolment mode.
+
+    ``open`` enrols at once, ``approval`` leaves a ``pending`` request for
+    staff, ``invite`` needs the course's current invite code.
+
+    :raise StaffCannotEnrol: the user is staff of the course.
+    :raise AlreadyEnrolled: an active or pending enrolment exists.
+    :raise EnrolmentRejected: staff rejected an earlier request.
+    :raise InviteCodeInvalid: invite mode and the code is missing or wrong.
+    """
+    if _is_staff(sess, user, course):
+        raise StaffCannotEnrol("course staff cannot enrol as learners")
+    existing = find_enrolment(sess, user, course)
+    if existing is not None and existing.status in {"active", "pending"}:
+        raise AlreadyEnrolled(f"already enrolled in this course ({existing.status})")
+    if existing is not None and existing.status == "rejected":
+        raise EnrolmentRejected("your request to join was rejected; ask the course staff")
+    if course.enrolment_mode == "invite":
+        expected = course.invite_code_hash
+        given = hash_invite_code(invite_code or "")
+        if not invite_code or expected is None or not hmac.compare_digest(expected, given):
+            raise InviteCodeInvalid("a valid invite code is needed to join this course")
+    status = "pending" if course.enrolment_mode == "approval" else "active"
+    if existing is None:
+        enrolment = Enrolment(course_id=course.id, user_id=user.id, status=status)
+        _save_new_enrolment(sess, enrolment)
+    else:
+        enrolment = existing
+        enrolment.status = status
+    rbac.forget(sess)
+    if status == "active":
+        _activated(sess, user, course)
+    sess.flush()
+    return enrolment
+
+
+def add_learner(sess: Session, actor: User, course: Course, user: User) -> Enrolment:
+    """Staff enrol ``user`` directly (any mode; overrides a rejection).
+
+    :raise StaffCannotEnrol: the user is staff of the course.
+    :raise AlreadyEnrolled: the user is already an active learner.
+    """
+    if _is_staff(sess, user, course):
+        raise StaffCannotEnrol("course staff cannot enrol as learners")
+    enrolment = find_enrolment(sess, user, course)
+    if enrolment is not None and enrolment.status == "active":
+        raise AlreadyEnrolled("this user is already enrolled")
+    if enrolment is None:
+        enrolment = Enrolment(course_id=course.id, user_id=user.id, status="active")
+        _save_new_enrolment(sess, enrolment)
+    else:
+        enrolment.status = "active"
+    rbac.forget(sess)
+    audit(sess, actor, "enrolment.add", course, user=user.public_id)
+    _activated(sess, user, course)
+    sess.flush()
+    return enrolment
+
+
+def decide_enrolment(
+    sess: Session, actor: User, course: Course, enrolment: Enrolment, learner: User, approve: bool
+) -> Enrolment:
+    """Approve or reject a pending enrolment.
+
+    :raise EnrolmentStateInvalid: it is not pending.
+    """
+    if enrolment.status != "pending":
+        raise EnrolmentStateInvalid(f"the enrolment is {enrolment.status}, not pending")
+    enrolment.status = "active" if approve else "rejected"
+    rbac.forget(sess)
+    action = "enrolment.approve" if approve else "enrolment.reject"
+    audit(sess, actor, action, course, user=learner.public_id)
+    if approve:
+        _activated(sess, learner, course)
+    sess.flush()
+    return enrolment
+
+
+def withdraw(sess: Session, actor: User, course: Course, enrolment: Enrolment) -> Enrolment:
+    """End an active or pending enrolment (the learner's progress is kept).
+
+    :raise EnrolmentStateInvalid: it is already withdrawn or rejected.
+    """
+    if enrolment.status not in {"active", "pending"}:
+        raise EnrolmentStateInvalid(f"the enrolment is already {enrolment.status}")
+    enrolment.status = "withdrawn"
+    rbac.forget(sess)
+    if actor.id != enrolment.user_id:
+        audit(sess, actor, "enrolment.remove", course, enrolment=enrolment.public_id)
+    sess.flush()
+    return enrolment
+
+
+def list_enrolments(
+    sess: Session,
+    course: Course,
+    *,
+    status: str | None = None,
+    after: int | None = None,
+    limit: int = 20,
+) -> tuple[list[tuple[Enrolment, User]], int | None]:
+    """A page of the course's enrolments with their users, oldest first."""
+    stmt = (
+        select(Enrolment, User)
+        .join(User, User.id == Enrolment.user_id)
+        .where(Enrolment.course_id == course.id)
+    )
+    if status:
+        stmt = stmt.where(Enrolment.status == status)
+    if after is not None:
+        stmt = stmt.where(Enrolment.id > after)
+    rows = [(r[0], r[1]) for r in sess.execute(stmt.order_by(Enrolment.id).limit(limit + 1))]
+    next_key = rows[limit - 1][0].id if len(rows) > limit else None
+    return rows[:limit], next_key

@@ -1,0 +1,269 @@
+"""Learning events: one pipe that stores each event and hands it to plugins.
+
+Events are shaped like xAPI statements (actor, verb, object, result, context,
+timestamp) so analytics plugins and a learning record store can take them as
+they are.  Verbs are ADL vocabulary IRIs; object ids are absolute URLs on this
+instance's ``base_url``.
+
+Everything that records an event calls :func:`record_event`, which stores an
+:class:`~core.models.Event` row and then calls the ``track_event`` hook.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from types import MappingProxyType
+from typing import Any
+
+from flask import current_app
+from sqlalchemy.orm import Session
+
+from core.db import new_public_id
+from core.db import utcnow
+from core.models import Course
+from core.models import Event
+from core.models import Item
+from core.models import User
+from core.plugins import PluginHost
+
+log = logging.getLogger(__name__)
+
+ADL_VERBS = "http://adlnet.gov/expapi/verbs/"
+ADL_ACTIVITIES = "http://adlnet.gov/expapi/activities/"
+
+#: Short names of the ADL verbs core and plugins may use in :func:`record_event`.
+VERBS: Mapping[str, str] = MappingProxyType(
+    {
+        name: ADL_VERBS + name
+        for name in (
+            "answered",
+            "attempted",
+            "attended",
+            "commented",
+            "completed",
+            "exited",
+            "experienced",
+            "failed",
+            "initialized",
+            "interacted",
+            "launched",
+            "mastered",
+            "passed",
+            "progressed",
+            "registered",
+            "resumed",
+            "scored",
+            "suspended",
+            "terminated",
+        )
+    }
+)
+
+_ACTIVITY_TYPES = {"courses": "course", "modules": "module"}
+
+
+class UnknownVerb(ValueError):
+    """A verb is neither a known ADL short name nor an absolute IRI."""
+
+
+class InvalidObjectId(ValueError):
+    """An event's object is neither an absolute URL nor a path on this instance."""
+
+
+@dataclass(frozen=True)
+class Actor:
+    """The learner an event is about, as an xAPI account on this instance."""
+
+    id: str
+    name: str
+    home_page: str
+
+    def to_agent(self) -> dict[str, Any]:
+        """The xAPI ``Agent`` object."""
+        return {
+            "objectType": "Agent",
+            "name": self.name,
+            "account": {"homePage": self.home_page, "name": self.id},
+        }
+
+
+@dataclass(frozen=True)
+class LearningEvent:
+    """One learning event, as handed to ``track_event`` listeners.
+
+    :ivar id: the event's public id (the statement id in hex).
+    :ivar actor: who did it.
+    :ivar verb: the verb IRI.
+    :ivar object: the object's IRI (an absolute URL).
+    :ivar result: an xAPI ``result`` (``completion``, ``success``, ``score``…) or None.
+    :ivar context: extension values keyed by name or IRI, or None.
+    :ivar timestamp: when it happened (UTC).
+    :ivar course_id: the public id of the course it belongs to, if any.
+    """
+
+    id: str
+    actor: Actor
+    verb: str
+    object: str
+    result: Mapping[str, Any] | None
+    context: Mapping[str, Any] | None
+    timestamp: datetime
+    course_id: str | None = None
+    course_iri: str | None = None
+
+    @property
+    def verb_name(self) -> str:
+        """The verb's last path segment (``"completed"``)."""
+        return self.verb.rstrip("/").rsplit("/", 1)[-1]
+
+    def to_statement(self) -> dict[str, Any]:
+        """The event as an xAPI-like statement (a fresh, JSON-ready dict)."""
+        obj: dict[str, Any] = {"objectType": "Activity", "id": self.object}
+        activity = _activity_type(self.object, self.actor.home_page)
+        if activity is not None:
+            obj["definition"] = {"type": ADL_ACTIVITIES + activity}
+        statement: dict[str, Any] = {
+            "id": str(uuid.UUID(hex=self.id)),
+            "actor": self.actor.to_agent(),
+            "verb": {"id": self.verb, "display": {"en-US": self.verb_name}},
+            "object": obj,
+            "timestamp": self.timestamp.isoformat(),
+        }
+        if self.result is not None:
+            statement["result"] = copy.deepcopy(dict(self.result))
+        context: dict[str, Any] = {"platform": "Trivium"}
+        if self.course_iri is not None and self.course_iri != self.object:
+            context["contextActivities"] = {
+                "parent": [{"objectType": "Activity", "id": self.course_iri}]
+            }
+        if self.context:
+            base = self.actor.home_page.rstrip("/")
+            context["extensions"] = {
+                (key if _is_iri(key) else f"{base}/xapi/extensions/{key}"): copy.deepcopy(value)
+                for key, value in self.context.items()
+            }
+        statement["context"] = context
+        return statement
+
+
+def _is_iri(value: str) -> bool:
+    return value.startswith(("http://", "https://"))
+
+
+def _activity_type(iri: str, base: str) -> str | None:
+    base = base.rstrip("/") + "/"
+    if not iri.startswith(base):
+        return None
+    first = iri[len(base) :].split("/", 1)[0]
+    return _ACTIVITY_TYPES.get(first)
+
+
+def base_url() -> str:
+    """This instance's base URL without a trailing slash."""
+    settings: Any = current_app.extensions["trivium.settings"]
+    return str(settings.instance.base_url).rstrip("/")
+
+
+def course_iri(course: Course) -> str:
+    """The absolute URL naming ``course`` in events."""
+    return f"{base_url()}/courses/{course.public_id}"
+
+
+def item_iri(item: Item) -> str:
+    """The absolute URL naming ``item`` in events."""
+    return f"{base_url()}/items/{item.public_id}"
+
+
+def verb_iri(verb: str) -> str:
+    """Expand an ADL short name to its IRI; absolute IRIs pass unchanged.
+
+    :raise UnknownVerb: neither a known short name nor an IRI.
+    """
+    if _is_iri(verb):
+        return verb
+    try:
+        return VERBS[verb]
+    except KeyError:
+        raise UnknownVerb(f"unknown verb {verb!r}; use an ADL short name or an IRI") from None
+
+
+def _object_iri(object_id: str) -> str:
+    if _is_iri(object_id):
+        return object_id
+    if object_id.startswith("/"):
+        return base_url() + object_id
+    raise InvalidObjectId(f"event object {object_id!r} is neither an absolute URL nor a path")
+
+
+def record_event(
+    sess: Session,
+    *,
+    user: User,
+    verb: str,
+    object_id: str,
+    course: Course | None = None,
+    result: Mapping[str, Any] | None = None,
+    context: Mapping[str, Any] | None = None,
+) -> LearningEvent:
+    """Store a learning event and pass it to every ``track_event`` listener.
+
+    The row is flushed (not committed) in ``sess``; listeners are called after
+    that through the safe call path, so a failing listener is logged and the
+    event still stands.
+
+    :param user: the learner the event is about.
+    :param verb: an ADL short name (``"completed"``) or a verb IRI.
+    :param object_id: the object's absolute URL, or a path on this instance
+        (``"/items/<id>"``) made absolute with ``base_url``.
+    :param course: the course the event belongs to (listed on its events page).
+    :param result: an xAPI ``result`` object.
+    :param context: extension values, keyed by a short name or an IRI.
+    :return: the recorded event.
+    :raise UnknownVerb: ``verb`` is not recognised.
+    :raise InvalidObjectId: ``object_id`` is not a URL or path.
+    """
+    event = LearningEvent(
+        id=new_public_id(),
+        actor=Actor(id=user.public_id, name=user.display_name, home_page=base_url() + "/"),
+        verb=verb_iri(verb),
+        object=_object_iri(object_id),
+        result=MappingProxyType(copy.deepcopy(dict(result))) if result is not None else None,
+        context=MappingProxyType(copy.deepcopy(dict(context))) if context is not None else None,
+        timestamp=utcnow(),
+        course_id=course.public_id if course is not None else None,
+        course_iri=course_iri(course) if course is not None else None,
+    )
+    sess.add(
+        Event(
+            public_id=event.id,
+            timestamp=event.timestamp,
+            user_id=user.id,
+            course_id=course.id if course is not None else None,
+            verb=event.verb,
+            object_id=event.object,
+            statement=event.to_statement(),
+        )
+    )
+    sess.flush()
+    log.debug("event verb=%s object=%s user=%s", event.verb_name, event.object, user.public_id)
+    host: PluginHost = current_app.extensions["trivium.plugins"]
+    host.call("track_event", event=event)
+    return event
+
+
+__all__ = [
+    "VERBS",
+    "Actor",
+    "InvalidObjectId",
+    "LearningEvent",
+    "UnknownVerb",
+    "course_iri",
+    "item_iri",
+    "record_event",
+    "verb_iri",
+]

@@ -1,0 +1,1 @@
+"""Core's Alembic environment and revisions (run through :mod:`core.schema`)."""

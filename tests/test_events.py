@@ -1,0 +1,256 @@
+"""Learning events: the xAPI shape, the one recording pipe, listeners and the staff API."""
+
+from __future__ import annotations
+
+import dataclasses
+import uuid
+from typing import Any
+
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+from sqlalchemy import select
+
+from core import db
+from core import hookimpl
+from core.events import InvalidObjectId
+from core.events import LearningEvent
+from core.events import UnknownVerb
+from core.events import record_event
+from core.models import Course as CourseRow
+from core.models import Event
+from core.models import User
+from tests.conftest import Users
+from tests.course_helpers import Person
+from tests.course_helpers import add_staff
+from tests.course_helpers import build_course
+from tests.course_helpers import call
+from tests.course_helpers import complete
+from tests.course_helpers import enrol
+from tests.course_helpers import ok
+from tests.course_helpers import person
+from tests.course_helpers import problem
+
+ADL = "http://adlnet.gov/expapi/verbs/"
+
+
+class Tracker:
+    """Collects every event passed to ``track_event``."""
+
+    def __init__(self) -> None:
+        self.events: list[LearningEvent] = []
+
+    @hookimpl
+    def track_event(self, event: LearningEvent) -> None:
+        self.events.append(event)
+
+
+class BrokenTracker:
+    """A listener that crashes."""
+
+    @hookimpl
+    def track_event(self, event: LearningEvent) -> None:
+        raise RuntimeError("listener down")
+
+
+@pytest.fixture
+def tracker(app: Flask) -> Any:
+    """A temporary ``track_event`` listener."""
+    host = app.extensions["trivium.plugins"]
+    found = Tracker()
+    host.register(found, "test-tracker")
+    try:
+        yield found
+    finally:
+        host.unregister("test-tracker")
+
+
+@pytest.fixture
+def owner(users: Users) -> Person:
+    """The course's instructor."""
+    return person(users, "owner@example.org", creator=True)
+
+
+def _record(app: Flask, user_id: int, **kwargs: Any) -> LearningEvent:
+    with app.app_context():
+        sess = db.session()
+        user = sess.get_one(User, user_id)
+        course = kwargs.pop("course_id", None)
+        if course is not None:
+            kwargs["course"] = sess.get_one(CourseRow, course)
+        event = record_event(sess, user=user, **kwargs)
+        sess.commit()
+        return event
+
+
+def test_hook_track_event(app: Flask, users: Users, tracker: Tracker) -> None:
+    user = users.create("ada@example.org")
+    with app.app_context():
+        sess = db.session()
+        course = CourseRow(title="C", status="published")
+        sess.add(course)
+        sess.commit()
+        course_id, course_pid = course.id, course.public_id
+    event = _record(
+        app,
+        user.id,
+        verb="completed",
+        object_id="/items/abc",
+        course_id=course_id,
+        result={"completion": True, "score": {"scaled": 0.9}},
+        context={"attempt": 2, "https://example.org/ext/x": "y"},
+    )
+    statement = event.to_statement()
+    assert uuid.UUID(statement["id"]).hex == event.id
+    assert statement["actor"] == {
+        "objectType": "Agent",
+        "name": "Ada",
+        "account": {"homePage": "http://testserver/", "name": user.public_id},
+    }
+    assert statement["verb"] == {"id": ADL + "completed", "display": {"en-US": "completed"}}
+    assert statement["object"] == {"objectType": "Activity", "id": "http://testserver/items/abc"}
+    assert statement["result"] == {"completion": True, "score": {"scaled": 0.9}}
+    assert statement["context"]["contextActivities"]["parent"] == [
+        {"objectType": "Activity", "id": f"http://testserver/courses/{course_pid}"}
+    ]
+    assert statement["context"]["extensions"] == {
+        "http://testserver/xapi/extensions/attempt": 2,
+        "https://example.org/ext/x": "y",
+    }
+    assert statement["timestamp"].endswith("+00:00")
+    # stored as-is, and handed to listeners
+    with app.app_context():
+        row = db.session().scalar(select(Event).where(Event.public_id == event.id))
+        assert row is not None
+        assert row.statement == statement
+        assert (row.verb, row.object_id, row.course_id) == (
+            ADL + "completed",
+            "http://testserver/items/abc",
+            course_id,
+        )
+    assert [e.id for e in tracker.events] == [event.id]
+
+
+def test_course_object_is_typed_and_events_are_frozen(app: Flask, users: Users) -> None:
+    user = users.create()
+    event = _record(app, user.id, verb="registered", object_id="http://testserver/courses/x")
+    statement = event.to_statement()
+    assert statement["object"]["definition"] == {
+        "type": "http://adlnet.gov/expapi/activities/course"
+    }
+    assert "contextActivities" not in statement["context"]
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        event.verb = "x"  # type: ignore[misc]
+    with pytest.raises(TypeError):
+        event.result["completion"] = False  # type: ignore[index]
+    custom = _record(
+        app, user.id, verb="https://w3id.org/xapi/video/verbs/seeked", object_id="/items/v"
+    )
+    assert custom.to_statement()["verb"]["display"] == {"en-US": "seeked"}
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error"),
+    [
+        ({"verb": "liked", "object_id": "/items/x"}, UnknownVerb),
+        ({"verb": "completed", "object_id": "items/x"}, InvalidObjectId),
+        ({"verb": "completed", "object_id": "ftp://elsewhere/x"}, InvalidObjectId),
+    ],
+)
+def test_bad_events_are_refused(
+    app: Flask, users: Users, tracker: Tracker, kwargs: dict[str, Any], error: type[Exception]
+) -> None:
+    user = users.create()
+    with pytest.raises(error):
+        _record(app, user.id, **kwargs)
+    with app.app_context():
+        assert db.session().scalar(select(Event)) is None
+    assert tracker.events == []
+
+
+def test_crashing_listener_does_not_lose_the_event(
+    app: Flask, users: Users, tracker: Tracker
+) -> None:
+    user = users.create()
+    host = app.extensions["trivium.plugins"]
+    host.register(BrokenTracker(), "test-broken-tracker")
+    try:
+        event = _record(app, user.id, verb="launched", object_id="/items/x")
+    finally:
+        host.unregister("test-broken-tracker")
+    assert [e.id for e in tracker.events] == [event.id]
+    assert any(f.plugin == "test-broken-tracker" and f.hook == "track_event" for f in host.failures)
+    with app.app_context():
+        assert db.session().scalar(select(Event.public_id)) == event.id
+
+
+def test_learning_flow_records_events(
+    app: Flask, client: FlaskClient, users: Users, owner: Person, tracker: Tracker
+) -> None:
+    learner = person(users)
+    course = build_course(client, owner, items=2)
+    tracker.events.clear()
+    enrol(client, course, learner)
+    ok(
+        call(
+            client,
+            "PUT",
+            f"/items/{course.items[0]}/progress",
+            learner.headers,
+            {"data": {"scroll": 0.5}},
+        )
+    )
+    complete(client, course.items[0], learner)
+    complete(client, course.items[1], learner)
+    course_iri = f"http://testserver/courses/{course.id}"
+    item_iri = [f"http://testserver/items/{i}" for i in course.items]
+    assert [(e.verb_name, e.object) for e in tracker.events] == [
+        ("registered", course_iri),
+        ("progressed", item_iri[0]),
+        ("completed", item_iri[0]),
+        ("completed", item_iri[1]),
+        ("completed", course_iri),
+    ]
+    assert {e.actor.id for e in tracker.events} == {learner.id}
+    assert {e.course_id for e in tracker.events} == {course.id}
+    assert tracker.events[1].result == {"completion": False}
+
+
+def test_staff_read_course_events(
+    app: Flask, client: FlaskClient, users: Users, owner: Person
+) -> None:
+    ta = person(users)
+    learners = [person(users) for _ in range(3)]
+    course = build_course(client, owner, items=1)
+    other = build_course(client, owner, items=1, title="Other")
+    add_staff(client, course, owner, ta, "ta")
+    for learner in learners:
+        enrol(client, course, learner)
+        complete(client, course.items[0], learner)
+    enrol(client, other, learners[0])
+    seen: list[dict[str, Any]] = []
+    cursor = ""
+    while True:
+        body = ok(call(client, "GET", f"/courses/{course.id}/events?limit=4{cursor}", ta.headers))
+        seen += body["items"]
+        if body["next_cursor"] is None:
+            break
+        cursor = f"&cursor={body['next_cursor']}"
+    # registered + item completed + course completed, per learner; newest first
+    assert len(seen) == 9
+    assert [e["timestamp"] for e in seen] == sorted((e["timestamp"] for e in seen), reverse=True)
+    assert all(e["statement"]["id"] for e in seen)
+    registered = ok(
+        call(client, "GET", f"/courses/{course.id}/events?verb=registered", owner.headers)
+    )
+    assert len(registered["items"]) == 3
+    assert {e["statement"]["actor"]["account"]["name"] for e in registered["items"]} == {
+        lr.id for lr in learners
+    }
+    by_iri = ok(
+        call(client, "GET", f"/courses/{course.id}/events?verb={ADL}completed", owner.headers)
+    )
+    assert len(by_iri["items"]) == 6
+    problem(call(client, "GET", f"/courses/{course.id}/events?verb=liked", owner.headers), 422)
+    problem(call(client, "GET", f"/courses/{course.id}/events?cursor=AAAA", owner.headers), 422)
+    problem(call(client, "GET", f"/courses/{course.id}/events", learners[0].headers), 403)

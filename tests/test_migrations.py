@@ -1,0 +1,179 @@
+"""Alembic migrations: core's branch matches the models; plugins add their own branches."""
+
+from __future__ import annotations
+
+import os
+import textwrap
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from flask import Flask
+
+from core import create_app
+from core import hookimpl
+from core import models
+from core import schema
+from core.db import Base
+from core.db import get_db
+from tests.conftest import PG_URL
+from tests.conftest import base_config
+
+CORE_TABLES = {
+    m.class_.__tablename__ for m in Base.registry.mappers if m.class_.__module__ == models.__name__
+}
+
+PLUGIN_REVISION = '''\
+"""tmpnotes: one table of a temporary plugin."""
+
+import sqlalchemy as sa
+from alembic import op
+
+revision = "tmpnotes_0001"
+down_revision = None
+branch_labels = ("tmpnotes",)
+depends_on = "core_0001"
+
+
+def upgrade():
+    op.create_table(
+        "tmpnotes_notes",
+        sa.Column("id", sa.Integer, primary_key=True),
+        sa.Column("user_id", sa.Integer, sa.ForeignKey("users.id", ondelete="CASCADE")),
+        sa.Column("text", sa.Text, nullable=False),
+    )
+
+
+def downgrade():
+    op.drop_table("tmpnotes_notes")
+'''
+
+
+@pytest.fixture(
+    params=[
+        "sqlite",
+        pytest.param(
+            "postgresql",
+            marks=[
+                pytest.mark.postgres,
+                pytest.mark.skipif(not PG_URL, reason="TRIVIUM_TEST_DATABASE_URL not set"),
+            ],
+        ),
+    ]
+)
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """An empty database: a SQLite file, or a PostgreSQL schema of this xdist worker."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'mig.db'}"
+        return
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
+    name = f"trivium_mig_{worker}"
+    admin = sa.create_engine(PG_URL)
+    with admin.begin() as conn:
+        conn.execute(sa.text(f'DROP SCHEMA IF EXISTS "{name}" CASCADE'))
+        conn.execute(sa.text(f'CREATE SCHEMA "{name}"'))
+    sep = "&" if "?" in PG_URL else "?"
+    try:
+        yield f"{PG_URL}{sep}options=-csearch_path%3D{name}"
+    finally:
+        with admin.begin() as conn:
+            conn.execute(sa.text(f'DROP SCHEMA IF EXISTS "{name}" CASCADE'))
+        admin.dispose()
+
+
+def make_app(tmp_path: Path, url: str, **plugins: object) -> Flask:
+    config: dict[str, Any] = base_config(tmp_path)
+    config["database"] = {"url": url}
+    return create_app(tmp_path, config, extra_plugins=plugins)
+
+
+def table_names(app: Flask) -> set[str]:
+    with get_db(app).engine.connect() as conn:
+        return set(sa.inspect(conn).get_table_names())
+
+
+def only_core(obj: Any, name: str | None, type_: str, reflected: bool, compare_to: Any) -> bool:
+    """Compare core's tables only (other test modules may add models to Base)."""
+    if type_ == "table":
+        return name in CORE_TABLES
+    return True
+
+
+@pytest.fixture
+def app(tmp_path: Path, database_url: str) -> Iterator[Flask]:
+    application = make_app(tmp_path, database_url)
+    yield application
+    get_db(application).dispose()
+
+
+def test_upgrade_matches_the_models(app: Flask) -> None:
+    schema.upgrade(app)
+    assert schema.current(app) == ["core_0001"]
+    assert CORE_TABLES | {"alembic_version"} <= table_names(app)
+    with get_db(app).engine.connect() as conn:
+        context = MigrationContext.configure(
+            conn, opts={"compare_type": True, "include_object": only_core}
+        )
+        diff = compare_metadata(context, Base.metadata)
+    assert diff == []
+
+
+def test_upgrade_is_idempotent_and_downgrade_to_base_works(app: Flask) -> None:
+    schema.upgrade(app)
+    schema.upgrade(app)
+    assert schema.current(app) == schema.heads(app) == ["core_0001"]
+    schema.downgrade(app, "base")
+    assert schema.current(app) == []
+    assert table_names(app) <= {"alembic_version"}
+
+
+def test_revisions_render_core_types_as_plain_sqlalchemy() -> None:
+    text = (schema.CORE_VERSIONS / "core_0001_core_tables.py").read_text()
+    assert "core.db" not in text
+    assert "sa.DateTime(timezone=True)" in text
+    assert 'branch_labels: str | Sequence[str] | None = ("core",)' in text
+
+
+def test_hook_register_migrations(tmp_path: Path, database_url: str) -> None:
+    folder = tmp_path / "tmpnotes_migrations"
+    folder.mkdir()
+    (folder / "tmpnotes_0001.py").write_text(textwrap.dedent(PLUGIN_REVISION))
+
+    class TmpNotes:
+        @hookimpl
+        def register_migrations(self) -> list[str]:
+            return [str(folder)]
+
+    app = make_app(tmp_path, database_url, tmpnotes=TmpNotes())
+    try:
+        assert schema.version_locations(app) == [str(schema.CORE_VERSIONS), str(folder)]
+        schema.upgrade(app)
+        assert {"users", "tmpnotes_notes"} <= table_names(app)
+        assert schema.heads(app) == ["core_0001", "tmpnotes_0001"]
+        assert schema.describe(app, "tmpnotes_0001") == "tmpnotes_0001 [tmpnotes] (head)"
+
+        schema.downgrade(app, "tmpnotes@base")
+        assert "tmpnotes_notes" not in table_names(app)
+        assert "users" in table_names(app)
+        assert schema.current(app) == ["core_0001"]
+
+        schema.upgrade(app)
+        schema.downgrade(app, "base")
+        assert table_names(app) <= {"alembic_version"}
+    finally:
+        get_db(app).dispose()
+
+
+def test_a_missing_plugin_folder_is_refused_naming_the_plugin(tmp_path: Path) -> None:
+    class Broken:
+        @hookimpl
+        def register_migrations(self) -> list[str]:
+            return [str(tmp_path / "nowhere")]
+
+    app = make_app(tmp_path, f"sqlite:///{tmp_path / 'x.db'}", broken=Broken())
+    with pytest.raises(schema.MigrationsFolderMissing, match="'broken'"):
+        schema.upgrade(app)
