@@ -49,6 +49,7 @@ def create_app(
     from core import errors
     from core import logconfig
     from core import tasks
+    from core import web
     from core.auth import views as auth_views
     from core.config import load_settings
     from core.plugins import PluginHost
@@ -91,6 +92,7 @@ def create_app(
     app.register_blueprint(api.bp)
     auth_views.init_app(app)
     tasks.init_app(app)
+    web.init_app(app)
     # -- end of features
 
     for plugin_name, blueprint in host.call_lists("register_blueprints"):
