@@ -47,6 +47,7 @@ def create_app(
     from core import cache
     from core import db
     from core import errors
+    from core import headers
     from core import logconfig
     from core import tasks
     from core import web
@@ -57,6 +58,7 @@ def create_app(
     settings = load_settings(instance_path, test_config)
     logconfig.configure()
 
+    https = settings.instance.base_url.startswith("https://")
     app = Flask("core", instance_path=settings.path, static_folder=None)
     app.config.update(
         SECRET_KEY=settings.instance.secret_key,
@@ -64,7 +66,7 @@ def create_app(
         SESSION_COOKIE_NAME="trivium_session",
         SESSION_COOKIE_HTTPONLY=True,
         SESSION_COOKIE_SAMESITE="Lax",
-        SESSION_COOKIE_SECURE=settings.accounts.secure_cookies,
+        SESSION_COOKIE_SECURE=settings.accounts.secure_cookies or https,
         PERMANENT_SESSION_LIFETIME=timedelta(hours=settings.accounts.session_lifetime_hours),
         TESTING=settings.testing,
         JSON_SORT_KEYS=False,
@@ -72,6 +74,7 @@ def create_app(
     app.extensions["trivium.settings"] = settings
 
     errors.init_app(app)
+    headers.init_app(app, https=https)
     db.init_app(
         app, settings.database.url, settings.database.replica_url, echo=settings.database.echo
     )

@@ -68,6 +68,7 @@ class AccountsSection(_Section):
     reset_token_max_age: int = Field(default=3600, ge=60)
     session_lifetime_hours: int = Field(default=24 * 14, ge=1)
     secure_cookies: bool = False
+    """Force Secure cookies; they are always Secure when base_url is https."""
     hash_profile: Literal["rfc9106_low_memory", "cheapest"] = "rfc9106_low_memory"
     """argon2id cost; ``cheapest`` exists for test suites only."""
 

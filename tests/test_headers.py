@@ -1,0 +1,35 @@
+"""Hardened cookies and security headers."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from flask.testing import FlaskClient
+
+from core import create_app
+from tests.conftest import base_config
+
+
+def test_every_response_carries_security_headers(client: FlaskClient) -> None:
+    for path in ("/", "/api/v1/openapi.json", "/api/v1/me", "/nowhere"):
+        resp = client.get(path)
+        assert resp.headers["X-Content-Type-Options"] == "nosniff"
+        assert resp.headers["X-Frame-Options"] == "DENY"
+        assert "frame-ancestors 'none'" in resp.headers["Content-Security-Policy"]
+        assert "Strict-Transport-Security" not in resp.headers
+
+
+def test_https_instances_get_secure_cookies_and_hsts(tmp_path: Path) -> None:
+    config = base_config(tmp_path)
+    config["instance"]["base_url"] = "https://lms.example.edu"
+    app = create_app(tmp_path, config)
+    assert app.config["SESSION_COOKIE_SECURE"] is True
+    assert app.config["SESSION_COOKIE_HTTPONLY"] is True
+    assert app.config["SESSION_COOKIE_SAMESITE"] == "Lax"
+    resp = app.test_client().get("/api/v1/openapi.json")
+    assert resp.headers["Strict-Transport-Security"].startswith("max-age=31536000")
+
+
+def test_plain_http_instances_keep_cookies_usable_on_localhost(tmp_path: Path) -> None:
+    app = create_app(tmp_path, base_config(tmp_path))
+    assert app.config["SESSION_COOKIE_SECURE"] is False
