@@ -41,6 +41,7 @@ def create_app(
     :raise core.config.ConfigError: the configuration is invalid.
     :raise core.plugins.PluginLoadError: a plugin cannot be loaded.
     """
+    from werkzeug.middleware.proxy_fix import ProxyFix
     from whitenoise import WhiteNoise
 
     from core import api
@@ -104,6 +105,11 @@ def create_app(
         except Exception as exc:
             host.record_failure(plugin_name, "register_blueprints", exc)
 
+    if settings.server.proxy_hops:
+        hops = settings.server.proxy_hops
+        app.wsgi_app = ProxyFix(  # type: ignore[method-assign]
+            app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops
+        )
     app.wsgi_app = WhiteNoise(  # type: ignore[method-assign]
         app.wsgi_app, root=str(STATIC_DIR), prefix="static/", max_age=3600
     )

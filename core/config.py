@@ -77,6 +77,9 @@ class ServerSection(_Section):
     bind: str = "127.0.0.1:8000"
     workers: int = Field(default=2, ge=1)
     threads: int = Field(default=8, ge=1)
+    proxy_hops: int = Field(default=0, ge=0, le=5)
+    """How many reverse proxies in front of the app to trust for the client's
+    address and scheme (``X-Forwarded-For``/``-Proto``); 0 trusts none."""
 
 
 class PluginsSection(BaseModel):

@@ -33,3 +33,29 @@ def test_https_instances_get_secure_cookies_and_hsts(tmp_path: Path) -> None:
 def test_plain_http_instances_keep_cookies_usable_on_localhost(tmp_path: Path) -> None:
     app = create_app(tmp_path, base_config(tmp_path))
     assert app.config["SESSION_COOKIE_SECURE"] is False
+
+
+def _remote_addr(app_config: dict[str, object], tmp_path: Path) -> str | None:
+    app = create_app(tmp_path, app_config)
+    seen: list[str | None] = []
+
+    @app.get("/_ip")
+    def _ip() -> str:
+        from flask import request
+
+        seen.append(request.remote_addr)
+        return ""
+
+    app.test_client().get(
+        "/_ip",
+        headers={"X-Forwarded-For": "203.0.113.9"},
+        environ_base={"REMOTE_ADDR": "10.0.0.2"},
+    )
+    return seen[0]
+
+
+def test_forwarded_address_is_ignored_unless_a_proxy_is_trusted(tmp_path: Path) -> None:
+    config = base_config(tmp_path)
+    assert _remote_addr(config, tmp_path) == "10.0.0.2"
+    config["server"] = {"proxy_hops": 1}
+    assert _remote_addr(config, tmp_path) == "203.0.113.9"
