@@ -1,0 +1,1 @@
+"""Federation: instance identity and keys, signed requests, catalog sync, credentials."""

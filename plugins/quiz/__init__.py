@@ -1,0 +1,1 @@
+"""Quiz plugin: question banks, many item types, server-side grading, GIFT import/export."""
