@@ -195,8 +195,27 @@ def init(path: Path, name: str, base_url: str | None, bind: str, force: bool) ->
         )
     except ConfigError as exc:
         raise click.ClickException(str(exc)) from exc
+    _init_plugins(root)
     click.echo(f"Created {root / 'instance.toml'} and {root / 'secrets.toml'} (mode 0600).")
     click.echo(f"Next: trivium --instance {root} db upgrade")
+
+
+def _init_plugins(root: Path) -> None:
+    """Call ``init_instance`` on the new instance's plugins (no app is built)."""
+    from core.config import load_settings
+    from core.plugins import PluginHost
+
+    try:
+        settings = load_settings(root)
+        host = PluginHost(settings.plugins)
+        host.load_entry_points()
+        host.check()
+    except _startup_errors() as exc:
+        raise click.ClickException(str(exc)) from exc
+    host.call("init_instance", path=str(root.resolve()), settings=settings)
+    if host.failures:
+        failed = "; ".join(f"{f.plugin}: {f.error}" for f in host.failures)
+        raise click.ClickException(f"{root}: init_instance failed ({failed})")
 
 
 # ---------------------------------------------------------------- db

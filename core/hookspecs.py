@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from flask import Flask
     from flask import Request
 
+    from core.config import Settings
     from core.content import ContentType
     from core.events import LearningEvent
     from core.models import Course
@@ -60,6 +61,28 @@ def register_migrations() -> list[str]:
     (``"core_0001"``).
 
     :return: absolute paths; ``None`` or ``[]`` if the plugin has no tables.
+
+    .. versionadded:: 0.1
+    """
+
+
+# ---------------------------------------------------------------- instance lifecycle
+
+
+@hookspec
+def init_instance(path: str, settings: Settings) -> None:
+    """Called by ``trivium init`` after the instance files are written.
+
+    Prepare what the plugin needs in a new instance folder (keys, folders)
+    before the instance first starts.  No app exists yet and the database may
+    not have been created.  ``trivium init --force`` calls it again on an
+    existing folder: keep what is already there.  An implementation that
+    raises is logged, and ``trivium init`` then exits with an error naming
+    the plugin; the instance files already written are kept.
+
+    :param path: the instance folder, absolute.
+    :param settings: the new instance's validated settings.
+    :return: ignored.
 
     .. versionadded:: 0.1
     """

@@ -1,1 +1,12 @@
-"""Federation: instance identity and keys, signed requests, catalog sync, credentials."""
+"""Federation: instance identity and keys, signed requests, catalog sync, credentials.
+
+A plugin like any other: the ``trivium.plugins`` entry point names this
+package, and these are its hook implementations.
+"""
+
+from federation.plugin import init_instance
+from federation.plugin import register_blueprints
+from federation.plugin import register_commands
+from federation.plugin import startup
+
+__all__ = ["init_instance", "register_blueprints", "register_commands", "startup"]

@@ -38,7 +38,7 @@ def hook_specs() -> dict[str, Any]:
 @pytest.mark.parametrize("name", sorted(hook_specs()))
 def test_every_hook_has_a_test(name: str) -> None:
     pattern = re.compile(rf"^def test_hook_{name}\(", re.M)
-    found = [p.name for p in TESTS.glob("test_*.py") if pattern.search(p.read_text())]
+    found = [p.name for p in TESTS.rglob("test_*.py") if pattern.search(p.read_text())]
     assert found, f"write a test_hook_{name} under tests/"
 
 
