@@ -1,12 +1,21 @@
-"""Federation: instance identity and keys, signed requests, catalog sync, credentials.
+"""Federation: instance identity and keys, peering, signed requests, the inbox.
 
 A plugin like any other: the ``trivium.plugins`` entry point names this
 package, and these are its hook implementations.
 """
 
 from federation.plugin import init_instance
+from federation.plugin import register_actors
 from federation.plugin import register_blueprints
 from federation.plugin import register_commands
+from federation.plugin import register_migrations
 from federation.plugin import startup
 
-__all__ = ["init_instance", "register_blueprints", "register_commands", "startup"]
+__all__ = [
+    "init_instance",
+    "register_actors",
+    "register_blueprints",
+    "register_commands",
+    "register_migrations",
+    "startup",
+]

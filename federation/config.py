@@ -8,6 +8,7 @@ from pydantic import Field
 from pydantic import ValidationError
 
 from core.config import Settings
+from federation.client import ClientPolicy
 from federation.signatures import VerifyPolicy
 
 __all__ = ["FederationConfigError", "FederationSettings", "federation_settings"]
@@ -26,11 +27,34 @@ class FederationSettings(BaseModel):
     """Seconds a signature is accepted after its ``created`` time, and the clock
     skew tolerated for one that claims to come from the future."""
     max_message_bytes: int = Field(default=1024 * 1024, ge=1024)
-    """Largest signed body accepted from a peer."""
+    """Largest signed body accepted from a peer, in a request or a response."""
+    max_document_bytes: int = Field(default=64 * 1024, ge=1024, le=16 * 1024 * 1024)
+    """Largest instance document or JWK Set accepted from a peer."""
+    connect_timeout: float = Field(default=5.0, gt=0, le=60)
+    """Seconds to wait for a peer to accept a connection."""
+    read_timeout: float = Field(default=10.0, gt=0, le=300)
+    """Seconds to wait for each read from a peer (headers, each part of the body)."""
+    request_deadline: float = Field(default=30.0, gt=0, le=600)
+    """Seconds a whole exchange with a peer may take, body included."""
+    key_refetch_interval: int = Field(default=60, ge=1, le=86400)
+    """Least seconds between two refetches of one peer's JWK Set on an unknown key id."""
+    allow_http_peers: bool = False
+    """Accept ``http://`` peer URLs (a test network); production peers use https."""
 
     def verify_policy(self) -> VerifyPolicy:
         """The limits a signature verifier enforces."""
         return VerifyPolicy(max_age=self.signature_max_age, max_body_bytes=self.max_message_bytes)
+
+    def client_policy(self) -> ClientPolicy:
+        """The timeouts and size caps of requests to peers."""
+        return ClientPolicy(
+            connect_timeout=self.connect_timeout,
+            read_timeout=self.read_timeout,
+            deadline=self.request_deadline,
+            max_document_bytes=self.max_document_bytes,
+            max_response_bytes=self.max_message_bytes,
+            verify=self.verify_policy(),
+        )
 
 
 def federation_settings(settings: Settings) -> FederationSettings:

@@ -37,13 +37,23 @@ from federation.signatures import TAG
 
 bp = Blueprint("federation_wellknown", __name__)
 
-__all__ = ["PROTOCOL_VERSION", "bp", "current_keys", "instance_document"]
+__all__ = [
+    "INBOX_PATH",
+    "INSTANCE_PATH",
+    "JWKS_PATH",
+    "PROTOCOL_VERSION",
+    "base_url",
+    "bp",
+    "current_keys",
+    "instance_document",
+]
 
 log = logging.getLogger(__name__)
 
 PROTOCOL_VERSION = "1"
 INSTANCE_PATH = "/.well-known/trivium"
 JWKS_PATH = "/.well-known/jwks.json"
+INBOX_PATH = "/federation/v1/inbox"
 MAX_AGE = 300
 _CACHE_KEY = "federation.keys"
 
@@ -67,6 +77,7 @@ def instance_document(settings: Settings) -> dict[str, Any]:
             "instance": base + INSTANCE_PATH,
             "jwks": base + JWKS_PATH,
             "key": key_url(base, "{key_id}"),
+            "inbox": base + INBOX_PATH,
         },
         "http_signatures": {
             "label": LABEL,

@@ -16,7 +16,9 @@ a new session (login) issues a new token, returned by the login response (see
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
+from typing import TypeVar
 
 from flask import Flask
 from flask import Response
@@ -62,6 +64,30 @@ def rotate_csrf_token() -> str:
     return csrf_token()
 
 
+CSRF_EXEMPT_ATTR = "_trivium_csrf_exempt"
+
+V = TypeVar("V", bound=Callable[..., Any])
+
+
+def csrf_exempt(view: V) -> V:
+    """Mark a view that is never authenticated by the session cookie.
+
+    For endpoints whose requests prove themselves otherwise (HTTP message
+    signatures between instances, webhooks with their own signature).  The
+    view must not call :func:`core.auth.current_user` expecting a cookie
+    session: an exempt request could be forged by another site.
+
+    .. versionadded:: 0.1
+    """
+    setattr(view, CSRF_EXEMPT_ATTR, True)
+    return view
+
+
+def _is_exempt(app: Flask) -> bool:
+    view = app.view_functions.get(request.endpoint or "")
+    return bool(getattr(view, CSRF_EXEMPT_ATTR, False))
+
+
 def init_app(app: Flask) -> None:
     """Install CSRF checking on ``app`` and its problem+json error."""
     app.config["WTF_CSRF_CHECK_DEFAULT"] = False
@@ -70,7 +96,7 @@ def init_app(app: Flask) -> None:
 
     @app.before_request
     def _check_csrf() -> None:
-        if has_bearer_token():
+        if has_bearer_token() or _is_exempt(app):
             return
         if request.method in UNSAFE_METHODS:
             protect.protect()

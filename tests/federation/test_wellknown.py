@@ -36,6 +36,7 @@ def test_instance_document(client: FlaskClient) -> None:
             "instance": "http://testserver/.well-known/trivium",
             "jwks": "http://testserver/.well-known/jwks.json",
             "key": "http://testserver/federation/keys/{key_id}",
+            "inbox": "http://testserver/federation/v1/inbox",
         },
         "http_signatures": {
             "label": "trivium",

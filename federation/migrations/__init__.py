@@ -1,0 +1,1 @@
+"""Alembic revisions of the ``federation`` branch (``register_migrations``)."""

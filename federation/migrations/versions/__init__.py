@@ -1,0 +1,1 @@
+"""Revisions of the ``federation`` branch, applied by ``trivium db upgrade``."""
