@@ -71,6 +71,24 @@ class AccountsSection(_Section):
     """Force Secure cookies; they are always Secure when base_url is https."""
     hash_profile: Literal["rfc9106_low_memory", "cheapest"] = "rfc9106_low_memory"
     """argon2id cost; ``cheapest`` exists for test suites only."""
+    token_cache_seconds: int = Field(default=5, ge=0, le=60)
+    """How long a verified API token's owner is cached (0: look it up on every
+    request).  Also the longest a change made outside this process (another
+    process's revocation with the in-process cache, a deactivation in the
+    database) takes to reach every process; see :mod:`core.auth.tokens`."""
+
+
+class ProgressSection(_Section):
+    flush_ms: int = Field(default=100, ge=0, le=10_000)
+    """Progress heartbeats (reports that change no completion) are written in
+    batches this often; 0 writes each one in its request (write-through).  A
+    hard crash loses at most this long of heartbeats, never a completion; see
+    :mod:`core.progress_buffer`."""
+    flush_rows: int = Field(default=1000, ge=1)
+    """Write a batch early once this many rows wait."""
+    max_buffered_rows: int = Field(default=50_000, ge=1)
+    """Past this many waiting rows (the database is down or slow), reports are
+    written in their request again."""
 
 
 class ServerSection(_Section):
@@ -105,6 +123,7 @@ class Settings(_Section):
     jobs: JobsSection = JobsSection()
     cache: CacheSection = CacheSection()
     accounts: AccountsSection = AccountsSection()
+    progress: ProgressSection = ProgressSection()
     server: ServerSection = ServerSection()
     plugins: PluginsSection = PluginsSection()
     path: str = ""

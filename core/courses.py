@@ -27,15 +27,18 @@ from typing import TypeVar
 
 import nh3
 from flask import current_app
+from sqlalchemy import Row
+from sqlalchemy import Select
 from sqlalchemy import and_
+from sqlalchemy import bindparam
 from sqlalchemy import exists
 from sqlalchemy import func
 from sqlalchemy import or_
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
-from sqlalchemy.orm import joinedload
 from sqlalchemy.orm import selectinload
+from sqlalchemy.orm.attributes import set_committed_value
 
 from core import rbac
 from core.auth import audit as audit_log
@@ -281,6 +284,22 @@ def _plausible(public_id: str) -> bool:
     return _PUBLIC_ID.fullmatch(public_id) is not None
 
 
+# Lookups on every request are built once; SQLAlchemy caches their compiled form.
+_COURSE = select(Course).where(Course.public_id == bindparam("public_id"))
+_COURSE_FOR_VIEWER = _COURSE.add_columns(rbac.VIEWER_ROLE, rbac.VIEWER_STATUS)
+# The module is loaded as its own entity and set as ``item.module`` (as a
+# joined eager load would, with less work per row).
+_ITEM = (
+    select(Item, Course, Module)
+    .join(Course, Course.id == Item.course_id)
+    .join(Module, Module.id == Item.module_id)
+    .where(Item.public_id == bindparam("public_id"))
+)
+#: An item, its course and module, and the viewer's role and enrolment status
+#: in the course (bind ``public_id`` and ``viewer_id``); see :func:`lookup_item`.
+ITEM_FOR_VIEWER = _ITEM.add_columns(rbac.VIEWER_ROLE, rbac.VIEWER_STATUS)
+
+
 def get_course(sess: Session, public_id: str, viewer: User | None = None) -> Course:
     """The course with this public id.
 
@@ -289,11 +308,11 @@ def get_course(sess: Session, public_id: str, viewer: User | None = None) -> Cou
     """
     row: Any = None
     if _plausible(public_id):
-        stmt = select(Course).where(Course.public_id == public_id)
         if viewer is None:
-            row = sess.execute(stmt).first()
+            row = sess.execute(_COURSE, {"public_id": public_id}).first()
         else:
-            row = sess.execute(stmt.add_columns(*rbac.access_columns(viewer, Course.id))).first()
+            params = {"public_id": public_id, "viewer_id": viewer.id}
+            row = sess.execute(_COURSE_FOR_VIEWER, params).first()
     if row is None:
         raise CourseNotFound("no such course")
     course: Course = row[0]
@@ -325,25 +344,36 @@ def get_item(sess: Session, public_id: str, viewer: User | None = None) -> tuple
     :param viewer: also load this user's role in the course (see :func:`core.rbac.remember`).
     :raise ItemNotFound: there is none.
     """
+    if viewer is None:
+        row = lookup_item(sess, _ITEM, public_id)
+    else:
+        row = lookup_item(sess, ITEM_FOR_VIEWER, public_id, viewer)
+    return row[0], row[1]
+
+
+def lookup_item(
+    sess: Session, statement: Select[*tuple[Any, ...]], public_id: str, viewer: User | None = None
+) -> Row[*tuple[Any, ...]]:
+    """Run an item lookup built on :data:`ITEM_FOR_VIEWER` (with more columns).
+
+    Like :func:`get_item`, and returns the whole row so the caller can read
+    its own columns, which follow the item, course, module, role and status.
+
+    :raise ItemNotFound: there is none.
+    """
     row: Any = None
     if _plausible(public_id):
-        stmt = (
-            select(Item, Course)
-            .join(Course, Course.id == Item.course_id)
-            .where(Item.public_id == public_id)
-            .options(joinedload(Item.module))
-        )
-        if viewer is None:
-            row = sess.execute(stmt).first()
-        else:
-            row = sess.execute(stmt.add_columns(*rbac.access_columns(viewer, Course.id))).first()
+        params: dict[str, Any] = {"public_id": public_id}
+        if viewer is not None:
+            params["viewer_id"] = viewer.id
+        row = sess.execute(statement, params).first()
     if row is None:
         raise ItemNotFound("no such item")
-    item: Item = row[0]
-    course: Course = row[1]
+    set_committed_value(row[0], "module", row[2])
     if viewer is not None:
-        rbac.remember(sess, viewer, course, row[2], row[3])
-    return item, course
+        rbac.remember(sess, viewer, row[1], row[3], row[4])
+    found: Row[*tuple[Any, ...]] = row
+    return found
 
 
 def get_enrolment(sess: Session, public_id: str) -> tuple[Enrolment, Course, User]:

@@ -13,18 +13,24 @@ from contextlib import contextmanager
 from datetime import UTC
 from datetime import datetime
 from typing import Any
+from typing import TypeVar
+from typing import cast
 
 from flask import Flask
 from flask import current_app
 from flask import g
 from sqlalchemy import JSON
+from sqlalchemy import CursorResult
 from sqlalchemy import DateTime
 from sqlalchemy import Engine
+from sqlalchemy import Executable
 from sqlalchemy import MetaData
 from sqlalchemy import create_engine
 from sqlalchemy import event
+from sqlalchemy import inspect
 from sqlalchemy.orm import DeclarativeBase
 from sqlalchemy.orm import Session
+from sqlalchemy.orm import make_transient_to_detached
 from sqlalchemy.orm import sessionmaker
 from sqlalchemy.pool import ConnectionPoolEntry
 from sqlalchemy.types import TypeDecorator
@@ -79,6 +85,44 @@ class Base(DeclarativeBase):
     type_annotation_map = {datetime: UTCDateTime(), dict[str, Any]: JSON()}
 
 
+T = TypeVar("T", bound=Base)
+
+
+def attach(sess: Session, cls: type[T], values: dict[str, Any]) -> T:
+    """Put a row the caller already has into ``sess`` as a loaded object, without SQL.
+
+    For hot paths that read a few columns with a lean query (or from a cache)
+    but must hand on an ordinary ORM object.  The object is persistent in
+    ``sess``: attributes missing from ``values`` load from the database on
+    first access, and changes flush as an ``UPDATE`` like any loaded object's.
+    If ``sess`` already holds this row, that object is returned unchanged.
+
+    :param values: column values, the primary key (``id``) included.
+    """
+    key = inspect(cls).identity_key_from_primary_key((values["id"],))
+    existing = sess.identity_map.get(key)
+    if existing is not None:
+        return cast(T, existing)
+    obj = cls(**values)
+    make_transient_to_detached(obj)
+    sess.add(obj)
+    return obj
+
+
+def core_execute(
+    sess: Session, statement: Executable, params: dict[str, Any] | None = None
+) -> CursorResult[*tuple[Any, ...]]:
+    """Run a Core statement (built once, with bind parameters) in ``sess``'s transaction.
+
+    Skips the ORM's per-statement work, which hot paths that read plain
+    columns do not need; pending ORM changes are flushed first, as
+    ``sess.execute`` would (unless autoflush is off).
+    """
+    if sess.autoflush:
+        sess.flush()
+    return sess.connection().execute(statement, params)
+
+
 def _sqlite_pragmas(dbapi_conn: Any, _record: ConnectionPoolEntry) -> None:
     cur = dbapi_conn.cursor()
     cur.execute("PRAGMA journal_mode=WAL")
@@ -91,7 +135,17 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: ConnectionPoolEntry) -> None:
 def make_engine(url: str, *, echo: bool = False) -> Engine:
     """Create an engine with the right settings for its backend."""
     if url.startswith("sqlite"):
-        engine = create_engine(url, echo=echo, connect_args={"check_same_thread": False})
+        # Every serving thread, job-worker thread and the progress flusher may
+        # hold a connection at once; connections beyond pool_size are closed
+        # on return, and opening one (with its PRAGMAs) costs more than most
+        # requests, so keep enough of them.
+        engine = create_engine(
+            url,
+            echo=echo,
+            connect_args={"check_same_thread": False},
+            pool_size=32,
+            max_overflow=32,
+        )
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
     return create_engine(url, echo=echo, pool_pre_ping=True, pool_size=10, max_overflow=20)

@@ -60,12 +60,47 @@ class PluginInfo:
     failures: int
 
 
+class _CountingPluginManager(pluggy.PluginManager):
+    """A pluggy manager that counts changes to its set of implementations.
+
+    :meth:`PluginHost.call` caches each hook's implementation list and checks
+    :attr:`generation` instead of asking pluggy for a fresh copy on every call;
+    anything that can change a hook's implementations bumps it, including
+    calls made on ``host.pm`` directly.
+    """
+
+    def __init__(self, project_name: str) -> None:
+        super().__init__(project_name)
+        self.generation = 0
+
+    def register(self, plugin: object, name: str | None = None) -> str | None:
+        self.generation += 1
+        return super().register(plugin, name)
+
+    def unregister(self, plugin: object | None = None, name: str | None = None) -> Any:
+        self.generation += 1
+        return super().unregister(plugin, name)
+
+    def set_blocked(self, name: str) -> None:
+        self.generation += 1
+        super().set_blocked(name)
+
+    def add_hookspecs(self, module_or_class: ModuleType | type) -> None:
+        self.generation += 1
+        super().add_hookspecs(module_or_class)
+
+
+#: One implementation as :meth:`PluginHost.call` runs it: plugin name, function, argument names.
+_Impl = tuple[str, Any, tuple[str, ...]]
+
+
 class PluginHost:
     """The plugin manager of one app, with a safe call path and content-type registry."""
 
     def __init__(self, settings: PluginsSection, *, trace: bool = False) -> None:
         self.settings = settings
-        self.pm = pluggy.PluginManager("trivium")
+        self.pm = _CountingPluginManager("trivium")
+        self._impls: dict[str, tuple[int, tuple[_Impl, ...]]] = {}
         self.pm.add_hookspecs(hookspecs)
         self.failures: list[PluginFailure] = []
         self.content_types: dict[str, ContentType] = {}
@@ -139,6 +174,20 @@ class PluginHost:
 
     # ------------------------------------------------------------ calling
 
+    def _implementations(self, hook: str) -> tuple[_Impl, ...]:
+        """``hook``'s implementations, most specific first (cached per generation)."""
+        generation = self.pm.generation
+        cached = self._impls.get(hook)
+        if cached is not None and cached[0] == generation:
+            return cached[1]
+        caller = getattr(self.pm.hook, hook)
+        impls = tuple(
+            (impl.plugin_name, impl.function, tuple(impl.argnames))
+            for impl in reversed(caller.get_hookimpls())
+        )
+        self._impls[hook] = (generation, impls)
+        return impls
+
     def call(self, hook: str, *, firstresult: bool = False, **kwargs: Any) -> list[Any]:
         """Call every implementation of ``hook`` on its own, most-specific first.
 
@@ -149,14 +198,13 @@ class PluginHost:
         :param firstresult: stop at (and return only) the first non-None result.
         :return: the non-None results, in call order.
         """
-        caller = getattr(self.pm.hook, hook)
         results: list[Any] = []
-        for impl in reversed(caller.get_hookimpls()):
-            args = [kwargs[name] for name in impl.argnames]
+        for plugin_name, function, argnames in self._implementations(hook):
+            args = [kwargs[name] for name in argnames]
             try:
-                result = impl.function(*args)
+                result = function(*args)
             except Exception as exc:
-                self.record_failure(impl.plugin_name, hook, exc)
+                self.record_failure(plugin_name, hook, exc)
                 continue
             if result is None:
                 continue

@@ -18,28 +18,43 @@ import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
+from types import MappingProxyType
 from typing import Any
+from typing import Protocol
 
+from sqlalchemy import BindParameter
 from sqlalchemy import ColumnElement
+from sqlalchemy import Select
 from sqlalchemy import and_
+from sqlalchemy import bindparam
 from sqlalchemy import func
 from sqlalchemy import or_
 from sqlalchemy import select
+from sqlalchemy import union
 from sqlalchemy import update
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.dialects import sqlite
 from sqlalchemy.orm import Session
 
+from core import rbac
 from core.content import ItemView
 from core.content import ProgressReportInvalid
 from core.content import ProgressState
+from core.courses import ITEM_FOR_VIEWER
 from core.courses import content_type_failed
 from core.courses import content_type_for
+from core.courses import lookup_item
 from core.courses import plugin_host
+from core.db import core_execute
+from core.db import new_public_id
 from core.db import utcnow
 from core.errors import Conflict
 from core.errors import Forbidden
 from core.errors import ValidationFailed
+from core.events import VERBS
+from core.events import Actor
+from core.events import LearningEvent
+from core.events import base_url
 from core.events import course_iri
 from core.events import item_iri
 from core.events import record_event
@@ -51,6 +66,11 @@ from core.models import Item
 from core.models import Module
 from core.models import Progress
 from core.models import User
+from core.progress_buffer import ProgressBuffer
+from core.progress_buffer import ProgressRecord
+from core.progress_buffer import current_buffer
+from core.progress_buffer import newest
+from core.progress_buffer import write as write_progress
 
 log = logging.getLogger(__name__)
 
@@ -73,13 +93,41 @@ class InvalidProgressReport(ValidationFailed):
     type_slug = "invalid-progress-report"
 
 
+class ProgressLike(Protocol):
+    """A learner's progress on one item: a stored row or a buffered record."""
+
+    @property
+    def item_id(self) -> int:
+        """The item's key."""
+
+    @property
+    def status(self) -> str:
+        """``not_started``, ``in_progress`` or ``completed``."""
+
+    @property
+    def score(self) -> float | None:
+        """The content type's score, if any."""
+
+    @property
+    def data(self) -> dict[str, Any]:
+        """The content type's state."""
+
+    @property
+    def updated_at(self) -> datetime:
+        """When it last changed."""
+
+    @property
+    def completed_at(self) -> datetime | None:
+        """When the item became complete, while it is."""
+
+
 @dataclass(frozen=True)
 class ProgressOutcome:
     """What one progress report changed."""
 
     user: User
     course: Course
-    progress: Progress
+    progress: ProgressLike
     item_completed: bool
     course_completed: bool
 
@@ -99,8 +147,8 @@ class Counts:
         return round(100.0 * self.completed / self.required, 1)
 
 
-def state_of(row: Progress | None) -> ProgressState:
-    """The content-type view of a stored progress row."""
+def state_of(row: Any) -> ProgressState:
+    """The content-type view of a stored progress row (or a buffered record, or None)."""
     if row is None:
         return ProgressState()
     status: Any = row.status
@@ -114,14 +162,66 @@ def item_view(item: Item, course: Course) -> ItemView:
     )
 
 
+_USER_ID: BindParameter[int] = bindparam("user_id")
+_ITEM_ID: BindParameter[int] = bindparam("item_id")
+_COURSE_ID: BindParameter[int] = bindparam("course_id")
+
+_LOCK_ENROLMENT = (
+    select(Enrolment)
+    .where(Enrolment.course_id == _COURSE_ID, Enrolment.user_id == _USER_ID)
+    .with_for_update()
+)
+_FIND = select(Progress).where(Progress.user_id == _USER_ID, Progress.item_id == _ITEM_ID)
+_STATE = select(
+    Progress.status, Progress.score, Progress.data, Progress.updated_at, Progress.completed_at
+).where(Progress.user_id == _USER_ID, Progress.item_id == _ITEM_ID)
+
+
+# The report endpoint loads the item, the caller's standing and their stored
+# progress in one query; report_progress takes the progress from this memo.
+_ITEM_FOR_REPORT = ITEM_FOR_VIEWER.add_columns(
+    Progress.status, Progress.score, Progress.data, Progress.updated_at, Progress.completed_at
+).outerjoin(Progress, and_(Progress.item_id == Item.id, Progress.user_id == rbac.VIEWER_ID))
+_STATE_MEMO = "trivium.progress.state"
+
+
+def load_item_for_report(sess: Session, public_id: str, user: User) -> tuple[Item, Course]:
+    """Like :func:`core.courses.get_item` with a viewer, and their stored progress too.
+
+    :func:`report_progress` then needs no query to read the learner's state.
+
+    :raise ItemNotFound: there is none.
+    """
+    row = lookup_item(sess, _ITEM_FOR_REPORT, public_id, user)
+    item: Item = row[0]
+    state = None
+    if row[5] is not None:
+        state = ProgressRecord(
+            user_id=user.id,
+            item_id=item.id,
+            course_id=item.course_id,
+            status=row[5],
+            score=row[6],
+            data=row[7],
+            updated_at=row[8],
+            completed_at=row[9],
+        )
+    sess.info.setdefault(_STATE_MEMO, {})[(user.id, item.id)] = state
+    return item, row[1]
+
+
+def _stored_state(sess: Session, user: User, item: Item) -> Any:
+    memo: dict[tuple[int, int], ProgressRecord | None] = sess.info.get(_STATE_MEMO, {})
+    key = (user.id, item.id)
+    if key in memo:
+        return memo.pop(key)
+    return core_execute(sess, _STATE, {"user_id": user.id, "item_id": item.id}).first()
+
+
 def _lock_enrolment(sess: Session, user: User, course: Course) -> Enrolment | None:
     # Locking the enrolment serialises one learner's reports in one course, so
     # two reports completing the last two items cannot both miss the other.
-    return sess.scalar(
-        select(Enrolment)
-        .where(Enrolment.course_id == course.id, Enrolment.user_id == user.id)
-        .with_for_update()
-    )
+    return sess.scalar(_LOCK_ENROLMENT, {"course_id": course.id, "user_id": user.id})
 
 
 def _progress_row(sess: Session, user: User, item: Item) -> Progress:
@@ -162,37 +262,59 @@ def _progress_row(sess: Session, user: User, item: Item) -> Progress:
 
 
 def _find(sess: Session, user: User, item: Item) -> Progress | None:
-    return sess.scalar(
-        select(Progress).where(Progress.user_id == user.id, Progress.item_id == item.id)
-    )
+    return sess.scalar(_FIND, {"user_id": user.id, "item_id": item.id})
 
 
 def report_progress(
-    sess: Session, user: User, item: Item, course: Course, report: Mapping[str, Any]
+    sess: Session,
+    user: User,
+    item: Item,
+    course: Course,
+    report: Mapping[str, Any],
+    *,
+    buffer: ProgressBuffer | None = None,
 ) -> ProgressOutcome:
     """Apply a learner's report on ``item`` and the course completion rule.
 
     Flushes but does not commit; after committing, pass the outcome to
     :func:`announce`.
 
+    A heartbeat (a report after which the item is incomplete, as it was
+    before) is validated here but, given a ``buffer``, stored by it: with the
+    next batch, or in ``sess``'s transaction when the buffer writes through.
+    Every other report is written in ``sess`` under the enrolment lock, with
+    the completion rule (see :mod:`core.progress_buffer`).
+
     :param report: the learner's fields (``status``, ``data``) as sent.
+    :param buffer: where heartbeats may wait for a batch write; None writes
+        every report in ``sess``.
     :raise NotEnrolled: ``user`` holds no active enrolment in the course.
     :raise CourseReadOnly: the course is archived.
     :raise ContentTypeUnavailable: the item's content type is not installed.
     :raise InvalidProgressReport: the content type refused the report.
     :raise ContentTypeFailed: the content type crashed.
     """
-    enrolment = _lock_enrolment(sess, user, course)
-    if enrolment is None or enrolment.status != "active":
-        raise NotEnrolled("only enrolled learners report progress")
-    if course.status == "archived":
-        raise CourseReadOnly("this course is archived: progress can no longer change")
-    if course.status != "published":
-        raise NotEnrolled("this course is not open")
+    attempt: _Applied | None = None
+    if buffer is not None and buffer.has_room() and _may_report(sess, user, course):
+        current = newest(_stored_state(sess, user, item), buffer.get(user.id, item.id))
+        attempt = _apply(item, course, state_of(current), report)
+        if not attempt.complete and (current is None or current.completed_at is None):
+            return _heartbeat(sess, user, item, course, attempt.new, buffer)
+    return _report_now(sess, user, item, course, report, buffer, attempt)
+
+
+@dataclass(frozen=True)
+class _Applied:
+    previous: ProgressState
+    new: ProgressState
+    complete: bool
+
+
+def _apply(
+    item: Item, course: Course, previous: ProgressState, report: Mapping[str, Any]
+) -> _Applied:
     ctype = content_type_for(item.type)
     view = item_view(item, course)
-    existing = _find(sess, user, item)
-    previous = state_of(existing)
     try:
         new = ctype.apply_progress(view, previous, dict(report))
         complete = bool(ctype.is_complete(new))
@@ -204,8 +326,100 @@ def report_progress(
         raise content_type_failed(
             ctype, "apply_progress", TypeError(f"returned an invalid state {new!r}")
         )
+    return _Applied(previous, new, complete)
+
+
+def _may_report(sess: Session, user: User, course: Course) -> bool:
+    # The request's permission check already loaded the enrolment status; a
+    # report that fails this goes the locked way, which raises the problem.
+    standing = rbac.access(sess, user, course)
+    return standing.enrolment_status == "active" and course.status == "published"
+
+
+def _heartbeat(
+    sess: Session,
+    user: User,
+    item: Item,
+    course: Course,
+    new: ProgressState,
+    buffer: ProgressBuffer,
+) -> ProgressOutcome:
+    now = utcnow()
+    record = ProgressRecord(
+        user_id=user.id,
+        item_id=item.id,
+        course_id=item.course_id,
+        status=new.status,
+        score=new.score,
+        data=dict(new.data),
+        updated_at=now,
+    )
+    event, row = _progressed_event(user, item, course, new, now)
+    if buffer.write_through:
+        write_progress(sess.connection(), [record], [row])
+    else:
+        buffer.add(record, row)
+    log.debug("event verb=progressed object=%s user=%s", event.object, user.public_id)
+    plugin_host().call("track_event", event=event)
+    return ProgressOutcome(user, course, record, False, False)
+
+
+def _progressed_event(
+    user: User, item: Item, course: Course, new: ProgressState, now: datetime
+) -> tuple[LearningEvent, dict[str, Any]]:
+    """A heartbeat's event and its ``events`` row, as :func:`record_event` makes them."""
+    result: dict[str, Any] = {"completion": False}
+    if new.score is not None:
+        result["score"] = {"raw": new.score}
+    event = LearningEvent(
+        id=new_public_id(),
+        actor=Actor(id=user.public_id, name=user.display_name, home_page=base_url() + "/"),
+        verb=VERBS["progressed"],
+        object=item_iri(item),
+        result=MappingProxyType(result),
+        context=MappingProxyType({"status": new.status, "content-type": item.type}),
+        timestamp=now,
+        course_id=course.public_id,
+        course_iri=course_iri(course),
+    )
+    row = {
+        "public_id": event.id,
+        "timestamp": now,
+        "user_id": user.id,
+        "course_id": course.id,
+        "verb": event.verb,
+        "object_id": event.object,
+        "statement": event.to_statement(),
+    }
+    return event, row
+
+
+def _report_now(
+    sess: Session,
+    user: User,
+    item: Item,
+    course: Course,
+    report: Mapping[str, Any],
+    buffer: ProgressBuffer | None,
+    attempt: _Applied | None,
+) -> ProgressOutcome:
+    sess.info.get(_STATE_MEMO, {}).pop((user.id, item.id), None)  # read under the lock instead
+    enrolment = _lock_enrolment(sess, user, course)
+    if enrolment is None or enrolment.status != "active":
+        raise NotEnrolled("only enrolled learners report progress")
+    if course.status == "archived":
+        raise CourseReadOnly("this course is archived: progress can no longer change")
+    if course.status != "published":
+        raise NotEnrolled("this course is not open")
+    existing = _find(sess, user, item)
+    current = newest(existing, buffer.get(user.id, item.id) if buffer is not None else None)
+    previous = state_of(current)
+    if attempt is None or attempt.previous != previous:
+        # nothing applied yet, or another report changed the state meanwhile
+        attempt = _apply(item, course, previous, report)
+    new, complete = attempt.new, attempt.complete
     row = existing if existing is not None else _progress_row(sess, user, item)
-    was_complete = row.completed_at is not None
+    was_complete = current is not None and current.completed_at is not None
     now = utcnow()
     row.status = new.status
     row.score = new.score
@@ -294,9 +508,13 @@ def announce(outcome: ProgressOutcome) -> None:
         plugin_host().call("course_completed", user=outcome.user, course=outcome.course)
 
 
-def item_progress(sess: Session, user: User, item: Item) -> Progress | None:
-    """``user``'s stored progress on ``item``, if any."""
-    return _find(sess, user, item)
+def item_progress(sess: Session, user: User, item: Item) -> ProgressLike | None:
+    """``user``'s progress on ``item``, if any (with this process's buffered heartbeats)."""
+    buffer = current_buffer()
+    found: ProgressLike | None = newest(
+        _find(sess, user, item), buffer.get(user.id, item.id) if buffer is not None else None
+    )
+    return found
 
 
 def ordered_items(sess: Session, course: Course) -> list[Item]:
@@ -313,15 +531,22 @@ def ordered_items(sess: Session, course: Course) -> list[Item]:
 
 def course_progress(
     sess: Session, user: User, course: Course
-) -> tuple[list[tuple[Item, Progress | None]], Counts]:
-    """Every item of a course with ``user``'s progress on it, and the counts."""
+) -> tuple[list[tuple[Item, ProgressLike | None]], Counts]:
+    """Every item of a course with ``user``'s progress on it, and the counts.
+
+    Heartbeats buffered in this process are included.
+    """
     items = ordered_items(sess, course)
-    rows = {
+    rows: dict[int, ProgressLike] = {
         p.item_id: p
         for p in sess.scalars(
             select(Progress).where(Progress.user_id == user.id, Progress.course_id == course.id)
         )
     }
+    buffer = current_buffer()
+    if buffer is not None:
+        for record in buffer.for_course(course.id, user.id):
+            rows[record.item_id] = newest(rows.get(record.item_id), record)
     tally = Counts(
         required=sum(1 for i in items if i.required),
         completed=sum(
@@ -337,7 +562,7 @@ class LearnerRow:
 
     user: User
     enrolment: Enrolment
-    progress: dict[int, Progress]
+    progress: dict[int, ProgressLike]
     counts: Counts
 
 
@@ -366,7 +591,7 @@ def progress_table(
     found = [(r[0], r[1]) for r in sess.execute(stmt.order_by(Enrolment.id).limit(limit + 1))]
     next_key = found[limit - 1][0].id if len(found) > limit else None
     found = found[:limit]
-    by_user: dict[int, dict[int, Progress]] = {u.id: {} for _, u in found}
+    by_user: dict[int, dict[int, ProgressLike]] = {u.id: {} for _, u in found}
     if by_user:
         for p in sess.scalars(
             select(Progress).where(
@@ -374,6 +599,12 @@ def progress_table(
             )
         ):
             by_user[p.user_id][p.item_id] = p
+        buffer = current_buffer()
+        if buffer is not None:
+            for record in buffer.for_course(course.id):
+                cells = by_user.get(record.user_id)
+                if cells is not None:
+                    cells[record.item_id] = newest(cells.get(record.item_id), record)
     rows = []
     for enrolment, user in found:
         cells = by_user[user.id]
@@ -383,10 +614,32 @@ def progress_table(
 
 
 @dataclass(frozen=True)
+class CourseListing:
+    """A course as lists show it (its summary columns, not a loaded course)."""
+
+    id: int
+    public_id: str
+    title: str
+    summary: str
+    language: str
+    subject: str
+    level: str
+    status: str
+    visibility: str
+    enrolment_mode: str
+    created_at: datetime
+    updated_at: datetime
+    published_at: datetime | None
+
+
+_LISTING_COLUMNS = tuple(getattr(Course, name) for name in CourseListing.__dataclass_fields__)
+
+
+@dataclass(frozen=True)
 class MyCourse:
     """One line of "my courses": a course and the caller's place in it."""
 
-    course: Course
+    course: CourseListing
     role: str | None
     enrolment_id: str | None
     enrolment_status: str | None
@@ -394,15 +647,7 @@ class MyCourse:
     counts: Counts
 
 
-def my_courses(
-    sess: Session, user: User, *, before: int | None = None, limit: int = 20
-) -> tuple[list[MyCourse], int | None]:
-    """The courses where ``user`` is staff or has an enrolment, newest first.
-
-    One query for the whole page: roles, enrolments and completion counts are
-    joined and counted in SQL.  Courses back in draft are left out for
-    learners (they cannot open them).
-    """
+def _my_courses_statement(*, paged: bool) -> Select[Any]:
     required = (
         select(func.count(Item.id))
         .where(Item.course_id == Course.id, Item.required.is_(True))
@@ -414,24 +659,31 @@ def my_courses(
         .join(Item, Item.id == Progress.item_id)
         .where(
             Progress.course_id == Course.id,
-            Progress.user_id == user.id,
+            Progress.user_id == _USER_ID,
             Item.required.is_(True),
             Progress.completed_at.is_not(None),
         )
         .correlate(Course)
         .scalar_subquery()
     )
+    # Only the user's own courses are candidates (index lookups by user),
+    # however many courses the instance has.
+    mine = union(
+        select(CourseRole.course_id).where(CourseRole.user_id == _USER_ID),
+        select(Enrolment.course_id).where(Enrolment.user_id == _USER_ID),
+    )
     conditions: list[ColumnElement[bool]] = [
+        Course.id.in_(mine),
         or_(
             CourseRole.id.is_not(None),
             and_(Enrolment.id.is_not(None), Course.status != "draft"),
-        )
+        ),
     ]
-    if before is not None:
-        conditions.append(Course.id < before)
-    stmt = (
+    if paged:
+        conditions.append(Course.id < bindparam("before"))
+    return (
         select(
-            Course,
+            *_LISTING_COLUMNS,
             CourseRole.role,
             Enrolment.public_id,
             Enrolment.status,
@@ -439,24 +691,46 @@ def my_courses(
             required,
             done,
         )
+        .select_from(Course)
         .outerjoin(
-            CourseRole, and_(CourseRole.course_id == Course.id, CourseRole.user_id == user.id)
+            CourseRole, and_(CourseRole.course_id == Course.id, CourseRole.user_id == _USER_ID)
         )
-        .outerjoin(Enrolment, and_(Enrolment.course_id == Course.id, Enrolment.user_id == user.id))
+        .outerjoin(Enrolment, and_(Enrolment.course_id == Course.id, Enrolment.user_id == _USER_ID))
         .where(*conditions)
         .order_by(Course.id.desc())
-        .limit(limit + 1)
+        .limit(bindparam("limit"))
     )
-    rows = sess.execute(stmt).all()
-    next_key = rows[limit - 1][0].id if len(rows) > limit else None
+
+
+_MY_COURSES = _my_courses_statement(paged=False)
+_MY_COURSES_BEFORE = _my_courses_statement(paged=True)
+
+
+def my_courses(
+    sess: Session, user: User, *, before: int | None = None, limit: int = 20
+) -> tuple[list[MyCourse], int | None]:
+    """The courses where ``user`` is staff or has an enrolment, newest first.
+
+    One query for the whole page: roles, enrolments and completion counts are
+    joined and counted in SQL, and only the listed columns are read.  Courses
+    back in draft are left out for learners (they cannot open them).
+    """
+    params: dict[str, Any] = {"user_id": user.id, "limit": limit + 1}
+    stmt = _MY_COURSES
+    if before is not None:
+        params["before"] = before
+        stmt = _MY_COURSES_BEFORE
+    rows = core_execute(sess, stmt, params).all()
+    n = len(_LISTING_COLUMNS)
+    next_key = rows[limit - 1][0] if len(rows) > limit else None
     out = [
         MyCourse(
-            course=r[0],
-            role=r[1] or ("learner" if r[3] == "active" else None),
-            enrolment_id=r[2],
-            enrolment_status=r[3],
-            completed_at=r[4],
-            counts=Counts(required=int(r[5] or 0), completed=int(r[6] or 0)),
+            course=CourseListing(*r[:n]),
+            role=r[n] or ("learner" if r[n + 2] == "active" else None),
+            enrolment_id=r[n + 1],
+            enrolment_status=r[n + 2],
+            completed_at=r[n + 3],
+            counts=Counts(required=int(r[n + 4] or 0), completed=int(r[n + 5] or 0)),
         )
         for r in rows[:limit]
     ]

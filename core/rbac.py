@@ -42,8 +42,10 @@ import logging
 from dataclasses import dataclass
 
 from flask import current_app
+from sqlalchemy import BindParameter
 from sqlalchemy import ColumnElement
 from sqlalchemy import ScalarSelect
+from sqlalchemy import bindparam
 from sqlalchemy import select
 from sqlalchemy.orm import InstrumentedAttribute
 from sqlalchemy.orm import Session
@@ -145,6 +147,35 @@ def access_columns(
     return role, status
 
 
+_COURSE_ID: BindParameter[int] = bindparam("course_id")
+_USER_ID: BindParameter[int] = bindparam("user_id")
+#: The ``viewer_id`` parameter of :data:`VIEWER_ROLE` and :data:`VIEWER_STATUS`.
+VIEWER_ID: BindParameter[int] = bindparam("viewer_id")
+
+#: The viewer's staff role and enrolment status in the enclosing query's
+#: course, for statements built once at import: bind ``viewer_id`` when
+#: executing, and pass the two values to :func:`remember`.
+VIEWER_ROLE = (
+    select(CourseRole.role)
+    .where(CourseRole.course_id == Course.id, CourseRole.user_id == VIEWER_ID)
+    .scalar_subquery()
+)
+VIEWER_STATUS = (
+    select(Enrolment.status)
+    .where(Enrolment.course_id == Course.id, Enrolment.user_id == VIEWER_ID)
+    .scalar_subquery()
+)
+
+_ACCESS = select(
+    select(CourseRole.role)
+    .where(CourseRole.course_id == _COURSE_ID, CourseRole.user_id == _USER_ID)
+    .scalar_subquery(),
+    select(Enrolment.status)
+    .where(Enrolment.course_id == _COURSE_ID, Enrolment.user_id == _USER_ID)
+    .scalar_subquery(),
+)
+
+
 def remember(
     sess: Session, user: User, course: Course, role: str | None, status: str | None
 ) -> Access:
@@ -165,7 +196,7 @@ def access(sess: Session, user: User, course: Course) -> Access:
     found = memo.get((user.id, course.id))
     if found is not None:
         return found
-    row = sess.execute(select(*access_columns(user, course.id))).one()
+    row = db.core_execute(sess, _ACCESS, {"course_id": course.id, "user_id": user.id}).one()
     return remember(sess, user, course, row[0], row[1])
 
 
@@ -284,6 +315,9 @@ def require(
 
 __all__ = [
     "ACTIONS",
+    "VIEWER_ID",
+    "VIEWER_ROLE",
+    "VIEWER_STATUS",
     "Access",
     "access",
     "access_columns",

@@ -61,6 +61,9 @@ def base_config(tmp_path: Path, backend: str = "sqlite") -> dict[str, Any]:
         "database": {"url": url},
         "jobs": {"broker": "db", "embedded_worker": False},
         "accounts": {"hash_profile": "cheapest"},
+        # progress heartbeats written in their request (tests/test_progress_buffer.py
+        # covers batching)
+        "progress": {"flush_ms": 0},
     }
 
 

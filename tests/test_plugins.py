@@ -201,3 +201,30 @@ def test_firstresult_stops_at_first_answer_and_skips_failures(tmp_path: Path) ->
     host: PluginHost = app.extensions["trivium.plugins"]
     assert host.call("actor_from_request", firstresult=True, request=None) == ["someone"]
     assert order == ["first", "second"]
+
+
+def test_call_sees_plugins_registered_and_removed_after_earlier_calls(tmp_path: Path) -> None:
+    class Vote:
+        def __init__(self, answer: bool) -> None:
+            self.answer = answer
+
+        @hookimpl
+        def permission_allowed(self, action: str) -> bool | None:
+            return self.answer
+
+    app = create_app(tmp_path, base_config(tmp_path))
+    host: PluginHost = app.extensions["trivium.plugins"]
+
+    def votes() -> list[Any]:
+        return host.call("permission_allowed", user=None, action="x", course=None)
+
+    assert votes() == []
+    host.register(Vote(True), "yes")
+    assert votes() == [True]
+    no = Vote(False)
+    host.pm.register(no, name="no")  # straight on the pluggy manager
+    assert sorted(votes()) == [False, True]
+    host.pm.unregister(no)
+    assert votes() == [True]
+    host.unregister("yes")
+    assert votes() == []

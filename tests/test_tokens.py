@@ -3,18 +3,25 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Any
 
+import pytest
 from flask import Flask
+from sqlalchemy import event
 from sqlalchemy import select
 
+from core import create_app
 from core.auth import current_user
+from core.auth import tokens
 from core.auth.tokens import create_token
+from core.auth.tokens import forget_user_tokens
 from core.auth.tokens import hash_token
 from core.db import get_db
 from core.db import utcnow
 from core.models import ApiToken
 from core.models import User
 from tests.conftest import Users
+from tests.conftest import reset_schema
 
 
 def _whoami(app: Flask, headers: dict[str, str]) -> str | None:
@@ -53,4 +60,63 @@ def test_forged_expired_revoked_and_inactive_tokens_are_refused(app: Flask, user
     assert _whoami(app, {"Authorization": f"Bearer {live_text}"}) == user.email
     with get_db(app).session() as sess:
         sess.get_one(User, user.id).is_active = False
+        # A change made straight in the database reaches a cached token within
+        # [accounts] token_cache_seconds; forget_user_tokens makes it immediate.
+        with app.app_context():
+            forget_user_tokens(sess, user.id)
     assert _whoami(app, {"Authorization": f"Bearer {live_text}"}) is None
+
+
+def test_a_cached_token_needs_no_lookup_and_still_expires_on_time(
+    app: Flask, users: Users, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    user = users.create()
+    with get_db(app).session() as sess:
+        owner = sess.get_one(User, user.id)
+        _, plaintext = create_token(sess, owner, "soon", utcnow() + timedelta(minutes=1))
+    headers = {"Authorization": f"Bearer {plaintext}"}
+    assert _whoami(app, headers) == user.email
+    statements: list[str] = []
+
+    def record(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        statements.append(statement)
+
+    engine = get_db(app).engine
+    event.listen(engine, "before_cursor_execute", record)
+    try:
+        assert _whoami(app, headers) == user.email
+    finally:
+        event.remove(engine, "before_cursor_execute", record)
+    assert not any("api_tokens" in s for s in statements)
+    # the cached entry carries the expiry
+    later = utcnow() + timedelta(minutes=2)
+    monkeypatch.setattr(tokens, "utcnow", lambda: later)
+    assert _whoami(app, headers) is None
+
+
+def test_session_and_password_fields_are_never_cached(app: Flask, users: Users) -> None:
+    user = users.create()
+    headers = users.headers(user)
+    assert _whoami(app, headers) == user.email
+    with get_db(app).session() as sess:
+        sess.get_one(User, user.id).session_version = 7
+    with app.test_request_context("/api/v1/me", headers=headers):
+        found = current_user()
+        assert found is not None
+        assert found.session_version == 7
+
+
+def test_without_the_cache_a_deactivation_applies_at_once(config: dict[str, Any]) -> None:
+    config["accounts"]["token_cache_seconds"] = 0
+    app = create_app(config["path"], config)
+    reset_schema(app)
+    try:
+        users = Users(app)
+        user = users.create()
+        headers = users.headers(user)
+        assert _whoami(app, headers) == user.email
+        with get_db(app).session() as sess:
+            sess.get_one(User, user.id).is_active = False
+        assert _whoami(app, headers) is None
+    finally:
+        get_db(app).dispose()

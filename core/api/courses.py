@@ -12,6 +12,7 @@ from typing import Any
 from typing import Literal
 from typing import TypeVar
 
+from flask import current_app
 from flask import jsonify
 from flask import request
 from flask.typing import ResponseReturnValue
@@ -36,6 +37,7 @@ from core.models import CourseRole
 from core.models import Item
 from core.models import Module
 from core.models import User
+from core.progress import CourseListing
 from core.progress import item_view
 
 TAGS_COURSES = ("courses",)
@@ -128,29 +130,34 @@ def user_brief(user: User) -> UserBrief:
     return UserBrief(id=user.public_id, display_name=user.display_name)
 
 
-def course_summary(course: Course) -> CourseSummary:
-    """Serialise a course for lists."""
-    return CourseSummary.model_validate(
-        {
-            "id": course.public_id,
-            "title": course.title,
-            "summary": course.summary,
-            "language": course.language,
-            "subject": course.subject,
-            "level": course.level,
-            "status": course.status,
-            "visibility": course.visibility,
-            "enrolment_mode": course.enrolment_mode,
-            "created_at": course.created_at,
-            "updated_at": course.updated_at,
-            "published_at": course.published_at,
-        }
-    )
+def course_summary_fields(course: Course | CourseListing) -> dict[str, Any]:
+    """The fields of :class:`CourseSummary` (to validate as part of a larger model)."""
+    return {
+        "id": course.public_id,
+        "title": course.title,
+        "summary": course.summary,
+        "language": course.language,
+        "subject": course.subject,
+        "level": course.level,
+        "status": course.status,
+        "visibility": course.visibility,
+        "enrolment_mode": course.enrolment_mode,
+        "created_at": course.created_at,
+        "updated_at": course.updated_at,
+        "published_at": course.published_at,
+    }
+
+
+def course_summary(course: Course | CourseListing) -> CourseSummary:
+    """Serialise a course (or its listing columns) for lists."""
+    return CourseSummary.model_validate(course_summary_fields(course))
 
 
 def json_response(model: BaseModel, status: int = 200) -> ResponseReturnValue:
-    """Serialise a response model as JSON."""
-    return jsonify(model.model_dump(mode="json")), status
+    """Serialise a response model as JSON (by pydantic, in one step)."""
+    return current_app.response_class(
+        model.model_dump_json(), status=status, mimetype="application/json"
+    )
 
 
 def optional_body(model: type[B]) -> B:

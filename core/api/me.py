@@ -3,25 +3,24 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 from typing import Literal
 
-from flask import jsonify
 from flask.typing import ResponseReturnValue
 from pydantic import BaseModel
 
 from core import db
 from core import progress
 from core.api import bp
+from core.api import encode_cursor
 from core.api import operation
-from core.api import page
 from core.api import parse_query
 from core.api.courses import CourseSummary
 from core.api.courses import PageQuery
-from core.api.courses import course_summary
+from core.api.courses import course_summary_fields
 from core.api.courses import cursor_key
 from core.api.courses import json_response
 from core.api.progress import Completion
-from core.api.progress import completion
 from core.auth import require_user
 
 TAGS = ("me",)
@@ -82,24 +81,27 @@ def me() -> ResponseReturnValue:
     )
 
 
-def _my_course(row: progress.MyCourse) -> MyCourseOut:
+def _my_course(row: progress.MyCourse) -> dict[str, Any]:
+    # Plain data: the whole page is validated as one MyCoursePage.
     enrolment = None
+    counts = None
     if row.enrolment_id is not None and row.enrolment_status is not None:
-        enrolment = MyEnrolment.model_validate(
-            {
-                "id": row.enrolment_id,
-                "status": row.enrolment_status,
-                "completed_at": row.completed_at,
-            }
-        )
-    return MyCourseOut.model_validate(
-        {
-            "course": course_summary(row.course),
-            "role": row.role,
-            "enrolment": enrolment,
-            "progress": completion(row.counts) if enrolment is not None else None,
+        enrolment = {
+            "id": row.enrolment_id,
+            "status": row.enrolment_status,
+            "completed_at": row.completed_at,
         }
-    )
+        counts = {
+            "required": row.counts.required,
+            "completed": row.counts.completed,
+            "percent": row.counts.percent,
+        }
+    return {
+        "course": course_summary_fields(row.course),
+        "role": row.role,
+        "enrolment": enrolment,
+        "progress": counts,
+    }
 
 
 @bp.get("/me/courses")
@@ -117,4 +119,10 @@ def my_courses() -> ResponseReturnValue:
     rows, next_key = progress.my_courses(
         db.session(), user, before=cursor_key(query), limit=query.limit
     )
-    return jsonify(page([_my_course(r).model_dump(mode="json") for r in rows], next_key))
+    page = MyCoursePage.model_validate(
+        {
+            "items": [_my_course(r) for r in rows],
+            "next_cursor": encode_cursor(next_key) if next_key else None,
+        }
+    )
+    return json_response(page)

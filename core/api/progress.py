@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from datetime import datetime
 from typing import Any
 from typing import Literal
@@ -15,6 +16,8 @@ from sqlalchemy import select
 from core import courses
 from core import db
 from core import progress as svc
+from core import progress_buffer
+from core import rbac
 from core.api import bp
 from core.api import operation
 from core.api import page
@@ -28,13 +31,15 @@ from core.api.courses import json_response
 from core.api.courses import load_course
 from core.api.courses import load_item
 from core.api.courses import user_brief
+from core.auth import require_user
 from core.errors import ValidationFailed
 from core.events import UnknownVerb
 from core.events import verb_iri
 from core.models import Event
 from core.models import Item
 from core.models import Module
-from core.models import Progress
+
+log = logging.getLogger(__name__)
 
 TAGS = ("progress",)
 
@@ -153,8 +158,8 @@ def completion(counts: svc.Counts) -> Completion:
     return Completion(required=counts.required, completed=counts.completed, percent=counts.percent)
 
 
-def progress_out(item: Item, row: Progress | None) -> ProgressOut:
-    """Serialise a progress row (or the not-started default)."""
+def progress_out(item: Item, row: svc.ProgressLike | None) -> ProgressOut:
+    """Serialise a progress row or buffered record (or the not-started default)."""
     if row is None:
         return ProgressOut(
             item_id=item.public_id,
@@ -189,10 +194,19 @@ def progress_out(item: Item, row: Progress | None) -> ProgressOut:
 )
 def report(item_id: str) -> ResponseReturnValue:
     """Apply a progress report through the item's content type."""
-    user, item, course = load_item(item_id, "progress.own")
-    data = parse_body(ProgressReport)
+    user = require_user()
     sess = db.session()
-    outcome = svc.report_progress(sess, user, item, course, data.model_dump(exclude_none=True))
+    item, course = svc.load_item_for_report(sess, item_id, user)
+    rbac.require(user, "progress.own", course, what="item")
+    data = parse_body(ProgressReport)
+    outcome = svc.report_progress(
+        sess,
+        user,
+        item,
+        course,
+        data.model_dump(exclude_none=True),
+        buffer=progress_buffer.get_buffer(),
+    )
     out = ProgressReportOut(
         **progress_out(item, outcome.progress).model_dump(),
         item_completed=outcome.item_completed,
@@ -302,6 +316,7 @@ def course_events(course_id: str) -> ResponseReturnValue:
     """List the course's stored xAPI statements."""
     _, course = load_course(course_id, "events.view_all")
     query = parse_query(EventQuery)
+    _flush_buffered_events()
     before = cursor_key(query)
     stmt = select(Event).where(Event.course_id == course.id)
     if query.verb:
@@ -324,6 +339,19 @@ def course_events(course_id: str) -> ResponseReturnValue:
         for e in rows[: query.limit]
     ]
     return jsonify(page(items, next_key))
+
+
+def _flush_buffered_events() -> None:
+    # Heartbeat events wait in this process's buffer for a batch write; staff
+    # reading the event list should see them, so write them now (best effort:
+    # on failure they stay buffered and the list shows what is stored).
+    buffer = progress_buffer.current_buffer()
+    if buffer is None or not buffer.waiting():
+        return
+    try:
+        buffer.flush()
+    except Exception:
+        log.exception("progress_buffer=flush_before_read_failed")
 
 
 def _verb_or_none(verb: str) -> str:

@@ -15,6 +15,7 @@ from flask import current_app
 from flask import g
 from flask import request
 from flask import session as flask_session
+from sqlalchemy import bindparam
 from sqlalchemy import select
 
 from core import db
@@ -24,6 +25,8 @@ from core.plugins import PluginHost
 
 SESSION_USER = "uid"
 SESSION_VERSION = "sv"
+
+_USER_BY_PUBLIC_ID = select(User).where(User.public_id == bindparam("public_id"))
 
 
 def has_authorization_header() -> bool:
@@ -35,7 +38,7 @@ def _user_from_session() -> User | None:
     uid = flask_session.get(SESSION_USER)
     if not uid:
         return None
-    found = db.session().scalar(select(User).where(User.public_id == uid))
+    found = db.session().scalar(_USER_BY_PUBLIC_ID, {"public_id": uid})
     if (
         found is not None
         and found.is_active

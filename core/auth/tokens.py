@@ -2,25 +2,73 @@
 
 Registered as a core default plugin: its ``actor_from_request`` is ``trylast``
 so an SSO plugin can claim a request first.
+
+Verified tokens are cached for ``[accounts] token_cache_seconds`` (5 by
+default) in the instance cache (:mod:`core.cache`: in-process, or Redis when
+configured), keyed by the token's hash, so a client calling the API in a loop
+costs no token lookup.  What that means for changes:
+
+* expiry is exact: the entry carries the token's ``expires_at``;
+* revoking through the API (``DELETE /me/tokens/<id>``) calls
+  :func:`forget_token`, which takes effect at once in every process sharing a
+  Redis cache; with the in-process cache, at once in the revoking process and
+  within ``token_cache_seconds`` in the other processes of the server;
+* a deactivation or privilege change made directly in the database reaches
+  requests within ``token_cache_seconds`` (call :func:`forget_user_tokens`
+  after such a change to make it immediate where the cache is shared);
+* ``session_version``, password and second-factor fields are never taken from
+  the cache: they load from the database when a request reads them, and
+  cookie sessions do not use this cache at all.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import secrets
 from datetime import datetime
+from typing import Any
 
 from flask import Request
+from flask import current_app
+from flask import has_app_context
+from sqlalchemy import bindparam
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from core import db
+from core.cache import get_cache
+from core.db import attach
+from core.db import core_execute
 from core.db import utcnow
 from core.hookspecs import hookimpl
 from core.models import ApiToken
 from core.models import User
 
 TOKEN_PREFIX = "trv_"  # noqa: S105 (a marker, not a secret)
+
+_CACHE_PREFIX = "apitoken:"
+
+#: The owner's columns a token request gets without a further query (the
+#: rest load on first access, always fresh).
+_USER_COLUMNS = (
+    User.id,
+    User.public_id,
+    User.email,
+    User.display_name,
+    User.is_admin,
+    User.can_create_courses,
+    User.is_active,
+    User.created_at,
+)
+
+_LOOKUP = (
+    select(ApiToken.expires_at, ApiToken.revoked_at, *_USER_COLUMNS)
+    .join(User, User.id == ApiToken.user_id)
+    .where(ApiToken.token_hash == bindparam("token_hash"))
+)
+
+_USER_TOKEN_HASHES = select(ApiToken.token_hash).where(ApiToken.user_id == bindparam("user_id"))
 
 
 def hash_token(plaintext: str) -> str:
@@ -45,24 +93,79 @@ def create_token(
     return token, plaintext
 
 
+def _cache_seconds() -> int:
+    if not has_app_context():
+        return 0
+    seconds: int = current_app.extensions["trivium.settings"].accounts.token_cache_seconds
+    return seconds
+
+
+def _encode(user: dict[str, Any], expires_at: datetime | None) -> bytes:
+    fields = dict(user, created_at=user["created_at"].isoformat())
+    return json.dumps(
+        {"user": fields, "expires_at": expires_at.isoformat() if expires_at else None}
+    ).encode()
+
+
+def _decode(raw: bytes) -> tuple[dict[str, Any], datetime | None] | None:
+    try:
+        data = json.loads(raw)
+        user: dict[str, Any] = data["user"]
+        user["created_at"] = datetime.fromisoformat(user["created_at"])
+        expires = data["expires_at"]
+        return user, datetime.fromisoformat(expires) if expires else None
+    except (ValueError, KeyError, TypeError):  # written by another version: look it up
+        return None
+
+
+def _lookup(sess: Session, digest: str) -> tuple[dict[str, Any], datetime | None] | None:
+    row = core_execute(sess, _LOOKUP, {"token_hash": digest}).first()
+    if row is None or row.revoked_at is not None or not row.is_active:
+        return None
+    user = {column.key: getattr(row, column.key) for column in _USER_COLUMNS}
+    return user, row.expires_at
+
+
 def user_for_token(sess: Session, plaintext: str) -> User | None:
-    """The active owner of a valid (unexpired, unrevoked) token, else None."""
+    """The active owner of a valid (unexpired, unrevoked) token, else None.
+
+    The owner is attached to ``sess`` like a loaded object (see
+    :func:`core.db.attach`); within a request, verified tokens come from the
+    cache described in the module docstring.
+    """
     if not plaintext.startswith(TOKEN_PREFIX) or len(plaintext) > 200:
         return None
-    row = sess.execute(
-        select(ApiToken, User)
-        .join(User, User.id == ApiToken.user_id)
-        .where(ApiToken.token_hash == hash_token(plaintext))
-    ).first()
-    if row is None:
+    digest = hash_token(plaintext)
+    ttl = _cache_seconds()
+    found = None
+    if ttl:
+        raw = get_cache().get(_CACHE_PREFIX + digest)
+        found = _decode(raw) if raw is not None else None
+    if found is None:
+        found = _lookup(sess, digest)
+        if found is None:
+            return None
+        if ttl:
+            get_cache().set(_CACHE_PREFIX + digest, _encode(*found), ttl)
+    user, expires_at = found
+    if expires_at is not None and expires_at <= utcnow():
         return None
-    token, user = row
-    now = utcnow()
-    if token.revoked_at is not None or (token.expires_at is not None and token.expires_at <= now):
-        return None
-    if not user.is_active:
-        return None
-    return user
+    return attach(sess, User, user)
+
+
+def forget_token(token_hash: str) -> None:
+    """Drop a token from the cache (call after revoking it, once committed)."""
+    if has_app_context():
+        get_cache().delete(_CACHE_PREFIX + token_hash)
+
+
+def forget_user_tokens(sess: Session, user_id: int) -> None:
+    """Drop every token of a user from the cache (after deactivating them, say)."""
+    if not has_app_context():
+        return
+    cache = get_cache()
+    for token_hash in sess.scalars(_USER_TOKEN_HASHES, {"user_id": user_id}):
+        cache.delete(_CACHE_PREFIX + token_hash)
 
 
 @hookimpl(trylast=True)

@@ -58,6 +58,7 @@ from core.auth.passwords import check_password_policy
 from core.auth.passwords import get_password_service
 from core.auth.throttle import LoginThrottle
 from core.auth.tokens import create_token
+from core.auth.tokens import forget_token
 from core.cache import get_cache
 from core.config import Settings
 from core.db import utcnow
@@ -950,6 +951,7 @@ def revoke_api_token(public_id: str) -> Response:
     token.revoked_at = utcnow()
     audit(sess, user, "auth.token_revoked", f"token:{token.public_id}")
     sess.commit()
+    forget_token(token.token_hash)
     return _no_content()
 
 
