@@ -204,10 +204,12 @@ def send_mail(to: str, subject: str, body: str) -> bool | None:
 
 @hookspec
 def track_event(event: LearningEvent) -> None:
-    """Called for every learning event after it is stored.
+    """Called for every learning event as it is recorded.
 
     Runs inside the request that recorded the event, so keep it fast: enqueue
-    a job for slow work.
+    a job for slow work.  Most events are already flushed to the database;
+    progress heartbeats are written with the next batch (within
+    ``[progress] flush_ms``), so don't read the event back from the table.
 
     :param event: the xAPI-shaped event (actor, verb, object, result, context).
     :return: ignored.

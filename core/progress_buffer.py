@@ -65,6 +65,7 @@ from sqlalchemy import Engine
 from sqlalchemy import Insert
 from sqlalchemy import Table
 from sqlalchemy import and_
+from sqlalchemy import bindparam
 from sqlalchemy import insert
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.dialects import sqlite
@@ -135,7 +136,29 @@ def newest(stored: Any, buffered: ProgressRecord | None) -> Any:
     return buffered
 
 
-def _upsert(dialect: str) -> Insert:
+_PROGRESS_COLUMNS = (
+    "user_id",
+    "item_id",
+    "course_id",
+    "status",
+    "score",
+    "data",
+    "updated_at",
+    "completed_at",
+)
+_EVENT_COLUMNS = (
+    "public_id",
+    "timestamp",
+    "user_id",
+    "course_id",
+    "verb",
+    "object_id",
+    "statement",
+)
+
+
+def _upsert(dialect: str, rows: int | None = None) -> Insert:
+    """The batch upsert; with ``rows``, one statement for that many rows (``<column>_<n>``)."""
     ins: Any
     if dialect == "postgresql":
         ins = postgresql.insert(_PROGRESS)
@@ -143,6 +166,8 @@ def _upsert(dialect: str) -> Insert:
         ins = sqlite.insert(_PROGRESS)
     else:  # pragma: no cover - only SQLite and PostgreSQL are supported
         raise NotImplementedError(f"no progress upsert for {dialect}")
+    if rows is not None:
+        ins = ins.values(_bind_rows(_PROGRESS, _PROGRESS_COLUMNS, rows))
     excluded = ins.excluded
     stmt: Insert = ins.on_conflict_do_update(
         index_elements=[_PROGRESS.c.user_id, _PROGRESS.c.item_id],
@@ -160,8 +185,77 @@ def _upsert(dialect: str) -> Insert:
     return stmt
 
 
+def _bind_rows(table: Table, columns: tuple[str, ...], rows: int) -> list[dict[str, Any]]:
+    return [
+        {name: bindparam(f"{name}_{n}", type_=table.c[name].type) for name in columns}
+        for n in range(rows)
+    ]
+
+
 _UPSERTS = {name: _upsert(name) for name in ("sqlite", "postgresql")}
 _INSERT_EVENT = insert(_EVENTS)
+
+#: Rows per SQLite statement: a batch goes out as a few multi-row statements
+#: of these sizes (64 + 64 + 16 + 4 + 1 ... rows), each compiled once.  The
+#: sqlite3 driver drops and retakes the GIL for every row of an
+#: ``executemany``; under load each retake competes with the request threads
+#: while the batch holds the database's write lock.  A few statements per
+#: batch cost a quarter less CPU than one per row.  (PostgreSQL's driver
+#: pipelines ``executemany``, and its locks are per row, so it keeps that.)
+CHUNK_SIZES = (64, 16, 4, 1)
+
+
+@dataclass(frozen=True)
+class _Rendered:
+    """A multi-row statement compiled once: its SQL, and where each value goes."""
+
+    sql: str
+    slots: tuple[tuple[int, str], ...]
+    processors: dict[str, Any]
+
+
+_rendered: dict[tuple[str, int], _Rendered] = {}
+
+
+def _render(conn: Connection, kind: str, rows: int) -> _Rendered:
+    key = (kind, rows)
+    found = _rendered.get(key)
+    if found is not None:
+        return found
+    dialect = conn.dialect
+    columns: tuple[str, ...]
+    if kind == "progress":
+        table, columns, stmt = _PROGRESS, _PROGRESS_COLUMNS, _upsert(dialect.name, rows)
+    else:
+        table, columns = _EVENTS, _EVENT_COLUMNS
+        stmt = insert(_EVENTS).values(_bind_rows(_EVENTS, _EVENT_COLUMNS, rows))
+    compiled: Any = stmt.compile(dialect=dialect)
+    slots = []
+    for name in compiled.positiontup:
+        column, _, n = name.rpartition("_")
+        slots.append((int(n), column))
+    processors = {
+        name: table.c[name].type.dialect_impl(dialect).bind_processor(dialect) for name in columns
+    }
+    found = _Rendered(str(compiled), tuple(slots), processors)
+    _rendered[key] = found
+    return found
+
+
+def _write_sqlite(conn: Connection, kind: str, rows: list[dict[str, Any]]) -> None:
+    start = 0
+    for size in CHUNK_SIZES:
+        while len(rows) - start >= size:
+            chunk = rows[start : start + size]
+            start += size
+            rendered = _render(conn, kind, size)
+            procs = rendered.processors
+            params = []
+            for n, column in rendered.slots:
+                value = chunk[n][column]
+                process = procs[column]
+                params.append(value if process is None else process(value))
+            conn.exec_driver_sql(rendered.sql, tuple(params))
 
 
 def write(
@@ -172,9 +266,13 @@ def write(
     :param records: at most one record per learner and item.
     """
     rows = [r.values() for r in records]
+    event_rows = list(events)
+    if conn.dialect.name == "sqlite":
+        _write_sqlite(conn, "progress", rows)
+        _write_sqlite(conn, "events", event_rows)
+        return
     if rows:
         conn.execute(_UPSERTS[conn.dialect.name], rows)
-    event_rows = list(events)
     if event_rows:
         conn.execute(_INSERT_EVENT, event_rows)
 

@@ -376,3 +376,69 @@ def test_close_writes_what_waits(
     buf.close()
     assert _stored(app) == [("in_progress", {"scroll": 0.8}, False)]
     assert buf.waiting() == 0
+
+
+def test_a_large_batch_stores_every_value(
+    app: Flask, client: FlaskClient, buffer: ProgressBuffer, learner: Person, course: Course
+) -> None:
+    with get_db(app).session() as sess:
+        first = sess.scalars(select(Item).where(Item.public_id == course.items[0])).one()
+        # 90 more items of the course, straight in the database
+        items = [
+            Item(
+                module_id=first.module_id,
+                course_id=first.course_id,
+                type="page",
+                title=f"Extra {n}",
+                position=10 + n,
+                config={},
+            )
+            for n in range(90)
+        ]
+        sess.add_all(items)
+        sess.flush()
+        keys = [(i.id, i.course_id) for i in items]
+    base = utcnow()
+    records = [
+        ProgressRecord(
+            user_id=learner.user.id,
+            item_id=item_id,
+            course_id=course_id,
+            status="in_progress",
+            score=n / 4 if n % 2 else None,
+            data={"scroll": n / 100, "note": f"n{n} é '\""},
+            updated_at=base + timedelta(microseconds=n),
+        )
+        for n, (item_id, course_id) in enumerate(keys)
+    ]
+    for record in records:
+        buffer.add(record, _event(record))
+    assert buffer.flush() == 180
+    with get_db(app).session() as sess:
+        stored = {
+            p.item_id: p
+            for p in sess.scalars(select(Progress).where(Progress.user_id == learner.user.id))
+        }
+        assert _events(app) == 90
+        statements = sess.scalars(select(Event.statement).where(Event.verb == PROGRESSED)).all()
+    assert statements == [{}] * 90
+    assert len(stored) == 90
+    for record in records:
+        row = stored[record.item_id]
+        assert (row.status, row.score, row.data, row.updated_at, row.completed_at) == (
+            record.status,
+            record.score,
+            record.data,
+            record.updated_at,
+            None,
+        )
+    # the next batch updates the same rows in place
+    newer = [
+        ProgressRecord(**{**r.values(), "data": {"scroll": 1.0}, "updated_at": utcnow()})
+        for r in records
+    ]
+    for record in newer:
+        buffer.add(record, _event(record))
+    assert buffer.flush() == 180
+    assert len(_stored(app)) == 90
+    assert {str(d) for _, d, _ in _stored(app)} == {str({"scroll": 1.0})}
