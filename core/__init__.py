@@ -2,8 +2,9 @@
 
 A plugin imports ``hookimpl`` from here and the documented modules
 (``core.content``, ``core.events``, ``core.tasks``, ``core.errors``,
-``core.rbac``, ``core.db``, ``core.api``, ``core.auth``, ``core.cache``,
-``core.config.Settings``); nothing else of core is part of the contract.
+``core.rbac``, ``core.db``, ``core.progress`` (``record_result``, ``announce``),
+``core.api``, ``core.auth``, ``core.cache``, ``core.config.Settings``); nothing
+else of core is part of the contract.
 """
 
 from __future__ import annotations

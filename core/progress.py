@@ -15,6 +15,7 @@ for the course and, after the caller commits, :func:`announce` calls the
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -303,6 +304,55 @@ def report_progress(
     return _report_now(sess, user, item, course, report, buffer, attempt)
 
 
+class InvalidResult(ValueError):
+    """A plugin passed :func:`record_result` a state that cannot be stored."""
+
+
+def record_result(
+    sess: Session, user: User, item: Item, course: Course, state: ProgressState
+) -> ProgressOutcome:
+    """Store a result computed on the server, such as a graded quiz attempt.
+
+    Unlike :func:`report_progress`, the state is not a learner's report and
+    does not go through ``ContentType.apply_progress``: the calling plugin
+    computed it (scores included).  Completion still comes from the item's
+    ``ContentType.is_complete``, and the course completion rule runs exactly
+    as for reports; nothing is buffered.  Flushes but does not commit; after
+    committing, pass the outcome to :func:`announce`.
+
+    :param state: the item's new state (``status``, ``score``, ``data``).
+    :raise InvalidResult: the status is unknown, ``data`` is not a dict, or
+        the score is not a finite number between 0 and 1.
+    :raise NotEnrolled: ``user`` holds no active enrolment in the course.
+    :raise CourseReadOnly: the course is archived.
+    :raise ContentTypeUnavailable: the item's content type is not installed.
+    :raise ContentTypeFailed: the content type's ``is_complete`` crashed.
+
+    .. versionadded:: 0.1
+    """
+    if state.status not in PROGRESS_STATUSES:
+        raise InvalidResult(f"unknown progress status {state.status!r}")
+    if not isinstance(state.data, dict):
+        raise InvalidResult("data must be a dict")
+    if state.score is not None and (
+        not isinstance(state.score, int | float)
+        or isinstance(state.score, bool)
+        or not math.isfinite(state.score)
+        or not 0 <= state.score <= 1
+    ):
+        raise InvalidResult(f"score must be a number between 0 and 1, got {state.score!r}")
+    return _report_now(sess, user, item, course, {}, None, None, server_state=state)
+
+
+def _judge(item: Item, previous: ProgressState, new: ProgressState) -> _Applied:
+    ctype = content_type_for(item.type)
+    try:
+        complete = bool(ctype.is_complete(new))
+    except Exception as exc:
+        raise content_type_failed(ctype, "is_complete", exc) from exc
+    return _Applied(previous, new, complete)
+
+
 @dataclass(frozen=True)
 class _Applied:
     previous: ProgressState
@@ -402,6 +452,8 @@ def _report_now(
     report: Mapping[str, Any],
     buffer: ProgressBuffer | None,
     attempt: _Applied | None,
+    *,
+    server_state: ProgressState | None = None,
 ) -> ProgressOutcome:
     sess.info.get(_STATE_MEMO, {}).pop((user.id, item.id), None)  # read under the lock instead
     enrolment = _lock_enrolment(sess, user, course)
@@ -414,7 +466,9 @@ def _report_now(
     existing = _find(sess, user, item)
     current = newest(existing, buffer.get(user.id, item.id) if buffer is not None else None)
     previous = state_of(current)
-    if attempt is None or attempt.previous != previous:
+    if server_state is not None:
+        attempt = _judge(item, previous, server_state)
+    elif attempt is None or attempt.previous != previous:
         # nothing applied yet, or another report changed the state meanwhile
         attempt = _apply(item, course, previous, report)
     new, complete = attempt.new, attempt.complete
