@@ -157,6 +157,10 @@ _EVENT_COLUMNS = (
 )
 
 
+class UnsupportedDatabase(Exception):
+    """The database backend is neither SQLite nor PostgreSQL (the two supported)."""
+
+
 def _upsert(dialect: str, rows: int | None = None) -> Insert:
     """The batch upsert; with ``rows``, one statement for that many rows (``<column>_<n>``)."""
     ins: Any
@@ -165,7 +169,7 @@ def _upsert(dialect: str, rows: int | None = None) -> Insert:
     elif dialect == "sqlite":
         ins = sqlite.insert(_PROGRESS)
     else:  # pragma: no cover - only SQLite and PostgreSQL are supported
-        raise NotImplementedError(f"no progress upsert for {dialect}")
+        raise UnsupportedDatabase(f"progress batches need SQLite or PostgreSQL, not {dialect!r}")
     if rows is not None:
         ins = ins.values(_bind_rows(_PROGRESS, _PROGRESS_COLUMNS, rows))
     excluded = ins.excluded

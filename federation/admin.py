@@ -12,7 +12,6 @@ from __future__ import annotations
 from datetime import datetime
 
 from flask import Blueprint
-from flask import Response
 from flask import current_app
 from flask.typing import ResponseReturnValue
 from pydantic import BaseModel
@@ -21,6 +20,7 @@ from pydantic import Field
 
 from core import db
 from core import rbac
+from core.api import json_response
 from core.api import operation
 from core.api import parse_body
 from core.auth import require_user
@@ -127,12 +127,6 @@ class AddPeer(BaseModel):
     url: str = Field(min_length=1, max_length=500)
 
 
-def _json(model: BaseModel, status: int = 200) -> Response:
-    return current_app.response_class(
-        model.model_dump_json(), status=status, mimetype="application/json"
-    )
-
-
 def _admin() -> None:
     rbac.require(require_user(), PERMISSION)
 
@@ -169,7 +163,7 @@ def _find(peer_id: str) -> FederationPeer:
 def peers() -> ResponseReturnValue:
     """List every peer with its pinned keys."""
     _admin()
-    return _json(PeerList(items=[PeerOut.of(p) for p in list_peers(db.session())]))
+    return json_response(PeerList(items=[PeerOut.of(p) for p in list_peers(db.session())]))
 
 
 @bp.post("")
@@ -199,7 +193,7 @@ def add() -> ResponseReturnValue:
     except (PeerError, PeerRequestError) as exc:
         raise problem_for(exc) from None
     sess.commit()
-    return _json(PeerOut.of(peer), 201)
+    return json_response(PeerOut.of(peer), 201)
 
 
 @bp.get("/<peer_id>")
@@ -207,7 +201,7 @@ def add() -> ResponseReturnValue:
 def show(peer_id: str) -> ResponseReturnValue:
     """Show a peer."""
     _admin()
-    return _json(PeerOut.of(_find(peer_id)))
+    return json_response(PeerOut.of(_find(peer_id)))
 
 
 @bp.post("/<peer_id>/approve")
@@ -223,7 +217,7 @@ def approve(peer_id: str) -> ResponseReturnValue:
     peer = _find(peer_id)
     approve_peer(peer)
     db.session().commit()
-    return _json(PeerOut.of(peer))
+    return json_response(PeerOut.of(peer))
 
 
 @bp.post("/<peer_id>/suspend")
@@ -239,7 +233,7 @@ def suspend(peer_id: str) -> ResponseReturnValue:
     peer = _find(peer_id)
     suspend_peer(peer)
     db.session().commit()
-    return _json(PeerOut.of(peer))
+    return json_response(PeerOut.of(peer))
 
 
 @bp.post("/<peer_id>/refresh")
@@ -260,7 +254,7 @@ def refresh(peer_id: str) -> ResponseReturnValue:
     except (PeerError, PeerRequestError) as exc:
         raise problem_for(exc) from None
     sess.commit()
-    return _json(PeerOut.of(peer))
+    return json_response(PeerOut.of(peer))
 
 
 @bp.delete("/<peer_id>")

@@ -17,6 +17,7 @@ from typing import TypeVar
 
 from flask import Blueprint
 from flask import Flask
+from flask import Response
 from flask import current_app
 from flask import jsonify
 from flask import request
@@ -114,6 +115,13 @@ def parse_query(model: type[M]) -> M:
         return model.model_validate(request.args.to_dict())
     except ValidationError as exc:
         raise ValidationFailed("invalid query parameters", errors=_validation_errors(exc)) from exc
+
+
+def json_response(model: BaseModel, status: int = 200) -> Response:
+    """Serialise a response model as JSON (by pydantic, in one step)."""
+    return current_app.response_class(
+        model.model_dump_json(), status=status, mimetype="application/json"
+    )
 
 
 def encode_cursor(value: int) -> str:

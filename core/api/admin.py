@@ -19,12 +19,12 @@ from sqlalchemy import select
 from core import db
 from core import rbac
 from core.api import bp
+from core.api import json_response
 from core.api import operation
 from core.api import page
 from core.api import parse_query
 from core.api.courses import PageQuery
 from core.api.courses import cursor_key
-from core.api.courses import json_response
 from core.auth import require_user
 from core.courses import plugin_host
 from core.models import AuditLog

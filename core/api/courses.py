@@ -12,7 +12,6 @@ from typing import Any
 from typing import Literal
 from typing import TypeVar
 
-from flask import current_app
 from flask import jsonify
 from flask import request
 from flask.typing import ResponseReturnValue
@@ -26,6 +25,7 @@ from core import db
 from core import rbac
 from core.api import bp
 from core.api import decode_cursor
+from core.api import json_response
 from core.api import operation
 from core.api import page
 from core.api import parse_body
@@ -151,13 +151,6 @@ def course_summary_fields(course: Course | CourseListing) -> dict[str, Any]:
 def course_summary(course: Course | CourseListing) -> CourseSummary:
     """Serialise a course (or its listing columns) for lists."""
     return CourseSummary.model_validate(course_summary_fields(course))
-
-
-def json_response(model: BaseModel, status: int = 200) -> ResponseReturnValue:
-    """Serialise a response model as JSON (by pydantic, in one step)."""
-    return current_app.response_class(
-        model.model_dump_json(), status=status, mimetype="application/json"
-    )
 
 
 def optional_body(model: type[B]) -> B:

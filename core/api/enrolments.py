@@ -18,6 +18,7 @@ from core import courses as svc
 from core import db
 from core import rbac
 from core.api import bp
+from core.api import json_response
 from core.api import operation
 from core.api import page
 from core.api import parse_body
@@ -26,7 +27,6 @@ from core.api.courses import Body
 from core.api.courses import PageQuery
 from core.api.courses import UserBrief
 from core.api.courses import cursor_key
-from core.api.courses import json_response
 from core.api.courses import load_course
 from core.api.courses import optional_body
 from core.api.courses import user_brief

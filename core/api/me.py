@@ -13,13 +13,13 @@ from core import db
 from core import progress
 from core.api import bp
 from core.api import encode_cursor
+from core.api import json_response
 from core.api import operation
 from core.api import parse_query
 from core.api.courses import CourseSummary
 from core.api.courses import PageQuery
 from core.api.courses import course_summary_fields
 from core.api.courses import cursor_key
-from core.api.courses import json_response
 from core.api.progress import Completion
 from core.auth import require_user
 

@@ -24,7 +24,6 @@ from flask import Flask
 from flask import Response
 from flask import current_app
 from flask import g
-from flask import jsonify
 from flask import request
 from itsdangerous import BadData
 from itsdangerous import SignatureExpired
@@ -42,6 +41,7 @@ from core import db
 from core.api import API_PREFIX
 from core.api import decode_cursor
 from core.api import encode_cursor
+from core.api import json_response
 from core.api import operation
 from core.api import parse_body
 from core.api import parse_query
@@ -454,12 +454,6 @@ def _throttle() -> LoginThrottle:
     return LoginThrottle(get_cache(), _settings().accounts)
 
 
-def _json(model: BaseModel, status: int = 200) -> Response:
-    resp = jsonify(model.model_dump(mode="json"))
-    resp.status_code = status
-    return resp
-
-
 def _no_content() -> Response:
     return Response(status=204)
 
@@ -487,7 +481,7 @@ def _confirm_password(user: User, password: str) -> None:
 
 def _start_session(user: User) -> Response:
     login_session(user)
-    return _json(SessionOut(user=UserOut.of(user), csrf_token=csrf.rotate_csrf_token()))
+    return json_response(SessionOut(user=UserOut.of(user), csrf_token=csrf.rotate_csrf_token()))
 
 
 # ------------------------------------------------------------------ session
@@ -497,7 +491,7 @@ def _start_session(user: User) -> Response:
 @operation("Get the session's CSRF token", tags=TAGS_AUTH, response=CsrfOut, auth=False)
 def get_csrf_token() -> Response:
     """Return the CSRF token to send as ``X-CSRFToken`` on unsafe requests."""
-    return _json(CsrfOut(csrf_token=csrf.csrf_token()))
+    return json_response(CsrfOut(csrf_token=csrf.csrf_token()))
 
 
 @bp.post("/auth/register")
@@ -701,12 +695,12 @@ def request_password_reset() -> Response:
         "reset-account", body.email, settings.accounts.login_max_attempts_per_account
     ):
         log.warning("password_reset status=rate_limited ip=%s", _client_ip())
-        return _json(answer, 202)
+        return json_response(answer, 202)
     sess = db.session()
     user = sess.scalar(select(User).where(User.email == body.email))
     if user is None or not user.is_active:
         log.info("password_reset status=no_account ip=%s", _client_ip())
-        return _json(answer, 202)
+        return json_response(answer, 202)
     token = _reset_serializer().dumps({"u": user.public_id, "f": _password_fingerprint(user)})
     minutes = settings.accounts.reset_token_max_age // 60
     base = settings.instance.base_url.rstrip("/")
@@ -722,7 +716,7 @@ def request_password_reset() -> Response:
     )
     audit(sess, None, "auth.password_reset_requested", f"user:{user.public_id}")
     sess.commit()
-    return _json(answer, 202)
+    return json_response(answer, 202)
 
 
 @bp.post("/auth/password-reset/confirm")
@@ -761,7 +755,9 @@ def confirm_password_reset() -> Response:
     audit(sess, user, "auth.password_reset", f"user:{user.public_id}")
     sess.commit()
     _throttle().clear_account(user.email)
-    return _json(MessageOut(detail="your password has been changed; log in with the new one"))
+    return json_response(
+        MessageOut(detail="your password has been changed; log in with the new one")
+    )
 
 
 # ------------------------------------------------------------------ me: password
@@ -793,7 +789,7 @@ def change_password() -> Response:
     sess.commit()
     if g.get("auth_via") == "session":
         return _start_session(user)
-    return _json(SessionOut(user=UserOut.of(user), csrf_token=None))
+    return json_response(SessionOut(user=UserOut.of(user), csrf_token=None))
 
 
 # ------------------------------------------------------------------ me: TOTP
@@ -817,7 +813,9 @@ def totp_setup() -> Response:
     user.totp_last_step = None
     uri = totp.provisioning_uri(secret, user.email, _settings().instance.name)
     sess.commit()
-    return _json(TotpSetupOut(secret=secret, otpauth_uri=uri, qr_svg=totp.qr_svg_data_uri(uri)))
+    return json_response(
+        TotpSetupOut(secret=secret, otpauth_uri=uri, qr_svg=totp.qr_svg_data_uri(uri))
+    )
 
 
 @bp.post("/me/totp/confirm")
@@ -844,7 +842,7 @@ def totp_confirm() -> Response:
     codes = totp.replace_recovery_codes(sess, user)
     audit(sess, user, "auth.totp_enabled", f"user:{user.public_id}")
     sess.commit()
-    return _json(RecoveryCodesOut(recovery_codes=codes))
+    return json_response(RecoveryCodesOut(recovery_codes=codes))
 
 
 @bp.post("/me/totp/disable")
@@ -897,7 +895,7 @@ def regenerate_recovery_codes() -> Response:
     codes = totp.replace_recovery_codes(sess, user)
     audit(sess, user, "auth.recovery_codes_replaced", f"user:{user.public_id}")
     sess.commit()
-    return _json(RecoveryCodesOut(recovery_codes=codes))
+    return json_response(RecoveryCodesOut(recovery_codes=codes))
 
 
 # ------------------------------------------------------------------ me: API tokens
@@ -913,7 +911,7 @@ def list_tokens() -> Response:
         .where(ApiToken.user_id == user.id, ApiToken.revoked_at.is_(None))
         .order_by(ApiToken.id.desc())
     )
-    return _json(TokenList(items=[TokenOut.of(t) for t in rows]))
+    return json_response(TokenList(items=[TokenOut.of(t) for t in rows]))
 
 
 @bp.post("/me/tokens")
@@ -934,7 +932,7 @@ def create_api_token() -> Response:
     audit(sess, user, "auth.token_created", f"token:{token.public_id}", {"name": body.name})
     sess.commit()
     out = TokenCreated(**TokenOut.of(token).model_dump(), token=plaintext)
-    return _json(out, 201)
+    return json_response(out, 201)
 
 
 @bp.delete("/me/tokens/<public_id>")
@@ -1013,7 +1011,7 @@ def create_invitation() -> Response:
         expires_at=invitation.expires_at,
         mail_sent=mailed,
     )
-    return _json(out, 201)
+    return json_response(out, 201)
 
 
 @bp.get("/admin/invitations")
@@ -1053,7 +1051,7 @@ def list_invitations() -> Response:
         for inv in rows
     ]
     cursor = encode_cursor(rows[-1].id) if more and rows else None
-    return _json(InvitationPage(items=items, next_cursor=cursor))
+    return json_response(InvitationPage(items=items, next_cursor=cursor))
 
 
 def init_app(app: Flask) -> None:
