@@ -40,6 +40,7 @@ from sqlalchemy.orm import Session
 from sqlalchemy.orm import selectinload
 from sqlalchemy.orm.attributes import set_committed_value
 
+from core import catalog as catalog_index
 from core import rbac
 from core.auth import audit as audit_log
 from core.content import ContentType
@@ -435,6 +436,7 @@ def create_course(sess: Session, creator: User, fields: Mapping[str, Any]) -> Co
     rbac.forget(sess)
     audit(sess, creator, "course.create", course, title=course.title)
     sess.flush()
+    catalog_index.index_course(sess, course)
     return course
 
 
@@ -446,6 +448,7 @@ def update_course(sess: Session, actor: User, course: Course, changes: Mapping[s
         _touch(course)
         audit(sess, actor, "course.edit", course, fields=sorted(changes))
     sess.flush()
+    catalog_index.index_course(sess, course)
     return course
 
 
@@ -471,6 +474,7 @@ def change_status(sess: Session, actor: User, course: Course, transition: str) -
     _touch(course)
     audit(sess, actor, f"course.{transition}", course)
     sess.flush()
+    catalog_index.index_course(sess, course)
     return course
 
 

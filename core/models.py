@@ -305,3 +305,42 @@ class Job(Base):
     error: Mapped[str] = mapped_column(Text, default="")
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class CatalogEntry(Base):
+    """One course in the search index: a local course (``source`` ``''``) or a peer's.
+
+    :mod:`core.catalog` owns these rows.  Local rows follow the course
+    (``external_id`` is its public id) and keep a tombstone once the course is
+    no longer public; rows of another source hold what that source published.
+    """
+
+    __tablename__ = "catalog_entries"
+    __table_args__ = (
+        UniqueConstraint("source", "external_id"),
+        Index("ix_catalog_entries_source_seq", "source", "seq"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    source: Mapped[str] = mapped_column(String(64), default="")
+    """``''`` for this instance's courses, else an opaque key of the source (a peer's id)."""
+    external_id: Mapped[str] = mapped_column(String(500))
+    seq: Mapped[int] = mapped_column(Integer, default=0)
+    """Change sequence: per source, grows with every change to the row."""
+    deleted: Mapped[bool] = mapped_column(Boolean, default=False)
+    federated: Mapped[bool] = mapped_column(Boolean, default=False)
+    """Local rows: the course is published with visibility ``federated``."""
+    shared: Mapped[bool] = mapped_column(Boolean, default=False)
+    """Local rows: the course was federated at some point, so peers hear of its changes."""
+    title: Mapped[str] = mapped_column(String(300), default="")
+    summary: Mapped[str] = mapped_column(String(1000), default="")
+    description: Mapped[str] = mapped_column(Text, default="")
+    language: Mapped[str] = mapped_column(String(35), default="")
+    subject: Mapped[str] = mapped_column(String(100), default="")
+    level: Mapped[str] = mapped_column(String(50), default="")
+    institution: Mapped[str] = mapped_column(String(200), default="")
+    url: Mapped[str] = mapped_column(String(1000), default="")
+    image: Mapped[str] = mapped_column(String(1000), default="")
+    data: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    """Extra schema.org ``Course`` terms (JSON-LD members) beyond the columns."""
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)

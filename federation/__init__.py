@@ -1,9 +1,10 @@
-"""Federation: instance identity and keys, peering, signed requests, the inbox.
+"""Federation: instance identity and keys, peering, signed requests, the inbox, catalog sync.
 
 A plugin like any other: the ``trivium.plugins`` entry point names this
 package, and these are its hook implementations.
 """
 
+from federation.plugin import catalog_changed
 from federation.plugin import init_instance
 from federation.plugin import register_actors
 from federation.plugin import register_blueprints
@@ -12,6 +13,7 @@ from federation.plugin import register_migrations
 from federation.plugin import startup
 
 __all__ = [
+    "catalog_changed",
     "init_instance",
     "register_actors",
     "register_blueprints",

@@ -23,6 +23,7 @@ import logging
 import re
 import time
 from collections.abc import Callable
+from collections.abc import Mapping
 from dataclasses import dataclass
 from dataclasses import field
 from typing import Any
@@ -260,6 +261,7 @@ class PeerClient:
         peer: str,
         body: bytes = b"",
         content_type: str | None = None,
+        extra_headers: Mapping[str, str] | None = None,
     ) -> PeerResponse:
         """Send a signed request to ``peer`` and verify the signed response.
 
@@ -268,7 +270,9 @@ class PeerClient:
 
         :param url: an absolute URL under the peer's id.
         :param peer: the peer's id (base URL); the response must be signed by it.
-        :return: the verified 2xx response.
+        :param extra_headers: more header fields (``If-None-Match``); not covered
+            by the signature.
+        :return: the verified 2xx (or 304, for a conditional request) response.
         :raise ValueError: ``url`` does not lie under ``peer``, or no signer or
             trust store was given.
         :raise PeerRefused: the peer answered with an error status.
@@ -282,6 +286,7 @@ class PeerClient:
         headers = self._headers()
         if content_type is not None:
             headers["Content-Type"] = content_type
+        headers.update(extra_headers or {})
         prepared = requests.Request(method, url, headers=headers, data=body).prepare()
         # Sign the URL exactly as it goes on the wire (requests may re-quote it).
         assert prepared.url is not None
@@ -297,11 +302,12 @@ class PeerClient:
             prepared.headers[name] = value
         response = self._exchange(prepared, self.policy.max_response_bytes)
         verified = self._verify(response, message, peer)
+        conditional = any(name.lower() == "if-none-match" for name in extra_headers or {})
         if verified is None:
-            if 200 <= response.status < 300:
+            if 200 <= response.status < 300 or response.status == 304:
                 raise ResponseSignatureInvalid(f"{method} {url}: the response is not signed")
             raise PeerRefused(response.status, _problem(response), signed=False)
-        if not 200 <= response.status < 300:
+        if not (200 <= response.status < 300 or (response.status == 304 and conditional)):
             raise PeerRefused(response.status, _problem(response), signed=True)
         return PeerResponse(response.status, response.headers, response.body, verified)
 
@@ -367,7 +373,8 @@ class PeerClient:
         except requests.RequestException as exc:
             raise PeerUnreachable(f"{what}: {_reason(exc)}") from None
         with raw:
-            if raw.is_redirect or 300 <= raw.status_code < 400:
+            # 304 answers a conditional request; it is no redirect.
+            if raw.is_redirect or (300 <= raw.status_code < 400 and raw.status_code != 304):
                 raise UnexpectedResponse(f"{what}: HTTP {raw.status_code}; redirects are refused")
             encoding = raw.headers.get("Content-Encoding", "identity").strip().lower()
             if encoding not in {"", "identity"}:

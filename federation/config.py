@@ -38,6 +38,19 @@ class FederationSettings(BaseModel):
     """Seconds a whole exchange with a peer may take, body included."""
     key_refetch_interval: int = Field(default=60, ge=1, le=86400)
     """Least seconds between two refetches of one peer's JWK Set on an unknown key id."""
+    catalog_sync_interval: int = Field(default=900, ge=10, le=7 * 86400)
+    """Seconds between two pulls of an approved peer's catalog feed (a signed
+    ``catalog.changed`` notification pulls at once)."""
+    catalog_page_size: int = Field(default=200, ge=1, le=500)
+    """Items asked for per feed page; a page holding more is refused."""
+    catalog_max_pages: int = Field(default=50, ge=1, le=10_000)
+    """Feed pages read in one sync run; the rest follows in the next run, at once."""
+    catalog_max_entry_bytes: int = Field(default=32 * 1024, ge=1024, le=1024 * 1024)
+    """Largest serialised feed item accepted; a page holding a larger one is refused."""
+    catalog_backoff_max: int = Field(default=6 * 3600, ge=10, le=7 * 86400)
+    """Longest wait before retrying a peer whose feed failed (doubling from 30 s)."""
+    catalog_tick_seconds: int = Field(default=60, ge=1, le=3600)
+    """How often the scheduler looks for peers whose catalog pull is due."""
     allow_http_peers: bool = False
     """Accept ``http://`` peer URLs (a test network); production peers use https."""
 

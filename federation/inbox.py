@@ -76,6 +76,8 @@ log = logging.getLogger(__name__)
 bp = Blueprint("federation_inbox", __name__)
 
 PROCESS_INBOX = "federation.process_inbox"
+CATALOG_SYNC = "federation.catalog_sync"
+"""The catalog sync job (:data:`federation.sync.SYNC`)."""
 INBOX_EXPIRY = timedelta(days=1)
 """An activity still unprocessed this long after it arrived is rejected as expired."""
 
@@ -212,8 +214,9 @@ Handler = Callable[[Session, InboxActivity], None]
 
 
 def _catalog_changed(sess: Session, row: InboxActivity) -> None:
-    # The catalog sync (next slice) pulls the peer's feed where this is set.
+    # Pull the peer's feed now (federation.sync); a duplicate run finds it not due.
     row.peer.catalog_pull_due_at = utcnow()
+    enqueue_on_commit(sess, CATALOG_SYNC, row.peer.id)
     log.info(
         "federation=inbox action=catalog_pull_due peer=%s activity=%r",
         row.peer.base_url,

@@ -54,6 +54,17 @@ class FederationPeer(Base):
     keys_fetched_at: Mapped[datetime] = mapped_column(default=utcnow)
     catalog_pull_due_at: Mapped[datetime | None]
     """Set when the peer announced a catalog change; the catalog sync clears it."""
+    catalog_cursor: Mapped[str] = mapped_column(String(20), default="0")
+    """The feed cursor to ask for next (the ``next`` of the last page stored)."""
+    catalog_etag: Mapped[str | None] = mapped_column(String(200))
+    """The feed's ETag when the last run read it to the end (sent as ``If-None-Match``)."""
+    catalog_synced_at: Mapped[datetime | None]
+    catalog_next_sync_at: Mapped[datetime | None]
+    """When the next pull is due (the interval after a success, the backoff after a failure)."""
+    catalog_failures: Mapped[int] = mapped_column(Integer, default=0)
+    """Consecutive failed pulls (the backoff doubles with each)."""
+    catalog_error: Mapped[str | None] = mapped_column(Text)
+    """Why the last pull failed."""
 
     keys: Mapped[list[PeerKey]] = relationship(
         back_populates="peer", cascade="all, delete-orphan", passive_deletes=True

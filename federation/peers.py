@@ -38,7 +38,9 @@ from sqlalchemy import or_
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
+from sqlalchemy.orm import object_session
 
+from core import catalog
 from core.cache import Cache
 from core.db import utcnow
 from federation.client import PeerClient
@@ -463,18 +465,30 @@ def _set_state(peer: FederationPeer, state: str, now: datetime | None = None) ->
 
 
 def approve_peer(peer: FederationPeer) -> None:
-    """Accept the peer's signed requests, with the keys pinned when it was added."""
+    """Accept the peer's signed requests, with the keys pinned when it was added;
+    its catalog is pulled at the next scheduler tick."""
+    if peer.state != "approved":
+        peer.catalog_pull_due_at = utcnow()
     _set_state(peer, "approved")
 
 
 def suspend_peer(peer: FederationPeer) -> None:
-    """Refuse the peer's signed requests (403) until it is approved again."""
+    """Refuse the peer's signed requests (403) until it is approved again.
+
+    Its catalog entries leave the search index (a new approval pulls them
+    again from the start).
+    """
+    sess = object_session(peer)
+    if sess is not None and peer.state != "suspended":
+        catalog.delete_source(sess, peer.public_id)
+        peer.catalog_cursor, peer.catalog_etag = "0", None
     _set_state(peer, "suspended")
 
 
 def remove_peer(sess: Session, peer: FederationPeer) -> None:
-    """Forget the peer, its keys and what it sent."""
+    """Forget the peer, its keys, what it sent and its catalog entries."""
     log.info("federation=peers action=removed peer=%s", peer.base_url)
+    catalog.delete_source(sess, peer.public_id)
     sess.delete(peer)
     sess.flush()
 

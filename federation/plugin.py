@@ -3,24 +3,30 @@
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 
 import click
 from flask import Blueprint
 from flask import Flask
+from sqlalchemy.orm import Session
 
 from core import hookimpl
 from core.config import Settings
 from core.tasks import ActorSpec
+from core.tasks import enqueue_on_commit
 from federation import admin
 from federation import cli
+from federation import feed
 from federation import inbox
 from federation import models  # noqa: F401  (declares federation's tables on core.db.Base)
+from federation import sync
 from federation import wellknown
 from federation.config import federation_settings
 from federation.keys import ensure_keys
 
 __all__ = [
+    "catalog_changed",
     "init_instance",
     "register_actors",
     "register_blueprints",
@@ -47,10 +53,21 @@ def startup(app: Flask) -> None:
     settings: Settings = app.extensions["trivium.settings"]
     federation_settings(settings)
     if settings.testing:
-        # Test apps get their keys on first use: an RSA key costs ~0.1 s.
+        # Test apps get their keys on first use: an RSA key costs ~0.1 s; tests
+        # run the catalog scheduler's jobs themselves.
         return
     if ensure_keys(settings.path):
         log.warning("federation=keys action=generated reason=missing_at_startup")
+    armed = {"pid": 0}
+
+    @app.before_request
+    def _arm_catalog_scheduler() -> None:
+        # Once per serving process (not in CLI commands): make sure the
+        # catalog scheduler's chain of ticks runs; the jobs run wherever this
+        # instance runs jobs (embedded worker, `trivium worker`).
+        if armed["pid"] != os.getpid():
+            armed["pid"] = os.getpid()
+            sync.ensure_tick(app)
 
 
 @hookimpl
@@ -62,13 +79,19 @@ def register_migrations() -> list[str]:
 @hookimpl
 def register_blueprints() -> list[Blueprint]:
     """Well-known documents and key URLs, the signed inbox, the peers admin API."""
-    return [wellknown.bp, inbox.bp, admin.bp]
+    return [wellknown.bp, inbox.bp, feed.bp, admin.bp]
 
 
 @hookimpl
 def register_actors() -> list[ActorSpec]:
-    """The inbox's processing job."""
-    return inbox.register()
+    """The inbox's processing job; catalog sync, its scheduler tick and announcements."""
+    return [*inbox.register(), *sync.register()]
+
+
+@hookimpl
+def catalog_changed(session: Session, external_ids: list[str]) -> None:
+    """Tell approved peers (a job, once the change commits) that our catalog changed."""
+    enqueue_on_commit(session, sync.ANNOUNCE)
 
 
 @hookimpl

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import re
 import string
 from dataclasses import dataclass
 
@@ -33,6 +34,11 @@ __all__ = [
     "serialize_item",
     "serialize_params",
 ]
+
+
+_STRING = re.compile(r'(?:[\x20\x21\x23-\x5b\x5d-\x7e]|\\["\\])*')
+_UNESCAPE = re.compile(r'\\(["\\])')
+_PRINTABLE = re.compile(r"[\x20-\x7e]*")
 
 
 class StructuredFieldError(ValueError):
@@ -194,22 +200,22 @@ class _Parser:
         return int(self.text[start : self.pos])
 
     def string(self) -> str:
-        self.pos += 1  # opening quote
-        out: list[str] = []
-        while not self.at_end():
-            char = self.take()
-            if char == "\\":
-                escaped = self.take()
-                if escaped not in ('"', "\\"):
-                    raise StructuredFieldError("bad escape in string")
-                out.append(escaped)
-            elif char == '"':
-                return "".join(out)
-            elif not (" " <= char <= "~"):
-                raise StructuredFieldError("control character in string")
-            else:
-                out.append(char)
-        raise StructuredFieldError("unterminated string")
+        # One regular expression instead of a loop per character: a run of
+        # printable ASCII other than quote and backslash, or an escape pair.
+        match = _STRING.match(self.text, self.pos + 1)
+        if match is None:
+            raise StructuredFieldError("unterminated string")
+        end = match.end()
+        if end >= len(self.text):
+            raise StructuredFieldError("unterminated string")
+        char = self.text[end]
+        if char == "\\":
+            raise StructuredFieldError("bad escape in string")
+        if char != '"':
+            raise StructuredFieldError("control character in string")
+        self.pos = end + 1
+        body = match.group(0)
+        return _UNESCAPE.sub(r"\1", body) if "\\" in body else body
 
     def token(self) -> Token:
         start = self.pos
@@ -262,7 +268,7 @@ def serialize_bare_item(value: BareItem) -> str:
             raise StructuredFieldError("integer out of range")
         return str(value)
     if isinstance(value, str):
-        if not all(" " <= char <= "~" for char in value):
+        if _PRINTABLE.fullmatch(value) is None:
             raise StructuredFieldError("strings are printable ASCII")
         return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
     if isinstance(value, bytes):

@@ -38,6 +38,7 @@ from federation.signatures import TAG
 bp = Blueprint("federation_wellknown", __name__)
 
 __all__ = [
+    "CATALOG_PATH",
     "INBOX_PATH",
     "INSTANCE_PATH",
     "JWKS_PATH",
@@ -54,6 +55,7 @@ PROTOCOL_VERSION = "1"
 INSTANCE_PATH = "/.well-known/trivium"
 JWKS_PATH = "/.well-known/jwks.json"
 INBOX_PATH = "/federation/v1/inbox"
+CATALOG_PATH = "/federation/v1/catalog"
 MAX_AGE = 300
 _CACHE_KEY = "federation.keys"
 
@@ -78,6 +80,7 @@ def instance_document(settings: Settings) -> dict[str, Any]:
             "jwks": base + JWKS_PATH,
             "key": key_url(base, "{key_id}"),
             "inbox": base + INBOX_PATH,
+            "catalog": base + CATALOG_PATH,
         },
         "http_signatures": {
             "label": LABEL,

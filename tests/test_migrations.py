@@ -23,6 +23,9 @@ from core.db import get_db
 from tests.conftest import PG_URL
 from tests.conftest import base_config
 
+#: The newest revision of core's branch.
+CORE_HEAD = "core_0002"
+
 CORE_TABLES = {
     m.class_.__tablename__ for m in Base.registry.mappers if m.class_.__module__ == models.__name__
 }
@@ -102,7 +105,12 @@ def with_migrations(
     """Compare every table some branch creates (other test modules may add models to Base)."""
     if type_ == "table":
         return name in CORE_TABLES or name in BRANCH_TABLES
-    return True
+    return not (type_ == "index" and name in FULL_TEXT_INDEXES)
+
+
+#: Dialect-specific full-text machinery core.catalog creates with DDL (tests/test_catalog.py
+#: searches a migrated database to prove the revision creates it).
+FULL_TEXT_INDEXES = {"ix_catalog_entries_search"}
 
 
 #: Tables of the built-in plugins that ship Alembic branches.
@@ -118,7 +126,7 @@ def app(tmp_path: Path, database_url: str) -> Iterator[Flask]:
 
 def test_upgrade_matches_the_models(app: Flask) -> None:
     schema.upgrade(app)
-    assert "core_0001" in schema.current(app)
+    assert CORE_HEAD in schema.current(app)
     assert schema.current(app) == schema.heads(app)
     assert CORE_TABLES | BRANCH_TABLES | {"alembic_version"} <= table_names(app)
     with get_db(app).engine.connect() as conn:
@@ -133,7 +141,7 @@ def test_upgrade_is_idempotent_and_downgrade_to_base_works(app: Flask) -> None:
     schema.upgrade(app)
     schema.upgrade(app)
     assert schema.current(app) == schema.heads(app)
-    assert "core_0001" in schema.current(app)
+    assert CORE_HEAD in schema.current(app)
     schema.downgrade(app, "base")
     assert schema.current(app) == []
     assert table_names(app) <= {"alembic_version"}
@@ -162,14 +170,14 @@ def test_hook_register_migrations(tmp_path: Path, database_url: str) -> None:
         assert locations[0] == str(schema.CORE_VERSIONS) and str(folder) in locations
         schema.upgrade(app)
         assert {"users", "tmpnotes_notes"} <= table_names(app)
-        assert {"core_0001", "tmpnotes_0001"} <= set(schema.heads(app))
+        assert {CORE_HEAD, "tmpnotes_0001"} <= set(schema.heads(app))
         assert schema.describe(app, "tmpnotes_0001") == "tmpnotes_0001 [tmpnotes] (head)"
 
         schema.downgrade(app, "tmpnotes@base")
         assert "tmpnotes_notes" not in table_names(app)
         assert "users" in table_names(app)
         assert "tmpnotes_0001" not in schema.current(app)
-        assert "core_0001" in schema.current(app)
+        assert CORE_HEAD in schema.current(app)
 
         schema.upgrade(app)
         schema.downgrade(app, "base")

@@ -247,7 +247,7 @@ class HostilePeer:
 
             def do_GET(self) -> None:
                 hits.append(self.path)
-                reply = routes.get(self.path)
+                reply = routes.get(self.path) or routes.get(self.path.split("?", 1)[0])
                 if reply is None:
                     self.send_error(404)
                     return
@@ -345,6 +345,7 @@ def documents_for(
             "jwks": url + "/.well-known/jwks.json",
             "key": url + "/federation/keys/{key_id}",
             "inbox": url + "/federation/v1/inbox",
+            "catalog": url + "/federation/v1/catalog",
         },
         "http_signatures": {
             "label": "trivium",

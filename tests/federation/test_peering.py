@@ -86,9 +86,13 @@ def test_add_approve_deliver_and_process(
         )
     assert [r.type for r in rows] == ["catalog.changed"]
     assert rows[0].processed_at is not None
-    pulled = b.peer(a)
-    assert pulled is not None and pulled.catalog_pull_due_at is not None
     assert f"action=catalog_pull_due peer={a.url}" in caplog.text
+    # ... and the pull it asked for ran at once (federation.sync).
+    pulled = wait_for(
+        lambda: (p := b.peer(a)) is not None and p.catalog_synced_at is not None and p,
+        what="catalog pulled",
+    )
+    assert pulled.catalog_pull_due_at is None and pulled.catalog_error is None
 
     # A type B does not know is stored, and the job rejects it with the reason.
     with a.app.app_context():

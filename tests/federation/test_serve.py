@@ -93,13 +93,16 @@ def test_served_instances_peer_and_process_a_notification(
                 with engine.connect() as conn:
                     state = conn.execute(sa.text("SELECT state FROM federation_inbox")).scalar()
                 time.sleep(0.1)
-            with engine.connect() as conn:
-                due = conn.execute(
-                    sa.text("SELECT catalog_pull_due_at FROM federation_peers")
-                ).scalar()
+            synced = None
+            while synced is None and time.monotonic() < deadline:
+                with engine.connect() as conn:
+                    synced = conn.execute(
+                        sa.text("SELECT catalog_synced_at FROM federation_peers")
+                    ).scalar()
+                time.sleep(0.1)
         finally:
             engine.dispose()
         assert state == "processed"  # by the embedded worker of B's gunicorn process
-        assert due is not None
+        assert synced is not None  # the notification made B pull A's catalog feed at once
         document = json.loads(requests.get(b_url + "/.well-known/trivium", timeout=5).content)
         assert document["endpoints"]["inbox"] == b_url + "/federation/v1/inbox"

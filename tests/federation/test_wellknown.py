@@ -37,6 +37,7 @@ def test_instance_document(client: FlaskClient) -> None:
             "jwks": "http://testserver/.well-known/jwks.json",
             "key": "http://testserver/federation/keys/{key_id}",
             "inbox": "http://testserver/federation/v1/inbox",
+            "catalog": "http://testserver/federation/v1/catalog",
         },
         "http_signatures": {
             "label": "trivium",

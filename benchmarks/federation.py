@@ -1,0 +1,342 @@
+"""Federation benchmark: catalog sync, re-sync, federated search, signature verification.
+
+Two instances, A and B, are served by ``trivium serve`` on 127.0.0.1 and
+peered both ways.  A's index is bulk-loaded with N federated courses; B
+pulls A's catalog feed over signed HTTP until it has them all (the initial
+sync), then once more (a re-sync of an unchanged peer: one request, 304).
+Then B's index is bulk-loaded to M entries of other sources and searched
+(full text with facets, as the catalog page asks).  Last, signed-request
+verification (the whole check of docs/federation.md) is timed against raw
+Ed25519 verification of the same base in the same run; the last line is
+``ratio=<signed / raw>``.
+
+    .venv/bin/python benchmarks/federation.py                     # 100,000 / 1,000,000
+    .venv/bin/python benchmarks/federation.py --courses 5000 --index 50000   # quick
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from benchmarks.common import VENV_BIN
+from benchmarks.common import Server
+from benchmarks.common import free_port
+from benchmarks.common import wait_ready
+
+SYLLABLES = (
+    "ka lo mi ne ru ta vo shi ar en is on ul em ba de fi go hu ja ke li mo nu pa qui ro "
+    "sa te vi xu ya zo bri cla dro fle gra pli spa tre"
+)
+
+
+def vocabulary(size: int = 30_000) -> tuple[list[str], list[float]]:
+    """Pseudo-words with Zipf-distributed frequencies (s = 1.1), like course text.
+
+    :return: the words, most frequent first, and their cumulative weights.
+    """
+    parts = SYLLABLES.split()
+    rng = random.Random(0)
+    words: list[str] = []
+    seen: set[str] = set()
+    while len(words) < size:
+        word = "".join(rng.choice(parts) for _ in range(rng.randint(2, 4)))
+        if word not in seen:
+            seen.add(word)
+            words.append(word)
+    cumulative: list[float] = []
+    total = 0.0
+    for rank in range(1, size + 1):
+        total += 1.0 / rank**1.1
+        cumulative.append(total)
+    return words, cumulative
+
+
+WORDS, CUMULATIVE = vocabulary()
+LANGUAGES = ("en", "de", "fr", "es", "it", "nl", "pt", "pl", "sv", "fi")
+LEVELS = ("beginner", "intermediate", "advanced", "graduate")
+SUBJECTS = ("Science", "Humanities", "Engineering", "Medicine", "Arts", "Business", "Law")
+
+
+def trivium(*args: str) -> None:
+    """Run the ``trivium`` CLI; fail loudly."""
+    done = subprocess.run(
+        [str(VENV_BIN / "trivium"), *args], capture_output=True, text=True, check=False
+    )
+    if done.returncode != 0:
+        sys.exit(f"trivium {' '.join(args)} failed:\n{done.stdout}\n{done.stderr}")
+
+
+def make_instance(root: Path, name: str, port: int) -> Path:
+    """A fresh, migrated instance folder whose jobs never run (the benchmark drives them)."""
+    path = root / name.lower().replace(" ", "-")
+    trivium("init", str(path), "--name", name, "--base-url", f"http://127.0.0.1:{port}")
+    toml = path / "instance.toml"
+    text = toml.read_text().replace('broker = "db"', 'broker = "db"\nembedded_worker = false', 1)
+    text += (
+        "\n[plugins.federation]\nallow_http_peers = true\ncatalog_page_size = 500\n"
+        "catalog_max_pages = 1000\nread_timeout = 60.0\nrequest_deadline = 120.0\n"
+    )
+    toml.write_text(text)
+    trivium("--instance", str(path), "db", "upgrade")
+    return path
+
+
+def text(rng: random.Random, count: int) -> str:
+    return " ".join(rng.choices(WORDS, cum_weights=CUMULATIVE, k=count))
+
+
+def rows(rng: random.Random, count: int, source: str, start: int) -> list[dict[str, Any]]:
+    """Catalog rows; local ones (``source`` empty) federated and shared, as the feed reads."""
+    from datetime import UTC
+    from datetime import datetime
+
+    now = datetime.now(UTC)
+    out = []
+    for n in range(start, start + count):
+        out.append(
+            {
+                "source": source,
+                "external_id": f"{n:032x}",
+                "seq": n + 1,
+                "deleted": False,
+                "federated": source == "",
+                "shared": source == "",
+                "title": text(rng, rng.randint(3, 6)).capitalize(),
+                "summary": text(rng, 10),
+                "description": text(rng, 25),
+                "language": rng.choice(LANGUAGES),
+                "subject": rng.choice(SUBJECTS),
+                "level": rng.choice(LEVELS),
+                "institution": f"University {n % 50}" if source else "Uni A",
+                "url": f"/courses/{n:032x}" if source == "" else f"https://x.example/c/{n}",
+                "image": "",
+                "data": {},
+                "updated_at": now,
+            }
+        )
+    return out
+
+
+def bulk_load(path: Path, count: int, source: str, seed: int) -> float:
+    """Insert ``count`` catalog rows straight into the instance's index; seconds taken."""
+    from core import create_app
+    from core.db import get_db
+    from core.models import CatalogEntry
+
+    app = create_app(path, {"jobs": {"embedded_worker": False}})
+    rng = random.Random(seed)
+    started = time.perf_counter()
+    table = CatalogEntry.__table__
+    done = 0
+    try:
+        while done < count:
+            batch = min(20_000, count - done)
+            with get_db(app).engine.begin() as conn:
+                conn.execute(table.insert(), rows(rng, batch, source, done))
+            done += batch
+    finally:
+        get_db(app).dispose()
+    return time.perf_counter() - started
+
+
+def serve(path: Path, port: int) -> Server:
+    server = Server(
+        [
+            str(VENV_BIN / "trivium"),
+            "--instance",
+            str(path),
+            "serve",
+            "--bind",
+            f"127.0.0.1:{port}",
+            "--workers",
+            "1",
+            "--threads",
+            "4",
+        ],
+        env={"TRIVIUM_LOG_LEVEL": "WARNING"},
+    )
+    wait_ready(f"http://127.0.0.1:{port}/healthz")
+    return server
+
+
+def sync_all(b_path: Path, a_url: str) -> tuple[float, int, int, list[Any]]:
+    """B pulls A's feed until it has read it to the end: seconds, pages, stored, results."""
+    from sqlalchemy import select
+
+    from core import create_app
+    from core.db import get_db
+    from federation.config import federation_settings
+    from federation.models import FederationPeer
+    from federation.signed import peer_client
+    from federation.sync import sync_peer
+
+    app = create_app(b_path, {"jobs": {"embedded_worker": False}})
+    results = []
+    try:
+        with app.app_context(), get_db(app).sessions() as sess:
+            peer = sess.scalar(select(FederationPeer).where(FederationPeer.base_url == a_url))
+            assert peer is not None
+            policy = federation_settings(app.extensions["trivium.settings"])
+            started = time.perf_counter()
+            with peer_client(sess) as client:
+                while True:
+                    result = sync_peer(sess, client, peer, policy)
+                    results.append(result)
+                    if result.status != "partial":
+                        break
+            elapsed = time.perf_counter() - started
+    finally:
+        get_db(app).dispose()
+    return elapsed, sum(r.pages for r in results), sum(r.stored for r in results), results
+
+
+def search_latencies(path: Path, queries: int, seed: int) -> list[float]:
+    """Milliseconds of :func:`core.catalog.search` (first page and facets) per query."""
+    from core import catalog
+    from core import create_app
+    from core.db import get_db
+
+    app = create_app(path, {"jobs": {"embedded_worker": False}})
+    rng = random.Random(seed)
+    out = []
+    try:
+        with app.app_context(), get_db(app).sessions() as sess:
+            catalog.search(sess, "warm up")
+            for _ in range(queries):
+                # what people type: one or two topical words (not the most
+                # common nor the rarest), the last one possibly unfinished
+                words = [rng.choice(WORDS[50:3000]) for _ in range(rng.choice((1, 2, 2)))]
+                last = words[-1]
+                words[-1] = last[: rng.randint(min(4, len(last)), len(last))]
+                q = " ".join(words)
+                filters = {"language": rng.choice(LANGUAGES)} if rng.random() < 0.3 else {}
+                started = time.perf_counter()
+                catalog.search(sess, q, filters=filters)
+                out.append((time.perf_counter() - started) * 1000)
+                sess.rollback()
+    finally:
+        get_db(app).dispose()
+    return out
+
+
+def verification_rates(count: int) -> tuple[float, float]:
+    """Signed requests verified per second (the full check) and raw Ed25519 verifies per second."""
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from core.cache import MemoryCache
+    from federation.nonces import CacheNonceStore
+    from federation.signatures import HttpRequest
+    from federation.signatures import Peer
+    from federation.signatures import PinnedKey
+    from federation.signatures import sign_request
+    from federation.signatures import verify_request
+
+    key = Ed25519PrivateKey.generate()
+    public = key.public_key()
+    owner = "https://peer.example"
+    keyid = owner + "/federation/keys/k1"
+
+    class Trust:
+        def peer_for_keyid(self, kid: str) -> Peer | None:
+            return Peer(owner) if kid == keyid else None
+
+        def pinned_key(self, kid: str) -> PinnedKey | None:
+            return PinnedKey(keyid, owner, public) if kid == keyid else None
+
+    now = int(time.time())
+    body = b'{"id":"urn:uuid:1","type":"catalog.changed"}'
+    messages = [
+        sign_request(
+            HttpRequest.build(
+                "POST", "https://me.example/federation/v1/inbox", {"Content-Type": "x"}, body
+            ),
+            key=key,
+            keyid=keyid,
+            created=now,
+        )
+        for _ in range(count)
+    ]
+    nonces = CacheNonceStore(MemoryCache())
+    trust = Trust()
+    started = time.perf_counter()
+    for message in messages:
+        verify_request(message, trust=trust, nonces=nonces, now=now)
+    signed_rate = count / (time.perf_counter() - started)
+
+    payload = b"x" * 200
+    signatures = [key.sign(payload) for _ in range(count)]
+    started = time.perf_counter()
+    for signature in signatures:
+        public.verify(signature, payload)
+    raw_rate = count / (time.perf_counter() - started)
+    return signed_rate, raw_rate
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--courses", type=int, default=100_000, help="courses A federates")
+    parser.add_argument("--index", type=int, default=1_000_000, help="entries in B's index")
+    parser.add_argument("--queries", type=int, default=300)
+    parser.add_argument("--verifications", type=int, default=3000)
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory(prefix="trivium-fed-bench-") as tmp:
+        root = Path(tmp)
+        a_port, b_port = free_port(), free_port()
+        a_url, b_url = f"http://127.0.0.1:{a_port}", f"http://127.0.0.1:{b_port}"
+        a = make_instance(root, "Uni A", a_port)
+        b = make_instance(root, "Uni B", b_port)
+        load_a = bulk_load(a, args.courses, "", seed=1)
+        print(f"A: {args.courses} federated courses bulk-loaded in {load_a:.1f} s")
+        servers = [serve(a, a_port), serve(b, b_port)]
+        try:
+            for here, there in ((a, b_url), (b, a_url)):
+                trivium("--instance", str(here), "peers", "add", there)
+                trivium("--instance", str(here), "peers", "approve", there)
+
+            elapsed, pages, stored, _ = sync_all(b, a_url)
+            print(
+                f"initial sync       {stored} courses, {pages} pages in {elapsed:.1f} s "
+                f"({stored / elapsed:.0f} courses/s; target < 60 s for 100,000)"
+            )
+            again, again_pages, again_stored, results = sync_all(b, a_url)
+            print(
+                f"re-sync unchanged  {again_pages} request(s), status {results[-1].status}, "
+                f"{again_stored} stored, {again * 1000:.1f} ms (target: one request, 304)"
+            )
+        finally:
+            for server in servers:
+                server.stop()
+
+        extra = max(0, args.index - stored)
+        load_b = bulk_load(b, extra, "bench-bulk", seed=2)
+        print(f"B: {extra} more entries bulk-loaded in {load_b:.1f} s ({stored + extra} in all)")
+        latencies = search_latencies(b, args.queries, seed=3)
+        latencies.sort()
+        p50 = statistics.median(latencies)
+        p95 = latencies[int(len(latencies) * 0.95) - 1]
+        print(
+            f"search             {len(latencies)} queries over {stored + extra} entries: "
+            f"p50 {p50:.1f} ms  p95 {p95:.1f} ms  max {latencies[-1]:.1f} ms (target p95 < 30 ms)"
+        )
+
+    signed_rate, raw_rate = verification_rates(args.verifications)
+    print(
+        f"verification       signed requests {signed_rate:.0f}/s, raw Ed25519 {raw_rate:.0f}/s "
+        "(target ratio >= 0.5)"
+    )
+    print(f"ratio={signed_rate / raw_rate:.2f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,415 @@
+"""The catalog search index (core.catalog): ranking, facets, paging, visibility, sources."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from flask import Flask
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from core import catalog
+from core import courses
+from core import hookimpl
+from core import schema
+from core.catalog import EntryData
+from core.db import get_db
+from core.models import CatalogEntry
+from core.models import Course
+from core.models import User
+from core.plugins import PluginHost
+from tests.conftest import Users
+from tests.test_migrations import database_url  # noqa: F401  (fixture)
+from tests.test_migrations import make_app as make_migrations_app
+
+
+@pytest.fixture
+def sess(app: Flask) -> Iterator[Session]:
+    """A session inside an app context, committed by the test."""
+    with app.app_context(), get_db(app).sessions() as session:
+        yield session
+
+
+@pytest.fixture
+def owner(users: Users, sess: Session) -> User:
+    user = users.create("owner@example.org", creator=True)
+    return sess.get_one(User, user.id)
+
+
+def make_course(
+    sess: Session,
+    owner: User,
+    title: str,
+    *,
+    publish: bool = True,
+    visibility: str = "federated",
+    **fields: Any,
+) -> Course:
+    course = courses.create_course(
+        sess, owner, {"title": title, "visibility": visibility, **fields}
+    )
+    if publish:
+        courses.change_status(sess, owner, course, "publish")
+    sess.commit()
+    return course
+
+
+def titles(page: catalog.CatalogPage) -> list[str]:
+    return [hit.title for hit in page.entries]
+
+
+def peer_entry(external_id: str, title: str, **fields: Any) -> EntryData:
+    url = f"https://peer.example/courses/{external_id}"
+    return EntryData(external_id=external_id, title=title, url=url, **fields)
+
+
+def test_ranking_puts_title_matches_first(sess: Session, owner: User) -> None:
+    make_course(sess, owner, "Cooking basics", summary="An introduction to astronomy for cooks")
+    make_course(sess, owner, "Astronomy for beginners", summary="Stars and planets")
+    make_course(sess, owner, "Gardening", description="Nothing about the sky")
+    page = catalog.search(sess, "astronomy")
+    assert titles(page) == ["Astronomy for beginners", "Cooking basics"]
+
+
+def test_every_word_must_match_the_last_as_a_prefix(sess: Session, owner: User) -> None:
+    make_course(sess, owner, "Linear algebra", subject="Mathematics")
+    make_course(sess, owner, "Linear regression in practice", subject="Statistics")
+    assert titles(catalog.search(sess, "linear alg")) == ["Linear algebra"]
+    assert titles(catalog.search(sess, "lin alg")) == []  # only the last word is unfinished
+    assert sorted(titles(catalog.search(sess, "LINEAR"))) == [
+        "Linear algebra",
+        "Linear regression in practice",
+    ]
+    # Punctuation and FTS/tsquery operators are just separators, never syntax.
+    assert titles(catalog.search(sess, 'algebra" (*) & !lin:* -')) == ["Linear algebra"]
+    assert titles(catalog.search(sess, "nothing-matches-this")) == []
+
+
+def test_facets_count_every_match_and_filters_narrow(sess: Session, owner: User) -> None:
+    make_course(sess, owner, "Python one", language="en", subject="Computing", level="beginner")
+    make_course(sess, owner, "Python two", language="en", subject="Computing", level="advanced")
+    make_course(sess, owner, "Python drei", language="de", subject="Computing", level="beginner")
+    catalog.apply_changes(
+        sess,
+        "peer-a",
+        [peer_entry("p1", "Python at A", language="fr", institution="A Uni", subject="Computing")],
+    )
+    sess.commit()
+    page = catalog.search(sess, "python", limit=2)
+    assert len(page.entries) == 2
+    assert page.facets["language"] == [("en", 2), ("de", 1), ("fr", 1)]
+    assert page.facets["subject"] == [("Computing", 4)]
+    assert page.facets["level"] == [("beginner", 2), ("advanced", 1)]
+    assert page.facets["institution"] == [("Test U", 3), ("A Uni", 1)]
+
+    narrowed = catalog.search(sess, "python", filters={"level": "Beginner", "language": "en"})
+    assert titles(narrowed) == ["Python one"]
+    assert narrowed.facets["level"] == [("beginner", 1)]
+    by_institution = catalog.search(sess, None, filters={"institution": "A Uni"})
+    assert titles(by_institution) == ["Python at A"]
+
+
+def test_facets_of_a_very_broad_search_say_they_are_not_exact(
+    sess: Session, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    catalog.apply_changes(
+        sess, "peer-a", [peer_entry(f"b{n}", f"Broad topic {n}", language="en") for n in range(5)]
+    )
+    sess.commit()
+    assert catalog.search(sess, "broad").facets_exact
+    monkeypatch.setattr(catalog, "FACET_SCAN", 2)
+    page = catalog.search(sess, "broad")
+    assert not page.facets_exact
+    assert page.facets["language"] == [("en", 3)]  # the FACET_SCAN + 1 rows read
+    assert len(page.entries) == 5  # the results themselves are all there
+
+
+@pytest.mark.parametrize(
+    "filters",
+    [{"colour": "red"}, {"subject": 3}, {"level": "x" * 201}],
+)
+def test_bad_filters_are_refused(sess: Session, filters: Any) -> None:
+    with pytest.raises(catalog.CatalogFilterInvalid):
+        catalog.search(sess, None, filters=filters)
+
+
+def test_cursor_pages_through_every_match_once(sess: Session, owner: User) -> None:
+    catalog.apply_changes(
+        sess,
+        "peer-a",
+        [
+            peer_entry(f"c{n}", f"Course {n} history", summary="history " * (n % 4))
+            for n in range(23)
+        ],
+    )
+    sess.commit()
+    for q in ("history", None):
+        seen: list[str] = []
+        cursor = None
+        pages = 0
+        while pages < 10:
+            page = catalog.search(sess, q, cursor=cursor, limit=5)
+            seen += [hit.external_id for hit in page.entries]
+            pages += 1
+            cursor = page.next_cursor
+            if cursor is None:
+                break
+        assert sorted(seen) == sorted(f"c{n}" for n in range(23))
+        assert len(seen) == 23 and pages == 5
+
+
+def test_browsing_without_words_lists_newest_first(sess: Session, owner: User) -> None:
+    make_course(sess, owner, "First")
+    make_course(sess, owner, "Second")
+    assert titles(catalog.search(sess, "  ")) == ["Second", "First"]
+
+
+@pytest.mark.parametrize("cursor", ["%%%", "bm90IGpzb24", "eyJmIjoiMDAwMDAwMDAiLCJpIjoxfQ"])
+def test_garbled_or_foreign_cursors_are_refused(sess: Session, owner: User, cursor: str) -> None:
+    make_course(sess, owner, "Anything")
+    with pytest.raises(catalog.CatalogCursorInvalid):
+        catalog.search(sess, "anything", cursor=cursor)
+
+
+def test_a_cursor_of_another_search_is_refused(sess: Session, owner: User) -> None:
+    for n in range(3):
+        make_course(sess, owner, f"Biology {n}")
+    cursor = catalog.search(sess, "biology", limit=1).next_cursor
+    assert cursor is not None
+    with pytest.raises(catalog.CatalogCursorInvalid):
+        catalog.search(sess, "chemistry", cursor=cursor)
+
+
+def test_only_public_local_courses_are_visible(sess: Session, owner: User, users: Users) -> None:
+    make_course(sess, owner, "Open federated geology", visibility="federated")
+    make_course(sess, owner, "Open instance geology", visibility="instance")
+    make_course(sess, owner, "Private geology", visibility="private")
+    make_course(sess, owner, "Draft geology", publish=False)
+    learner = sess.get_one(User, users.create("learner@example.org").id)
+    for viewer in (None, learner, owner):
+        assert sorted(titles(catalog.search(sess, "geology", viewer=viewer))) == [
+            "Open federated geology",
+            "Open instance geology",
+        ]
+
+
+def test_the_index_follows_course_changes(sess: Session, owner: User) -> None:
+    course = make_course(sess, owner, "Volcanoes", visibility="federated")
+    hit = catalog.search(sess, "volcanoes").entries[0]
+    assert hit.course_id == course.public_id
+    assert hit.url == f"/courses/{course.public_id}"
+    assert hit.source == "" and hit.institution == "Test U"
+
+    courses.update_course(sess, owner, course, {"title": "Glaciers"})
+    sess.commit()
+    assert titles(catalog.search(sess, "volcanoes")) == []
+    assert titles(catalog.search(sess, "glaciers")) == ["Glaciers"]
+
+    for change, visible in [
+        ({"visibility": "private"}, False),
+        ({"visibility": "instance"}, True),
+    ]:
+        courses.update_course(sess, owner, course, change)
+        sess.commit()
+        assert (titles(catalog.search(sess, "glaciers")) == ["Glaciers"]) is visible
+
+    courses.change_status(sess, owner, course, "unpublish")
+    sess.commit()
+    assert titles(catalog.search(sess, "glaciers")) == []
+    courses.change_status(sess, owner, course, "publish")
+    courses.change_status(sess, owner, course, "archive")
+    sess.commit()
+    assert titles(catalog.search(sess, "glaciers")) == []
+    row = sess.scalar(select(CatalogEntry).where(CatalogEntry.external_id == course.public_id))
+    assert row is not None and row.deleted and row.title == ""
+
+
+def test_local_change_sequence_and_feed_rows(sess: Session, owner: User) -> None:
+    instance_only = make_course(sess, owner, "Instance only", visibility="instance")
+    federated = make_course(sess, owner, "Federated")
+    draft = make_course(sess, owner, "Never published", publish=False)
+    assert [e.external_id for e in catalog.local_changes(sess, 0, 10)] == [federated.public_id]
+    head = catalog.local_head(sess)
+    assert head > 0
+
+    # Nothing changes: no new sequence number.
+    courses.update_course(sess, owner, federated, {"title": "Federated"})
+    sess.commit()
+    assert catalog.local_head(sess) == head
+
+    courses.update_course(sess, owner, federated, {"visibility": "instance"})
+    sess.commit()
+    (tombstone,) = catalog.local_changes(sess, head, 10)
+    assert tombstone.external_id == federated.public_id and not tombstone.federated
+    assert catalog.local_head(sess) > head
+    ids = {e.external_id for e in catalog.local_changes(sess, 0, 10)}
+    assert instance_only.public_id not in ids and draft.public_id not in ids
+
+
+def test_sources_never_touch_each_other_or_local_courses(sess: Session, owner: User) -> None:
+    course = make_course(sess, owner, "Local astronomy")
+    with pytest.raises(catalog.LocalSourceRefused):
+        catalog.apply_changes(sess, "", [peer_entry(course.public_id, "Hijacked")])
+    with pytest.raises(catalog.LocalSourceRefused):
+        catalog.delete_source(sess, "")
+    catalog.apply_changes(sess, "peer-a", [peer_entry(course.public_id, "A astronomy")])
+    catalog.apply_changes(sess, "peer-b", [peer_entry(course.public_id, "B astronomy")])
+    sess.commit()
+    assert sorted(titles(catalog.search(sess, "astronomy"))) == [
+        "A astronomy",
+        "B astronomy",
+        "Local astronomy",
+    ]
+    stored, removed = catalog.apply_changes(
+        sess, "peer-a", [peer_entry("x", "A optics")], deletions=[course.public_id, "unknown"]
+    )
+    sess.commit()
+    assert (stored, removed) == (1, 1)
+    assert sorted(titles(catalog.search(sess, "astronomy"))) == ["B astronomy", "Local astronomy"]
+    hit = catalog.search(sess, "optics").entries[0]
+    assert hit.source == "peer-a" and hit.course_id is None
+    assert hit.url == "https://peer.example/courses/x"
+
+    # An upsert replaces the source's own row in place.
+    catalog.apply_changes(sess, "peer-b", [peer_entry(course.public_id, "B telescopes")])
+    sess.commit()
+    assert titles(catalog.search(sess, "telescopes")) == ["B telescopes"]
+    assert titles(catalog.search(sess, "astronomy")) == ["Local astronomy"]
+
+    assert catalog.delete_source(sess, "peer-b") == 1
+    sess.commit()
+    assert titles(catalog.search(sess, "telescopes")) == []
+
+
+def test_a_plugin_veto_hides_a_local_course(app: Flask, sess: Session, owner: User) -> None:
+    hidden = make_course(sess, owner, "Secret chemistry")
+    make_course(sess, owner, "Open chemistry")
+
+    class Veto:
+        @hookimpl
+        def permission_allowed(
+            self, user: User | None, action: str, course: Course | None
+        ) -> bool | None:
+            if action == "course.view" and course is not None and course.id == hidden.id:
+                return False
+            return None
+
+    host: PluginHost = app.extensions["trivium.plugins"]
+    host.register(Veto(), "veto")
+    try:
+        assert titles(catalog.search(sess, "chemistry")) == ["Open chemistry"]
+    finally:
+        host.unregister("veto")
+
+
+def test_hook_catalog_entry_metadata(app: Flask, sess: Session, owner: User) -> None:
+    class Extra:
+        @hookimpl
+        def catalog_entry_metadata(self, course: Course) -> dict[str, Any] | None:
+            return {"timeRequired": "PT10H", "title": course.title}
+
+    class Broken:
+        @hookimpl
+        def catalog_entry_metadata(self, course: Course) -> dict[str, Any] | None:
+            raise RuntimeError("boom")
+
+    host: PluginHost = app.extensions["trivium.plugins"]
+    host.register(Extra(), "extra")
+    host.register(Broken(), "broken")
+    try:
+        course = make_course(sess, owner, "Metadata course")
+    finally:
+        host.unregister("extra")
+        host.unregister("broken")
+    row = sess.scalar(select(CatalogEntry).where(CatalogEntry.external_id == course.public_id))
+    assert row is not None and row.data == {"timeRequired": "PT10H", "title": "Metadata course"}
+
+
+def test_hook_catalog_changed(app: Flask, sess: Session, owner: User) -> None:
+    heard: list[list[str]] = []
+
+    class Listener:
+        @hookimpl
+        def catalog_changed(self, session: Session, external_ids: list[str]) -> None:
+            assert session is sess
+            heard.append(external_ids)
+
+    host: PluginHost = app.extensions["trivium.plugins"]
+    host.register(Listener(), "listener")
+    try:
+        make_course(sess, owner, "Instance only", visibility="instance")
+        assert heard == []
+        course = make_course(sess, owner, "Shared")
+        assert heard == [[course.public_id]]
+        courses.update_course(sess, owner, course, {"visibility": "private"})
+        sess.commit()
+        assert heard == [[course.public_id], [course.public_id]]
+    finally:
+        host.unregister("listener")
+
+
+def test_a_migrated_database_searches_like_a_created_one(tmp_path: Path, database_url: str) -> None:  # noqa: F811
+    app = make_migrations_app(tmp_path, database_url)
+    try:
+        schema.upgrade(app)
+        with app.app_context(), get_db(app).sessions() as session:
+            user = User(email="m@example.org", display_name="M", can_create_courses=True)
+            session.add(user)
+            session.flush()
+            make_course(session, user, "Migrated marine biology")
+            catalog.apply_changes(session, "peer-a", [peer_entry("m1", "Marine engineering")])
+            session.commit()
+            assert sorted(titles(catalog.search(session, "marine"))) == [
+                "Marine engineering",
+                "Migrated marine biology",
+            ]
+            assert titles(catalog.search(session, "biol")) == ["Migrated marine biology"]
+        schema.downgrade(app, "core_0001")
+        with get_db(app).engine.connect() as conn:
+            assert "catalog_entries" not in sa.inspect(conn).get_table_names()
+    finally:
+        get_db(app).dispose()
+
+
+def test_the_migration_indexes_existing_public_courses(tmp_path: Path, database_url: str) -> None:  # noqa: F811
+    app = make_migrations_app(tmp_path, database_url)
+    try:
+        schema.upgrade(app, "core@core_0001")
+        with get_db(app).engine.begin() as conn:
+            for title, status, visibility in [
+                ("Existing open rhetoric", "published", "federated"),
+                ("Existing instance rhetoric", "published", "instance"),
+                ("Existing private rhetoric", "published", "private"),
+                ("Existing draft rhetoric", "draft", "federated"),
+            ]:
+                conn.execute(
+                    sa.text(
+                        "INSERT INTO courses (public_id, title, summary, description, language, "
+                        "subject, level, status, visibility, enrolment_mode, created_at, "
+                        "updated_at) VALUES (:p, :t, '', '', 'en', '', '', :s, :v, 'open', "
+                        ":now, :now)"
+                    ),
+                    {
+                        "p": title.split()[1] + "0" * 20,
+                        "t": title,
+                        "s": status,
+                        "v": visibility,
+                        "now": datetime.now(UTC),
+                    },
+                )
+        schema.upgrade(app)
+        with app.app_context(), get_db(app).sessions() as session:
+            page = catalog.search(session, "rhetoric")
+            assert sorted(titles(page)) == ["Existing instance rhetoric", "Existing open rhetoric"]
+            assert {hit.institution for hit in page.entries} == {"Test U"}
+            assert [e.title for e in catalog.local_changes(session, 0, 10)] == [
+                "Existing open rhetoric"
+            ]
+    finally:
+        get_db(app).dispose()
