@@ -1,1 +1,19 @@
-"""Quiz plugin: question banks, many item types, server-side grading, GIFT import/export."""
+"""Quiz plugin: question banks, many item types, server-side grading, GIFT import/export.
+
+A plugin like any other: the ``trivium.plugins`` entry point names this
+package, and these are its hook implementations.
+"""
+
+from plugins.quiz.plugin import permission_allowed
+from plugins.quiz.plugin import register_actors
+from plugins.quiz.plugin import register_blueprints
+from plugins.quiz.plugin import register_content_types
+from plugins.quiz.plugin import register_migrations
+
+__all__ = [
+    "permission_allowed",
+    "register_actors",
+    "register_blueprints",
+    "register_content_types",
+    "register_migrations",
+]

@@ -1,0 +1,1 @@
+"""Alembic revisions of the ``quiz`` branch (``register_migrations``)."""

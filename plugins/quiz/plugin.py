@@ -1,0 +1,73 @@
+"""The quiz plugin's hook implementations: how it plugs into core, like any plugin."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from flask import Blueprint
+
+from core import db
+from core import hookimpl
+from core import rbac
+from core.content import ContentType
+from core.models import Course
+from core.models import User
+from core.tasks import ActorSpec
+from plugins.quiz import api
+from plugins.quiz import jobs
+from plugins.quiz import models  # noqa: F401  (declares the quiz tables on core.db.Base)
+from plugins.quiz.content import QuizType
+
+__all__ = [
+    "permission_allowed",
+    "register_actors",
+    "register_blueprints",
+    "register_content_types",
+    "register_migrations",
+]
+
+MIGRATIONS = Path(__file__).parent / "migrations" / "versions"
+
+_INSTRUCTOR_ACTIONS = frozenset({"quiz.bank.edit"})
+_STAFF_ACTIONS = frozenset({"quiz.bank.view", "quiz.grade", "quiz.gradebook", "quiz.analysis"})
+
+
+@hookimpl
+def register_migrations() -> list[str]:
+    """The ``quiz`` Alembic branch: question bank, attempts, answers."""
+    return [str(MIGRATIONS)]
+
+
+@hookimpl
+def register_content_types() -> list[type[ContentType]]:
+    """The ``quiz`` content type."""
+    return [QuizType]
+
+
+@hookimpl
+def register_blueprints() -> list[Blueprint]:
+    """The quiz API under ``/api/v1``."""
+    return [api.bp]
+
+
+@hookimpl
+def register_actors() -> list[ActorSpec]:
+    """Grading attempts whose time ran out."""
+    return [jobs.close_overdue]
+
+
+@hookimpl
+def permission_allowed(user: User | None, action: str, course: Course | None) -> bool | None:
+    """Decide the ``quiz.*`` actions (listed in :mod:`plugins.quiz.api`); abstain on others."""
+    if not action.startswith("quiz.") or user is None or course is None:
+        return None
+    if user.is_admin:
+        return True
+    standing = rbac.access(db.session(), user, course)
+    if action in _INSTRUCTOR_ACTIONS:
+        return standing.is_instructor
+    if action in _STAFF_ACTIONS:
+        return standing.is_staff
+    if action == "quiz.attempt":
+        return rbac.can(user, "progress.own", course)
+    return False
