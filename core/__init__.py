@@ -3,7 +3,9 @@
 A plugin imports ``hookimpl`` from here and the documented modules
 (``core.content``, ``core.events``, ``core.tasks``, ``core.errors``,
 ``core.rbac``, ``core.db``, ``core.progress`` (``record_result``, ``announce``),
-``core.api``, ``core.auth``, ``core.cache``, ``core.config.Settings``); nothing
+``core.api``, ``core.auth``, ``core.cache``, ``core.config.Settings``,
+``core.catalog`` (``search``, ``apply_changes``, ``delete_source``,
+``local_changes``, ``local_head``)); nothing
 else of core is part of the contract.
 """
 
@@ -113,7 +115,11 @@ def create_app(
             app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops
         )
     app.wsgi_app = WhiteNoise(  # type: ignore[method-assign]
-        app.wsgi_app, root=str(STATIC_DIR), prefix="static/", max_age=3600
+        app.wsgi_app,
+        root=str(STATIC_DIR),
+        prefix="static/",
+        max_age=3600,
+        immutable_file_test=web.assets.immutable_file,
     )
     host.call("startup", app=app)
     return app

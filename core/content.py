@@ -14,9 +14,15 @@ from typing import Any
 from typing import ClassVar
 from typing import Literal
 
+from markupsafe import Markup
 from pydantic import BaseModel
 from pydantic import ConfigDict
 from pydantic import ValidationError
+
+# Content types build their editors from these (part of this module's API).
+from core.editor import EditorField as EditorField
+from core.editor import fields_from_schema
+from core.editor import parse_form
 
 ProgressStatus = Literal["not_started", "in_progress", "completed"]
 
@@ -138,3 +144,53 @@ class ContentType:
     def import_config(self, data: dict[str, Any]) -> dict[str, Any]:
         """Inverse of :meth:`export_config`; validated like a new item."""
         return self.validate_config(data)
+
+    def render_learner_html(self, item: ItemView, state: ProgressState) -> Markup:
+        """Return the item as HTML for the learn view (inside an ``<article>``).
+
+        The default lists :meth:`learner_view`'s values, escaped; a content
+        type with its own player or reader overrides this.  Escape or
+        sanitise (``nh3.clean``) anything that came from a user.
+
+        :param item: the item, as the content type sees it.
+        :param state: the learner's progress on it.
+
+        .. versionadded:: 0.1
+        """
+        shown = self.learner_view(item)
+        rows = [
+            Markup("<dt>{}</dt><dd>{}</dd>").format(key.replace("_", " ").capitalize(), value)
+            for key, value in shown.items()
+            if isinstance(value, str | int | float) and not isinstance(value, bool)
+        ]
+        if not rows:
+            return Markup("")
+        return Markup('<dl class="item-fields">{}</dl>').format(Markup("").join(rows))
+
+    def editor_fields(self, config: dict[str, Any] | None) -> list[EditorField]:
+        """The inputs of this type's item editor in the course builder.
+
+        The default derives them from ``config_model``'s JSON Schema: strings
+        become text inputs (a text area when long), integers and numbers
+        number inputs, booleans checkboxes, string enums selects, and
+        anything else a JSON text area checked by :meth:`validate_config`.
+        Give a field a ``title`` and ``description`` for its label and help.
+
+        :param config: the item's current config, or None for a new item
+            (field values come from :meth:`EditorField.display`).
+        """
+        return fields_from_schema(self.config_model.model_json_schema())
+
+    def config_from_form(self, form: dict[str, str]) -> dict[str, Any]:
+        """Turn the submitted editor inputs into a config for :meth:`validate_config`.
+
+        :param form: the submitted values keyed by :attr:`EditorField.name`
+            (a checkbox that was not ticked is absent).
+        :raise ItemConfigInvalid: an input cannot be read (a number that is not one).
+        """
+        config, errors = parse_form(self.editor_fields(None), form)
+        if errors:
+            raise ItemConfigInvalid(
+                f"invalid {self.name} form", [{"loc": e.loc, "msg": e.msg} for e in errors]
+            )
+        return config

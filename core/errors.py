@@ -11,6 +11,7 @@ from typing import Any
 
 from flask import Flask
 from flask import Response
+from flask import current_app
 from flask import json
 from flask import request
 from werkzeug.exceptions import HTTPException
@@ -122,11 +123,32 @@ def problem_response(problem: Problem) -> Response:
 
 
 def wants_problem_json() -> bool:
-    """True when the client is an API caller rather than a browser page."""
+    """True when the client is an API caller rather than a browser page.
+
+    Everything under ``/api/`` is API.  Elsewhere only a client that names
+    ``text/html`` in its ``Accept`` header and prefers it to JSON (a browser)
+    gets an HTML page; ``*/*`` (peers, scripts) gets problem+json.
+    """
     if request.path.startswith("/api/"):
         return True
-    best = request.accept_mimetypes.best_match(["text/html", "application/json", PROBLEM_MIME])
-    return best in {"application/json", PROBLEM_MIME}
+    accept = request.accept_mimetypes
+    if not any(mime == "text/html" for mime, _ in accept):
+        return True
+    best = accept.best_match([PROBLEM_MIME, "application/json", "text/html"])
+    return best != "text/html"
+
+
+#: ``app.extensions`` key of the HTML error page renderer (``core.web`` installs it).
+HTML_ERROR_PAGE = "trivium.html_error_page"
+
+
+def _html_page(status: int, title: str, detail: str) -> Response | None:
+    """The friendly HTML page for a browser, if the web pages are installed."""
+    render = current_app.extensions.get(HTML_ERROR_PAGE)
+    if render is None:
+        return None
+    page: Response = render(status, title, detail)
+    return page
 
 
 _HTTP_TO_PROBLEM: dict[int, type[Problem]] = {
@@ -146,13 +168,18 @@ def init_app(app: Flask) -> None:
 
     @app.errorhandler(Problem)
     def _problem(exc: Problem) -> Response:
+        if not wants_problem_json():
+            page = _html_page(exc.status, exc.title, exc.detail)
+            if page is not None:
+                return page
         return problem_response(exc)
 
     @app.errorhandler(HTTPException)
     def _http(exc: HTTPException) -> Response | HTTPException:
         code = exc.code or 500
         if not wants_problem_json():
-            return exc
+            page = _html_page(code, exc.name, exc.description or exc.name)
+            return exc if page is None else page
         cls = _HTTP_TO_PROBLEM.get(code)
         if cls is None:
             generic = Problem(exc.description or exc.name)
@@ -171,6 +198,9 @@ def init_app(app: Flask) -> None:
         generic.type_slug = "internal-error"
         if wants_problem_json():
             return problem_response(generic)
+        page = _html_page(500, generic.title, generic.detail)
+        if page is not None:
+            return page
         return Response(
             "<!doctype html><title>Server error</title><h1>Something went wrong</h1>"
             "<p>The error has been logged.</p>",

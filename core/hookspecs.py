@@ -13,6 +13,7 @@ A plugin's only import from here is the marker::
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
+from typing import Any
 
 import pluggy
 
@@ -21,6 +22,8 @@ if TYPE_CHECKING:
     from flask import Blueprint
     from flask import Flask
     from flask import Request
+    from markupsafe import Markup
+    from sqlalchemy.orm import Session
 
     from core.config import Settings
     from core.content import ContentType
@@ -228,6 +231,71 @@ def course_completed(user: User, course: Course) -> None:
     :param user: the learner.
     :param course: the completed course.
     :return: ignored.
+
+    .. versionadded:: 0.1
+    """
+
+
+# ---------------------------------------------------------------- catalog and federation
+
+
+@hookspec
+def catalog_entry_metadata(course: Course) -> dict[str, Any] | None:
+    """Return extra schema.org ``Course`` members for a course's catalog entry.
+
+    Called by :func:`core.catalog.index_course` whenever a public course's
+    entry is rebuilt (in the transaction of the change).  The members are
+    stored with the entry and published in the federated catalog feed, e.g.
+    ``{"timeRequired": "PT10H"}``.  The first plugin to give a key wins; a
+    value that is not JSON drops the plugin's extras, logged.
+
+    :param course: the published course being indexed.
+    :return: JSON-compatible members to add, or None for none.
+
+    .. versionadded:: 0.2
+    """
+
+
+@hookspec
+def catalog_changed(session: Session, external_ids: list[str]) -> None:
+    """Called when entries of this instance's catalog that peers know of changed.
+
+    That is a course that is federated, or was and no longer is (its entry
+    became a tombstone).  Runs inside the transaction of the change, before
+    it commits: do slow work after commit (``sqlalchemy.event.listen(session,
+    "after_commit", ..., once=True)``), e.g. enqueue a job there.
+
+    :param session: the session holding the uncommitted change.
+    :param external_ids: public ids of the courses whose entries changed.
+    :return: ignored.
+
+    .. versionadded:: 0.2
+    """
+
+
+# ---------------------------------------------------------------- template slots
+
+
+@hookspec
+def template_slot(slot: str, context: dict[str, Any]) -> Markup | None:
+    """Return HTML to show at a named place of a core page.
+
+    Called while a page renders, once per slot occurrence.  Core's slots:
+    ``head`` (inside ``<head>``: styles, meta), ``nav`` (end of the top
+    navigation), ``dashboard`` (the learner dashboard), ``course_sidebar``
+    (course page and learn view), ``item_after`` (after an item's content).
+    Every implementation is called and the fragments are shown in call order.
+    An implementation that raises is logged and the page says which plugin
+    failed in place of its fragment.
+
+    :param slot: the slot's name; return None for slots you do not fill.
+    :param context: what the page offers at this slot: always ``user`` (the
+        logged-in user or None); ``course`` on course pages; ``item`` and
+        ``state`` (the learner's :class:`core.content.ProgressState`) at
+        ``item_after``.  Read only.
+    :return: a :class:`markupsafe.Markup` fragment (escape anything user
+        supplied: ``Markup("<b>{}</b>").format(value)``); a plain ``str`` is
+        escaped; None adds nothing.
 
     .. versionadded:: 0.1
     """

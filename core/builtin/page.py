@@ -9,12 +9,16 @@ from __future__ import annotations
 from typing import Any
 
 import nh3
+from flask_babel import gettext
+from flask_babel import ngettext
+from markupsafe import Markup
 from pydantic import BaseModel
 from pydantic import ConfigDict
 from pydantic import Field
 from pydantic import field_validator
 
 from core.content import ContentType
+from core.content import EditorField
 from core.content import ItemView
 from core.content import ProgressReportInvalid
 from core.content import ProgressState
@@ -40,6 +44,52 @@ class Page(ContentType):
     name = "page"
     label = "Page"
     config_model = PageConfig
+
+    def editor_fields(self, config: dict[str, Any] | None) -> list[EditorField]:
+        """The page's body as an HTML text area and an optional reading time."""
+        return [
+            EditorField(
+                name="body",
+                label=gettext("Body"),
+                kind="html",
+                help=gettext(
+                    "HTML: paragraphs, headings, lists, links, images and tables. "
+                    "Scripts, styles and event attributes are removed when you save."
+                ),
+                max_length=200_000,
+                default="",
+                attrs={"rows": 16},
+            ),
+            EditorField(
+                name="estimated_minutes",
+                label=gettext("Estimated reading time (minutes)"),
+                kind="integer",
+                help=gettext("Optional. Learners see it above the page."),
+                nullable=True,
+                minimum=0,
+                maximum=10_000,
+            ),
+        ]
+
+    def render_learner_html(self, item: ItemView, state: ProgressState) -> Markup:
+        """The page's body, sanitised again on the way out (the policy may have changed)."""
+        body = item.config.get("body", "")
+        minutes = item.config.get("estimated_minutes")
+        parts = []
+        if isinstance(minutes, int) and minutes > 0:
+            parts.append(
+                Markup('<p class="meta">{}</p>').format(
+                    ngettext(
+                        "About %(num)d minute to read", "About %(num)d minutes to read", minutes
+                    )
+                )
+            )
+        parts.append(
+            Markup('<div class="page-body">{}</div>').format(
+                Markup(nh3.clean(body if isinstance(body, str) else ""))  # noqa: S704 - sanitised by nh3
+            )
+        )
+        return Markup("").join(parts)
 
     def apply_progress(
         self, item: ItemView, previous: ProgressState, report: dict[str, Any]

@@ -1,13 +1,8 @@
-"""Server-rendered pages of core, and the health check for load balancers.
-
-The full learner/instructor interface is built on this blueprint; today it
-serves the instance's home page, which points visitors at the JSON API.
-"""
+"""The instance's home page and the health check for load balancers."""
 
 from __future__ import annotations
 
 from flask import Blueprint
-from flask import Flask
 from flask import Response
 from flask import current_app
 from flask import jsonify
@@ -21,12 +16,12 @@ from core import db
 from core.config import Settings
 from core.models import Course
 
-bp = Blueprint("web", __name__, template_folder="templates")
+bp = Blueprint("web", __name__)
 
 
 @bp.get("/")
 def home() -> str:
-    """The instance's home page: what it is and how to use its API."""
+    """The instance's home page: what it is, where to find courses, how to use its API."""
     settings: Settings = current_app.extensions["trivium.settings"]
     published = db.session().scalar(
         select(func.count())
@@ -50,8 +45,3 @@ def healthz() -> tuple[Response, int]:
         current_app.logger.exception("healthz database=unreachable")
         return jsonify({"status": "unavailable", "database": "unreachable"}), 503
     return jsonify({"status": "ok", "database": "ok"}), 200
-
-
-def init_app(app: Flask) -> None:
-    """Mount the pages."""
-    app.register_blueprint(bp)

@@ -1,0 +1,285 @@
+"""Operator services: user accounts and roles, the audit log, masked settings.
+
+Invitations live with the other account actions in :mod:`core.auth.accounts`.
+
+Like :mod:`core.courses`, functions here flush but never commit and raise
+:mod:`core.errors` problems; the caller checks that the actor is a site admin
+and commits.  Every change is audited in the caller's transaction.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+from typing import Literal
+from urllib.parse import urlsplit
+from urllib.parse import urlunsplit
+
+from sqlalchemy import or_
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from core.auth.audit import audit
+from core.config import Settings
+from core.errors import Conflict
+from core.errors import NotFound
+from core.models import AuditLog
+from core.models import User
+
+log = logging.getLogger(__name__)
+
+_PUBLIC_ID = re.compile(r"[0-9A-Za-z_-]{1,32}")
+
+# ---------------------------------------------------------------- errors
+
+
+class AccountNotFound(NotFound):
+    """No user account with this public id."""
+
+    type_slug = "account-not-found"
+
+
+class CannotChangeOwnAccount(Conflict):
+    """An admin tried to deactivate themselves or drop their own admin role."""
+
+    type_slug = "cannot-change-own-account"
+
+
+class AccountStateInvalid(Conflict):
+    """The account is already in the requested state."""
+
+    type_slug = "account-state-invalid"
+
+
+# ---------------------------------------------------------------- users
+
+
+def get_account(sess: Session, public_id: str) -> User:
+    """Any user (active or not) by public id.
+
+    :raise AccountNotFound: there is none.
+    """
+    found = None
+    if _PUBLIC_ID.fullmatch(public_id):
+        found = sess.scalar(select(User).where(User.public_id == public_id))
+    if found is None:
+        raise AccountNotFound("no such user")
+    return found
+
+
+def find_active_user_by_email(sess: Session, email: str) -> User | None:
+    """The active account with this e-mail address (compared as stored: trimmed, lower-case)."""
+    address = email.strip().lower()
+    if not address or len(address) > 320:
+        return None
+    return sess.scalar(select(User).where(User.email == address, User.is_active.is_(True)))
+
+
+def search_users(
+    sess: Session,
+    *,
+    q: str | None = None,
+    state: Literal["active", "inactive", "admin", "creator"] | None = None,
+    before: int | None = None,
+    limit: int = 50,
+) -> tuple[list[User], int | None]:
+    """A page of users, newest first, matching ``q`` in e-mail or display name.
+
+    :param state: only active, deactivated, admin or course-creating accounts.
+    :param before: the cursor: only users with a smaller internal id.
+    :return: the page and the cursor key of the next one (None at the end).
+    """
+    stmt = select(User)
+    if q:
+        stmt = stmt.where(
+            or_(
+                User.email.icontains(q, autoescape=True),
+                User.display_name.icontains(q, autoescape=True),
+            )
+        )
+    if state == "active":
+        stmt = stmt.where(User.is_active.is_(True))
+    elif state == "inactive":
+        stmt = stmt.where(User.is_active.is_(False))
+    elif state == "admin":
+        stmt = stmt.where(User.is_admin.is_(True))
+    elif state == "creator":
+        stmt = stmt.where(User.can_create_courses.is_(True))
+    if before is not None:
+        stmt = stmt.where(User.id < before)
+    rows = list(sess.scalars(stmt.order_by(User.id.desc()).limit(limit + 1)))
+    next_key = rows[limit - 1].id if len(rows) > limit else None
+    return rows[:limit], next_key
+
+
+def _target(user: User) -> str:
+    return f"user:{user.public_id}"
+
+
+def set_admin(sess: Session, actor: User, user: User, value: bool) -> None:
+    """Make ``user`` a site admin or take the role away.
+
+    :raise CannotChangeOwnAccount: ``actor`` would drop their own admin role
+        (another admin must do it, so an instance always keeps one).
+    """
+    if user.id == actor.id and not value:
+        raise CannotChangeOwnAccount("you cannot remove your own admin role")
+    if user.is_admin == value:
+        return
+    user.is_admin = value
+    audit(sess, actor, "admin.user_admin", _target(user), {"value": value})
+    sess.flush()
+
+
+def set_course_creator(sess: Session, actor: User, user: User, value: bool) -> None:
+    """Allow or stop ``user`` creating courses (their existing courses stay)."""
+    if user.can_create_courses == value:
+        return
+    user.can_create_courses = value
+    audit(sess, actor, "admin.user_creator", _target(user), {"value": value})
+    sess.flush()
+
+
+def deactivate(sess: Session, actor: User, user: User) -> None:
+    """Deactivate an account: it cannot log in, and its sessions end at once.
+
+    API tokens stop working too (they are refused for inactive users; call
+    :func:`core.auth.tokens.forget_user_tokens` after committing to drop
+    cached ones).  Courses, enrolments and progress are kept.
+
+    :raise CannotChangeOwnAccount: ``actor`` is ``user``.
+    :raise AccountStateInvalid: the account is already deactivated.
+    """
+    if user.id == actor.id:
+        raise CannotChangeOwnAccount("you cannot deactivate your own account")
+    if not user.is_active:
+        raise AccountStateInvalid("this account is already deactivated")
+    user.is_active = False
+    # A new session version makes every existing session cookie invalid, so
+    # reactivating the account does not bring old sessions back.
+    user.session_version += 1
+    audit(sess, actor, "admin.user_deactivate", _target(user))
+    log.info("user_deactivated user=%s by=%s", user.public_id, actor.public_id)
+    sess.flush()
+
+
+def reactivate(sess: Session, actor: User, user: User) -> None:
+    """Let a deactivated account log in again.
+
+    :raise AccountStateInvalid: the account is active.
+    """
+    if user.is_active:
+        raise AccountStateInvalid("this account is active")
+    user.is_active = True
+    audit(sess, actor, "admin.user_reactivate", _target(user))
+    sess.flush()
+
+
+# ---------------------------------------------------------------- audit log
+
+
+@dataclass(frozen=True)
+class AuditRow:
+    """An audit entry with its actor's public id and e-mail address."""
+
+    entry: AuditLog
+    actor_id: str | None
+    actor_email: str | None
+
+
+def audit_entries(
+    sess: Session,
+    *,
+    action: str | None = None,
+    actor: str | None = None,
+    before: int | None = None,
+    limit: int = 50,
+) -> tuple[list[AuditRow], int | None]:
+    """A page of the audit log, newest first.
+
+    :param action: only this exact action (``course.publish``).
+    :param actor: only entries by the user with this e-mail address or public id.
+    """
+    stmt = select(AuditLog, User.public_id, User.email).outerjoin(
+        User, User.id == AuditLog.actor_id
+    )
+    if action:
+        stmt = stmt.where(AuditLog.action == action)
+    if actor:
+        stmt = stmt.where(or_(User.email == actor.strip().lower(), User.public_id == actor.strip()))
+    if before is not None:
+        stmt = stmt.where(AuditLog.id < before)
+    rows = sess.execute(stmt.order_by(AuditLog.id.desc()).limit(limit + 1)).all()
+    next_key = rows[limit - 1][0].id if len(rows) > limit else None
+    return [AuditRow(r[0], r[1], r[2]) for r in rows[:limit]], next_key
+
+
+def audit_actions(sess: Session) -> list[str]:
+    """Every action name the audit log holds, for a filter menu."""
+    return sorted(sess.scalars(select(AuditLog.action).distinct()))
+
+
+# ---------------------------------------------------------------- settings
+
+MASK = "••••••"
+
+_SECRET_NAME = re.compile(r"(secret|password|passwd|token|key|credential)", re.IGNORECASE)
+
+
+def _mask_url(value: str) -> str:
+    parts = urlsplit(value)
+    if parts.password is None and "password=" not in parts.query.lower():
+        return value
+    netloc = parts.netloc
+    if parts.password is not None:
+        user = parts.username or ""
+        host = netloc.rpartition("@")[2]
+        netloc = f"{user}:{MASK}@{host}"
+    query = re.sub(r"(?i)(password=)[^&]*", rf"\g<1>{MASK}", parts.query)
+    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+
+
+def _mask(name: str, value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {k: _mask(str(k), v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_mask(name, v) for v in value]
+    if isinstance(value, str) and value and _SECRET_NAME.search(name):
+        return MASK
+    if isinstance(value, str) and "://" in value:
+        return _mask_url(value)
+    return value
+
+
+def masked_settings(settings: Settings) -> dict[str, Any]:
+    """The effective settings by section, with secrets replaced by :data:`MASK`.
+
+    Text values under names that suggest a secret (``secret_key``,
+    ``*_password``, ``api_token``, ``private_key``) are masked wherever they
+    are, plugin tables included, as are passwords inside URLs.
+    """
+    data = settings.model_dump(mode="json")
+    masked: dict[str, Any] = _mask("", data)
+    return masked
+
+
+__all__ = [
+    "MASK",
+    "AccountNotFound",
+    "AccountStateInvalid",
+    "AuditRow",
+    "CannotChangeOwnAccount",
+    "audit_actions",
+    "audit_entries",
+    "deactivate",
+    "find_active_user_by_email",
+    "get_account",
+    "masked_settings",
+    "reactivate",
+    "search_users",
+    "set_admin",
+    "set_course_creator",
+]

@@ -1,0 +1,384 @@
+"""Operator pages: users and roles, invitations, plugins, instance settings, audit log.
+
+Every page needs a site admin (``site.*`` actions of :mod:`core.rbac`; a
+plugin's ``permission_allowed`` may grant them to others).  Changes go
+through :mod:`core.operator` and are audited like the API's.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from datetime import UTC
+from datetime import datetime
+from typing import Any
+
+from flask import Blueprint
+from flask import current_app
+from flask import flash
+from flask import redirect
+from flask import render_template
+from flask import request
+from flask import url_for
+from flask.typing import ResponseReturnValue
+from flask_babel import gettext
+from pydantic import BaseModel
+from pydantic import ConfigDict
+from pydantic import Field
+from pydantic import field_validator
+from sqlalchemy import func
+from sqlalchemy import select
+from werkzeug.wrappers.response import Response as BaseResponse
+
+from core import db
+from core import operator
+from core import rbac
+from core.auth import accounts
+from core.auth import require_user
+from core.auth.accounts import Email
+from core.auth.tokens import forget_user_tokens
+from core.config import Settings
+from core.courses import plugin_host
+from core.models import Course
+from core.models import CourseRole
+from core.models import Enrolment
+from core.models import User
+from core.web.forms import FormState
+from core.web.staff_util import cursor_arg
+from core.web.staff_util import cursor_for
+from core.web.staff_util import label_helpers
+from core.web.staff_util import login_redirect
+from core.web.staff_util import validate_form
+
+log = logging.getLogger(__name__)
+
+bp = Blueprint("admin", __name__, url_prefix="/admin")
+bp.before_request(login_redirect)
+bp.context_processor(label_helpers)
+
+PAGE_SIZE = 50
+
+#: How many recent plugin failures the plugins page shows.
+RECENT_FAILURES = 50
+
+
+def _admin(action: str) -> User:
+    """The current user, once ``action`` (``site.*``) is allowed."""
+    user = require_user()
+    rbac.require(user, action)
+    return user
+
+
+def _settings() -> Settings:
+    settings: Settings = current_app.extensions["trivium.settings"]
+    return settings
+
+
+class InvitationForm(BaseModel):
+    """An invitation from the form: an optional address and a validity in days."""
+
+    model_config = ConfigDict(str_strip_whitespace=True)
+    email: Email | None = None
+    days: int = Field(default=7, ge=1, le=365)
+
+    @field_validator("email", mode="before")
+    @classmethod
+    def _email(cls, value: Any) -> Any:
+        if isinstance(value, str) and not value.strip():
+            return None
+        return value
+
+
+# ---------------------------------------------------------------- overview
+
+
+@bp.get("/")
+def index() -> ResponseReturnValue:
+    """What the instance holds, and where to manage it."""
+    _admin("site.users")
+    sess = db.session()
+    counts = {
+        "users": sess.scalar(select(func.count()).select_from(User)) or 0,
+        "inactive": sess.scalar(
+            select(func.count()).select_from(User).where(User.is_active.is_(False))
+        )
+        or 0,
+        "admins": sess.scalar(select(func.count()).select_from(User).where(User.is_admin.is_(True)))
+        or 0,
+        "courses": sess.scalar(select(func.count()).select_from(Course)) or 0,
+    }
+    host = plugin_host()
+    return render_template(
+        "admin/index.html",
+        counts=counts,
+        plugins=len(host.info()),
+        failures=len(host.failures),
+    )
+
+
+# ---------------------------------------------------------------- users
+
+
+@bp.get("/users")
+def users() -> ResponseReturnValue:
+    """Search accounts by e-mail or name, newest first."""
+    _admin("site.users")
+    q = request.args.get("q", "").strip()[:200]
+    state = request.args.get("state", "")
+    if state not in {"active", "inactive", "admin", "creator"}:
+        state = ""
+    rows, next_key = operator.search_users(
+        db.session(),
+        q=q or None,
+        state=state or None,  # type: ignore[arg-type]
+        before=cursor_arg(),
+        limit=PAGE_SIZE,
+    )
+    return render_template(
+        "admin/users.html",
+        rows=rows,
+        q=q,
+        state=state,
+        next_cursor=cursor_for(next_key),
+        form=FormState(values={"q": q, "state": state}),
+    )
+
+
+@bp.get("/users/<user_id>")
+def user(user_id: str) -> ResponseReturnValue:
+    """One account: its roles, courses and the actions on it."""
+    admin = _admin("site.users")
+    sess = db.session()
+    account = operator.get_account(sess, user_id)
+    teaching = sess.execute(
+        select(Course, CourseRole.role)
+        .join(CourseRole, CourseRole.course_id == Course.id)
+        .where(CourseRole.user_id == account.id)
+        .order_by(Course.title)
+    ).all()
+    enrolments = (
+        sess.scalar(
+            select(func.count()).select_from(Enrolment).where(Enrolment.user_id == account.id)
+        )
+        or 0
+    )
+    recent, _ = operator.audit_entries(sess, actor=account.public_id, limit=10)
+    return render_template(
+        "admin/user.html",
+        account=account,
+        me=admin,
+        teaching=teaching,
+        enrolments=enrolments,
+        recent=recent,
+    )
+
+
+def _back_to(account: User) -> BaseResponse:
+    return redirect(url_for("admin.user", user_id=account.public_id), code=303)
+
+
+def _flag() -> bool:
+    return request.form.get("value") in {"1", "true", "on"}
+
+
+@bp.post("/users/<user_id>/admin")
+def set_admin(user_id: str) -> ResponseReturnValue:
+    """Make an account a site admin, or take the role away."""
+    admin = _admin("site.users")
+    sess = db.session()
+    account = operator.get_account(sess, user_id)
+    value = _flag()
+    try:
+        operator.set_admin(sess, admin, account, value)
+    except operator.CannotChangeOwnAccount as exc:
+        sess.rollback()
+        flash(exc.detail, "error")
+        return _back_to(account)
+    sess.commit()
+    if value:
+        flash(
+            gettext("%(name)s is now a site administrator.", name=account.display_name), "success"
+        )
+    else:
+        flash(
+            gettext("%(name)s is no longer a site administrator.", name=account.display_name),
+            "success",
+        )
+    return _back_to(account)
+
+
+@bp.post("/users/<user_id>/creator")
+def set_creator(user_id: str) -> ResponseReturnValue:
+    """Allow an account to create courses, or stop it."""
+    admin = _admin("site.users")
+    sess = db.session()
+    account = operator.get_account(sess, user_id)
+    value = _flag()
+    operator.set_course_creator(sess, admin, account, value)
+    sess.commit()
+    if value:
+        flash(gettext("%(name)s may create courses.", name=account.display_name), "success")
+    else:
+        flash(
+            gettext("%(name)s may no longer create courses.", name=account.display_name),
+            "success",
+        )
+    return _back_to(account)
+
+
+@bp.post("/users/<user_id>/deactivate")
+def deactivate(user_id: str) -> ResponseReturnValue:
+    """Deactivate an account and end its sessions."""
+    admin = _admin("site.users")
+    sess = db.session()
+    account = operator.get_account(sess, user_id)
+    try:
+        operator.deactivate(sess, admin, account)
+    except (operator.CannotChangeOwnAccount, operator.AccountStateInvalid) as exc:
+        sess.rollback()
+        flash(exc.detail, "error")
+        return _back_to(account)
+    sess.commit()
+    forget_user_tokens(sess, account.id)
+    flash(
+        gettext(
+            "%(name)s is deactivated and has been logged out everywhere.",
+            name=account.display_name,
+        ),
+        "success",
+    )
+    return _back_to(account)
+
+
+@bp.post("/users/<user_id>/reactivate")
+def reactivate(user_id: str) -> ResponseReturnValue:
+    """Let a deactivated account log in again."""
+    admin = _admin("site.users")
+    sess = db.session()
+    account = operator.get_account(sess, user_id)
+    try:
+        operator.reactivate(sess, admin, account)
+    except operator.AccountStateInvalid as exc:
+        sess.rollback()
+        flash(exc.detail, "error")
+        return _back_to(account)
+    sess.commit()
+    flash(gettext("%(name)s can log in again.", name=account.display_name), "success")
+    return _back_to(account)
+
+
+# ---------------------------------------------------------------- invitations
+
+
+def _render_invitations(
+    admin: User,
+    form: FormState | None = None,
+    created: accounts.NewInvitation | None = None,
+    status: int = 200,
+) -> ResponseReturnValue:
+    key = cursor_arg()
+    rows, more = accounts.list_invitations(admin, key, PAGE_SIZE)
+    return (
+        render_template(
+            "admin/invitations.html",
+            rows=rows,
+            status_of=accounts.invitation_status,
+            next_cursor=cursor_for(rows[-1].id) if more and rows else None,
+            form=form or FormState(values={"days": "7"}),
+            created=created,
+            registration=_settings().accounts.registration,
+        ),
+        status,
+    )
+
+
+@bp.get("/invitations")
+def invitations() -> ResponseReturnValue:
+    """Invitations with their state; the form to create one."""
+    admin = _admin("site.users")
+    return _render_invitations(admin)
+
+
+@bp.post("/invitations")
+def create_invitation() -> ResponseReturnValue:
+    """Create an invitation; its code is shown this once."""
+    admin = _admin("site.users")
+    state = FormState.of(request.form, ["email", "days"])
+    data = validate_form(
+        InvitationForm, {"email": state.get("email"), "days": state.get("days") or "7"}, state
+    )
+    if not isinstance(data, InvitationForm):
+        return _render_invitations(admin, form=state, status=422)
+    body = accounts.InvitationBody(email=data.email, days=data.days)
+    created = accounts.create_invitation(admin, body)
+    return _render_invitations(admin, created=created)
+
+
+# ---------------------------------------------------------------- plugins, settings, audit
+
+
+@bp.get("/plugins")
+def plugins() -> ResponseReturnValue:
+    """Loaded plugins with versions, hooks and failures; installed content types."""
+    _admin("site.plugins")
+    host = plugin_host()
+    failures = [
+        (f, datetime.fromtimestamp(f.at, UTC)) for f in reversed(host.failures[-RECENT_FAILURES:])
+    ]
+    types = sorted((name, ctype.label or name) for name, ctype in host.content_types.items())
+    return render_template(
+        "admin/plugins.html", plugins=host.info(), failures=failures, types=types
+    )
+
+
+def _flatten(prefix: str, value: Any, out: list[tuple[str, str]]) -> None:
+    if isinstance(value, dict) and value:
+        for key in sorted(value):
+            _flatten(f"{prefix}.{key}" if prefix else str(key), value[key], out)
+        return
+    out.append((prefix, json.dumps(value, ensure_ascii=False)))
+
+
+@bp.get("/settings")
+def settings() -> ResponseReturnValue:
+    """The effective settings, secrets masked (read-only)."""
+    _admin("site.settings")
+    masked = operator.masked_settings(_settings())
+    sections: list[tuple[str, list[tuple[str, str]]]] = []
+    top: list[tuple[str, str]] = []
+    for name in masked:
+        value = masked[name]
+        if isinstance(value, dict):
+            rows: list[tuple[str, str]] = []
+            _flatten("", value, rows)
+            sections.append((name, rows))
+        else:
+            top.append((name, json.dumps(value, ensure_ascii=False)))
+    return render_template(
+        "admin/settings.html", sections=sections, top=top, mask=json.dumps(operator.MASK)
+    )
+
+
+@bp.get("/audit")
+def audit() -> ResponseReturnValue:
+    """The audit log, newest first, filtered by action and actor."""
+    _admin("site.audit")
+    action = request.args.get("action", "").strip()[:100]
+    actor = request.args.get("actor", "").strip()[:320]
+    sess = db.session()
+    rows, next_key = operator.audit_entries(
+        sess, action=action or None, actor=actor or None, before=cursor_arg(), limit=PAGE_SIZE
+    )
+    return render_template(
+        "admin/audit.html",
+        rows=rows,
+        action_options=[(a, a) for a in operator.audit_actions(sess)],
+        action=action,
+        actor=actor,
+        next_cursor=cursor_for(next_key),
+        form=FormState(values={"action": action, "actor": actor}),
+        detail=lambda d: json.dumps(d or {}, ensure_ascii=False, sort_keys=True),
+    )
+
+
+__all__ = ["bp"]
