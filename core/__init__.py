@@ -55,6 +55,7 @@ def create_app(
     from core import tasks
     from core import web
     from core.auth import views as auth_views
+    from core.auth.sessions import SessionCookies
     from core.config import load_settings
     from core.plugins import PluginHost
 
@@ -75,6 +76,7 @@ def create_app(
         JSON_SORT_KEYS=False,
     )
     app.extensions["trivium.settings"] = settings
+    app.session_interface = SessionCookies()
 
     errors.init_app(app)
     headers.init_app(app, https=https)
