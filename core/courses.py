@@ -227,6 +227,17 @@ def _touch(course: Course) -> None:
     course.updated_at = utcnow()
 
 
+def _rule_relaxed(sess: Session, course: Course) -> None:
+    """A required item goes away: learners may now meet the completion rule.
+
+    The check runs as a job once this transaction commits (a course may have
+    many learners); see :func:`core.progress.complete_where_due`.
+    """
+    from core.tasks import get_jobs
+
+    get_jobs().enqueue_on_commit(sess, "core.complete_where_due", (course.id,))
+
+
 def _lock(sess: Session, course: Course) -> None:
     """Serialise structural changes of one course (row lock; a no-op on SQLite)."""
     sess.execute(select(Course.id).where(Course.id == course.id).with_for_update())
@@ -630,6 +641,8 @@ def reorder_modules(sess: Session, course: Course, ids: Sequence[str]) -> list[M
 def delete_module(sess: Session, course: Course, module: Module) -> None:
     """Delete a module with its items (and learners' progress on them)."""
     _lock(sess, course)
+    if sess.scalar(select(exists().where(Item.module_id == module.id, Item.required.is_(True)))):
+        _rule_relaxed(sess, course)
     sess.delete(module)
     sess.flush()
     rest = sess.scalars(
@@ -714,6 +727,8 @@ def update_item(sess: Session, course: Course, item: Item, changes: Mapping[str,
     if "title" in changes:
         item.title = changes["title"]
     if "required" in changes:
+        if item.required and not changes["required"]:
+            _rule_relaxed(sess, course)
         item.required = changes["required"]
     if changes:
         _touch(course)
@@ -766,6 +781,8 @@ def move_item(
 def delete_item(sess: Session, course: Course, item: Item) -> None:
     """Delete an item (and learners' progress on it)."""
     _lock(sess, course)
+    if item.required:
+        _rule_relaxed(sess, course)
     module = sess.get_one(Module, item.module_id)
     sess.delete(item)
     sess.flush()
