@@ -103,7 +103,14 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--threads", type=int, default=8)
     parser.add_argument("--connections", type=int, default=64)
+    parser.add_argument(
+        "--worker-connections",
+        type=int,
+        help="connections one gunicorn worker holds (default: connections / workers, "
+        "so wrk's simultaneous connects spread evenly over both servers' workers)",
+    )
     args = parser.parse_args()
+    per_worker = args.worker_connections or -(-args.connections // args.workers)
 
     trivium = str(VENV_BIN / "trivium")
     with tempfile.TemporaryDirectory(prefix="trivium-bench-") as tmp:
@@ -119,7 +126,10 @@ def main() -> None:
             capture_output=True,
         )
         data = seed(instance, args.learners)
-        env = {"TRIVIUM_LOG_LEVEL": "WARNING"}
+        env = {
+            "TRIVIUM_LOG_LEVEL": "WARNING",
+            "TRIVIUM_SERVER_WORKER_CONNECTIONS": str(per_worker),
+        }
 
         port = free_port()
         app_server = Server(
@@ -147,6 +157,8 @@ def main() -> None:
                 str(args.workers),
                 "--threads",
                 str(args.threads),
+                "--worker-connections",
+                str(per_worker),
                 "-b",
                 f"127.0.0.1:{bare_port}",
                 "--log-level",
@@ -200,7 +212,8 @@ def main() -> None:
     bare = results[0]
     print(
         f"{args.connections} connections, {args.seconds}s each, gunicorn gthread "
-        f"{args.workers}x{args.threads}, {args.learners} learners"
+        f"{args.workers}x{args.threads} ({per_worker} connections per worker), "
+        f"{args.learners} learners"
     )
     for r in results:
         ratio = r.requests_per_s / bare.requests_per_s

@@ -57,6 +57,7 @@ def create_app(
     from core import tasks
     from core import web
     from core.auth import views as auth_views
+    from core.auth.sessions import SessionCookies
     from core.config import load_settings
     from core.plugins import PluginHost
 
@@ -77,6 +78,7 @@ def create_app(
         JSON_SORT_KEYS=False,
     )
     app.extensions["trivium.settings"] = settings
+    app.session_interface = SessionCookies()
 
     errors.init_app(app)
     headers.init_app(app, https=https)

@@ -95,6 +95,11 @@ class ServerSection(_Section):
     bind: str = "127.0.0.1:8000"
     workers: int = Field(default=2, ge=1)
     threads: int = Field(default=8, ge=1)
+    worker_connections: int = Field(default=1000, ge=1)
+    """Open connections one worker process holds at most.  A worker stops
+    accepting at this limit, so a value near (expected clients / workers)
+    spreads keep-alive connections evenly over the processes instead of
+    letting the first one to wake take them all."""
     proxy_hops: int = Field(default=0, ge=0, le=5)
     """How many reverse proxies in front of the app to trust for the client's
     address and scheme (``X-Forwarded-For``/``-Proto``); 0 trusts none."""

@@ -27,7 +27,6 @@ from typing import TypeVar
 
 import nh3
 from flask import current_app
-from sqlalchemy import Row
 from sqlalchemy import Select
 from sqlalchemy import and_
 from sqlalchemy import bindparam
@@ -37,6 +36,7 @@ from sqlalchemy import or_
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
+from sqlalchemy.orm import class_mapper as sa_mapper
 from sqlalchemy.orm import selectinload
 from sqlalchemy.orm.attributes import set_committed_value
 
@@ -45,6 +45,8 @@ from core import rbac
 from core.auth import audit as audit_log
 from core.content import ContentType
 from core.content import ItemConfigInvalid
+from core.db import attach
+from core.db import core_execute
 from core.db import utcnow
 from core.errors import Conflict
 from core.errors import Forbidden
@@ -226,6 +228,17 @@ def _touch(course: Course) -> None:
     course.updated_at = utcnow()
 
 
+def _rule_relaxed(sess: Session, course: Course) -> None:
+    """A required item goes away: learners may now meet the completion rule.
+
+    The check runs as a job once this transaction commits (a course may have
+    many learners); see :func:`core.progress.complete_where_due`.
+    """
+    from core.tasks import get_jobs
+
+    get_jobs().enqueue_on_commit(sess, "core.complete_where_due", (course.id,))
+
+
 def _lock(sess: Session, course: Course) -> None:
     """Serialise structural changes of one course (row lock; a no-op on SQLite)."""
     sess.execute(select(Course.id).where(Course.id == course.id).with_for_update())
@@ -288,16 +301,26 @@ def _plausible(public_id: str) -> bool:
 # Lookups on every request are built once; SQLAlchemy caches their compiled form.
 _COURSE = select(Course).where(Course.public_id == bindparam("public_id"))
 _COURSE_FOR_VIEWER = _COURSE.add_columns(rbac.VIEWER_ROLE, rbac.VIEWER_STATUS)
-# The module is loaded as its own entity and set as ``item.module`` (as a
-# joined eager load would, with less work per row).
+# Items are read with a Core statement and handed on as ordinary ORM objects
+# (core.db.attach): on the learner's hot paths the ORM's per-row loading of
+# three entities cost more than the query itself.
+_ITEM_PARTS = tuple((model, tuple(model.__table__.columns)) for model in (Item, Course, Module))
+_ITEM_KEYS = tuple(
+    (model, tuple(sa_mapper(model).get_property_by_column(c).key for c in columns))
+    for model, columns in _ITEM_PARTS
+)
 _ITEM = (
-    select(Item, Course, Module)
-    .join(Course, Course.id == Item.course_id)
-    .join(Module, Module.id == Item.module_id)
+    select(*(c for _, columns in _ITEM_PARTS for c in columns))
+    .select_from(
+        Item.__table__.join(Course.__table__, Course.id == Item.course_id).join(
+            Module.__table__, Module.id == Item.module_id
+        )
+    )
     .where(Item.public_id == bindparam("public_id"))
 )
-#: An item, its course and module, and the viewer's role and enrolment status
-#: in the course (bind ``public_id`` and ``viewer_id``); see :func:`lookup_item`.
+#: An item's, its course's and module's columns, and the viewer's role and
+#: enrolment status in the course (bind ``public_id`` and ``viewer_id``); add
+#: columns and run it with :func:`lookup_item`.
 ITEM_FOR_VIEWER = _ITEM.add_columns(rbac.VIEWER_ROLE, rbac.VIEWER_STATUS)
 
 
@@ -354,11 +377,12 @@ def get_item(sess: Session, public_id: str, viewer: User | None = None) -> tuple
 
 def lookup_item(
     sess: Session, statement: Select[*tuple[Any, ...]], public_id: str, viewer: User | None = None
-) -> Row[*tuple[Any, ...]]:
+) -> tuple[Any, ...]:
     """Run an item lookup built on :data:`ITEM_FOR_VIEWER` (with more columns).
 
-    Like :func:`get_item`, and returns the whole row so the caller can read
-    its own columns, which follow the item, course, module, role and status.
+    Like :func:`get_item`; returns the item, course and module objects (the
+    module also set as ``item.module``), then the role and enrolment status
+    when ``viewer`` is given, then the statement's own extra columns.
 
     :raise ItemNotFound: there is none.
     """
@@ -367,14 +391,21 @@ def lookup_item(
         params: dict[str, Any] = {"public_id": public_id}
         if viewer is not None:
             params["viewer_id"] = viewer.id
-        row = sess.execute(statement, params).first()
+        row = core_execute(sess, statement, params).first()
     if row is None:
         raise ItemNotFound("no such item")
-    set_committed_value(row[0], "module", row[2])
+    objects: list[Any] = []
+    start = 0
+    for model, keys in _ITEM_KEYS:
+        objects.append(
+            attach(sess, model, dict(zip(keys, row[start : start + len(keys)], strict=True)))
+        )
+        start += len(keys)
+    item, course, module = objects
+    set_committed_value(item, "module", module)
     if viewer is not None:
-        rbac.remember(sess, viewer, row[1], row[3], row[4])
-    found: Row[*tuple[Any, ...]] = row
-    return found
+        rbac.remember(sess, viewer, course, row[start], row[start + 1])
+    return (item, course, module, *row[start:])
 
 
 def get_enrolment(sess: Session, public_id: str) -> tuple[Enrolment, Course, User]:
@@ -614,6 +645,8 @@ def reorder_modules(sess: Session, course: Course, ids: Sequence[str]) -> list[M
 def delete_module(sess: Session, course: Course, module: Module) -> None:
     """Delete a module with its items (and learners' progress on them)."""
     _lock(sess, course)
+    if sess.scalar(select(exists().where(Item.module_id == module.id, Item.required.is_(True)))):
+        _rule_relaxed(sess, course)
     sess.delete(module)
     sess.flush()
     rest = sess.scalars(
@@ -698,6 +731,8 @@ def update_item(sess: Session, course: Course, item: Item, changes: Mapping[str,
     if "title" in changes:
         item.title = changes["title"]
     if "required" in changes:
+        if item.required and not changes["required"]:
+            _rule_relaxed(sess, course)
         item.required = changes["required"]
     if changes:
         _touch(course)
@@ -750,6 +785,8 @@ def move_item(
 def delete_item(sess: Session, course: Course, item: Item) -> None:
     """Delete an item (and learners' progress on it)."""
     _lock(sess, course)
+    if item.required:
+        _rule_relaxed(sess, course)
     module = sess.get_one(Module, item.module_id)
     sess.delete(item)
     sess.flush()

@@ -226,7 +226,10 @@ def course_completed(user: User, course: Course) -> None:
     """Called once when a learner meets a course's completion rule.
 
     The completion and its ``completed`` event are already stored; credential
-    issuers listen here.
+    issuers listen here.  Usually called in the request of the learner's last
+    report; when an instructor deletes a required item or makes it optional,
+    in the ``core.complete_where_due`` job instead, once for each learner who
+    now meets the rule.
 
     :param user: the learner.
     :param course: the completed course.

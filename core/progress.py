@@ -552,6 +552,54 @@ def _complete_course(sess: Session, user: User, course: Course, enrolment: Enrol
     return True
 
 
+def complete_where_due(sess: Session, course: Course) -> list[User]:
+    """Complete the course for every active learner who now meets the rule.
+
+    After the rule changed under learners (a required item deleted or made
+    optional), some may have completed every required item that is left:
+    each of them is completed here as a report would, exactly once (the same
+    conditional update).  Flushes but does not commit; after committing, call
+    ``course_completed`` for each learner returned.  Learners who already
+    completed the course keep their completion when items are added later.
+
+    :return: the learners who completed the course now.
+    """
+    required = (
+        select(func.count(Item.id))
+        .where(Item.course_id == course.id, Item.required.is_(True))
+        .scalar_subquery()
+    )
+    done = (
+        select(func.count(Progress.id))
+        .join(Item, Item.id == Progress.item_id)
+        .where(
+            Progress.user_id == Enrolment.user_id,
+            Progress.course_id == course.id,
+            Item.required.is_(True),
+            Progress.completed_at.is_not(None),
+        )
+        .correlate(Enrolment)
+        .scalar_subquery()
+    )
+    due = sess.scalars(
+        select(Enrolment)
+        .where(
+            Enrolment.course_id == course.id,
+            Enrolment.status == "active",
+            Enrolment.completed_at.is_(None),
+            required > 0,
+            done >= required,
+        )
+        .order_by(Enrolment.id)
+    ).all()
+    completed = []
+    for enrolment in due:
+        user = sess.get_one(User, enrolment.user_id)
+        if _complete_course(sess, user, course, enrolment):
+            completed.append(user)
+    return completed
+
+
 def announce(outcome: ProgressOutcome) -> None:
     """Call ``course_completed`` for an outcome that completed the course.
 

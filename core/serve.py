@@ -84,6 +84,7 @@ def gunicorn_options(
         "workers": workers or settings.server.workers,
         "threads": threads or settings.server.threads,
         "worker_class": "gthread",
+        "worker_connections": settings.server.worker_connections,
         "proc_name": "trivium",
         "accesslog": "-" if level in ("debug", "info") else None,
         "errorlog": "-",

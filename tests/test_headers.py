@@ -19,6 +19,29 @@ def test_every_response_carries_security_headers(client: FlaskClient) -> None:
         assert "Strict-Transport-Security" not in resp.headers
 
 
+def test_a_page_keeps_its_own_policy_and_gets_the_rest(tmp_path: Path) -> None:
+    app = create_app(tmp_path, base_config(tmp_path))
+
+    @app.get("/_framed")
+    def _framed() -> tuple[str, int, dict[str, str]]:
+        return "", 200, {"content-security-policy": "default-src 'none'"}
+
+    resp = app.test_client().get("/_framed")
+    assert resp.headers.getlist("Content-Security-Policy") == ["default-src 'none'"]
+    assert resp.headers["X-Frame-Options"] == "DENY"
+
+
+def test_the_session_signer_is_reused_until_the_key_changes(tmp_path: Path) -> None:
+    app = create_app(tmp_path, base_config(tmp_path))
+    first = app.session_interface.get_signing_serializer(app)
+    assert app.session_interface.get_signing_serializer(app) is first
+    app.secret_key = "rotated-" + str(app.secret_key)
+    rotated = app.session_interface.get_signing_serializer(app)
+    assert rotated is not first
+    assert rotated is not None
+    assert rotated.loads(rotated.dumps({"a": 1})) == {"a": 1}
+
+
 def test_https_instances_get_secure_cookies_and_hsts(tmp_path: Path) -> None:
     config = base_config(tmp_path)
     config["instance"]["base_url"] = "https://lms.example.edu"

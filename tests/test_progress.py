@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -481,3 +482,94 @@ def test_crashing_content_type_is_contained(
     )
     problem(call(client, "GET", f"/items/{item}", learner.headers), 409)
     assert snapshot(app) == before
+
+
+def _run_completion_jobs(app: Flask) -> list[str]:
+    """Run the queued completion sweeps to the end; return their final states."""
+    from core.models import Job
+    from core.tasks import get_jobs
+
+    jobs = get_jobs(app)
+    jobs.start_worker()
+    try:
+        for _ in range(600):  # a bounded wait: 30 s at most
+            with get_db(app).sessions() as sess:
+                states = list(
+                    sess.scalars(select(Job.state).where(Job.actor == "core.complete_where_due"))
+                )
+            if states and all(s in ("done", "failed") for s in states):
+                return states
+            time.sleep(0.05)
+        raise AssertionError(f"completion jobs never finished: {states}")
+    finally:
+        jobs.stop_worker()
+
+
+def _completed_at(app: Flask, learner: Person) -> Any:
+    with get_db(app).session() as sess:
+        return sess.scalar(
+            select(Enrolment.completed_at).where(Enrolment.user_id == learner.user.id)
+        )
+
+
+@pytest.mark.parametrize("change", ["delete", "make_optional", "delete_module"])
+def test_relaxing_the_rule_completes_learners_who_now_meet_it(
+    app: Flask, client: FlaskClient, users: Users, owner: Person, change: str
+) -> None:
+    done_all_but_last = person(users)
+    halfway = person(users)
+    course = build_course(client, owner, modules=2, items=2)
+    for learner in (done_all_but_last, halfway):
+        enrol(client, course, learner)
+    for item in course.items[:3]:
+        assert complete(client, item, done_all_but_last)["course_completed"] is False
+    complete(client, course.items[0], halfway)
+    listener = CompletionListener()
+    listener.app = app
+    host = app.extensions["trivium.plugins"]
+    host.register(listener, "test-completion")
+    try:
+        last = course.items[3]
+        if change == "delete":
+            ok(call(client, "DELETE", f"/items/{last}", owner.headers), 204)
+        elif change == "make_optional":
+            ok(call(client, "PATCH", f"/items/{last}", owner.headers, {"required": False}))
+        else:
+            module = ok(call(client, "GET", f"/courses/{course.id}", owner.headers))["modules"][1]
+            ok(call(client, "DELETE", f"/modules/{module['id']}", owner.headers), 204)
+            # the second module held items 2 and 3: halfway's item 0 is not enough
+        assert _run_completion_jobs(app) == ["done"]
+        assert listener.calls == [(done_all_but_last.id, course.id, True)]
+        assert _completed_at(app, done_all_but_last) is not None
+        assert _completed_at(app, halfway) is None
+        with get_db(app).session() as sess:
+            verbs = sess.scalars(
+                select(Event.verb).where(Event.user_id == done_all_but_last.user.id)
+            ).all()
+        assert sum(v.endswith("/completed") for v in verbs) == 4  # three items + the course
+        # a second run (at-least-once delivery) completes nobody again
+        from core.tasks import get_jobs
+
+        with app.app_context():
+            row = get_db(app).sessions()
+            course_pk = row.scalar(select(CourseRow.id).where(CourseRow.public_id == course.id))
+            row.close()
+            get_jobs(app).enqueue("core.complete_where_due", (course_pk,))
+        assert _run_completion_jobs(app) == ["done", "done"]
+        assert len(listener.calls) == 1
+    finally:
+        host.unregister("test-completion")
+
+
+def test_adding_or_keeping_required_items_enqueues_no_sweep(
+    app: Flask, client: FlaskClient, users: Users, owner: Person
+) -> None:
+    from core.models import Job
+
+    course = build_course(client, owner, items=2, optional=1)
+    optional, required = course.items
+    ok(call(client, "DELETE", f"/items/{optional}", owner.headers), 204)
+    ok(call(client, "PATCH", f"/items/{required}", owner.headers, {"required": True}))
+    ok(call(client, "PATCH", f"/items/{required}", owner.headers, {"title": "Renamed"}))
+    with get_db(app).sessions() as sess:
+        assert sess.scalar(select(func.count()).select_from(Job)) == 0

@@ -143,3 +143,17 @@ def test_worker_runs_queued_jobs_of_the_db_broker(tmp_path: Path) -> None:
     get_db(app).dispose()
     assert proc.returncode == 0, log_path.read_text()
     assert "jobs=worker status=stopped" in log_path.read_text()
+
+
+def test_gunicorn_gets_the_server_section(tmp_path: Path) -> None:
+    from core import create_app
+    from core.serve import gunicorn_options
+    from tests.conftest import base_config
+
+    config = base_config(tmp_path)
+    config["server"] = {"workers": 3, "threads": 4, "worker_connections": 32}
+    options = gunicorn_options(create_app(tmp_path, config))
+    assert options["worker_class"] == "gthread"
+    assert (options["workers"], options["threads"]) == (3, 4)
+    assert options["worker_connections"] == 32
+    assert gunicorn_options(create_app(tmp_path, config), workers=1)["workers"] == 1

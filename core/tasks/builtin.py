@@ -34,3 +34,27 @@ def send_mail(to: str, subject: str, body: str) -> None:
     # in outbox_mail); the job's transaction is theirs to keep.
     session().commit()
     log.info("job=core.send_mail status=sent")
+
+
+@actor("core.complete_where_due", max_retries=5)
+def complete_where_due(course_id: int) -> None:
+    """Complete the course for learners who meet its changed completion rule.
+
+    Enqueued when a required item is deleted or made optional.  Idempotent:
+    a learner is completed once (see :func:`core.progress.complete_where_due`),
+    and a second run finds nobody left to complete.
+    """
+    from core import progress
+    from core.models import Course
+
+    sess = session()
+    course = sess.get(Course, course_id)
+    if course is None:
+        log.info("job=core.complete_where_due course_id=%s status=course_gone", course_id)
+        return
+    completed = progress.complete_where_due(sess, course)
+    sess.commit()
+    host: PluginHost = current_app.extensions["trivium.plugins"]
+    for user in completed:
+        host.call("course_completed", user=user, course=course)
+    log.info("job=core.complete_where_due course=%s completed=%d", course.public_id, len(completed))
