@@ -81,7 +81,6 @@ def create_app(
     app.session_interface = SessionCookies()
 
     errors.init_app(app)
-    headers.init_app(app, https=https)
     db.init_app(
         app, settings.database.url, settings.database.replica_url, echo=settings.database.echo
     )
@@ -123,5 +122,7 @@ def create_app(
         max_age=3600,
         immutable_file_test=web.assets.immutable_file,
     )
+    # Outermost, so static files get the security headers too.
+    headers.init_app(app, https=https)
     host.call("startup", app=app)
     return app

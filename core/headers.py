@@ -34,9 +34,9 @@ def init_app(app: Flask, *, https: bool) -> None:
 
     A WSGI wrapper rather than an ``after_request`` function: it appends to the
     header list gunicorn is about to send, which costs a few microseconds where
-    a dozen ``Headers.setdefault`` calls cost tens, and it also covers responses
-    Flask never sees (errors raised in middleware).  A response that already
-    sets one of these headers keeps its own value.
+    a dozen ``Headers.setdefault`` calls cost tens, and, installed around
+    WhiteNoise, it also covers static files, which Flask never sees.  A
+    response that already sets one of these headers keeps its own value.
     """
     defaults = dict(DEFAULT_HEADERS)
     if https:

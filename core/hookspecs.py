@@ -228,8 +228,9 @@ def course_completed(user: User, course: Course) -> None:
     The completion and its ``completed`` event are already stored; credential
     issuers listen here.  Usually called in the request of the learner's last
     report; when an instructor deletes a required item or makes it optional,
-    in the ``core.complete_where_due`` job instead, once for each learner who
-    now meets the rule.
+    in a ``core.announce_completion`` job for each learner who now meets the
+    rule.  Jobs run at least once, so a worker crash can repeat the call:
+    make listeners idempotent (one credential per learner and course).
 
     :param user: the learner.
     :param course: the completed course.

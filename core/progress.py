@@ -501,25 +501,38 @@ def _report_now(
     return ProgressOutcome(user, course, row, item_completed, course_completed)
 
 
-def counts(sess: Session, user: User, course: Course) -> Counts:
-    """How many required items ``course`` has and how many ``user`` completed."""
-    required = (
+def _required_count(course_id: Any) -> Any:
+    """Scalar subquery: the number of required items of ``course_id``."""
+    return (
         select(func.count(Item.id))
-        .where(Item.course_id == course.id, Item.required.is_(True))
+        .where(Item.course_id == course_id, Item.required.is_(True))
         .scalar_subquery()
     )
-    done = (
+
+
+def _completed_count(user_id: Any, course_id: Any) -> Any:
+    """Scalar subquery: required items of ``course_id`` that ``user_id`` completed.
+
+    ``user_id`` may be a column of the enclosing query (correlated).
+    """
+    return (
         select(func.count(Progress.id))
         .join(Item, Item.id == Progress.item_id)
         .where(
-            Progress.user_id == user.id,
-            Progress.course_id == course.id,
+            Progress.user_id == user_id,
+            Progress.course_id == course_id,
             Item.required.is_(True),
             Progress.completed_at.is_not(None),
         )
         .scalar_subquery()
     )
-    row = sess.execute(select(required, done)).one()
+
+
+def counts(sess: Session, user: User, course: Course) -> Counts:
+    """How many required items ``course`` has and how many ``user`` completed."""
+    row = sess.execute(
+        select(_required_count(course.id), _completed_count(user.id, course.id))
+    ).one()
     return Counts(required=int(row[0] or 0), completed=int(row[1] or 0))
 
 
@@ -558,46 +571,25 @@ def complete_where_due(sess: Session, course: Course) -> list[User]:
     After the rule changed under learners (a required item deleted or made
     optional), some may have completed every required item that is left:
     each of them is completed here as a report would, exactly once (the same
-    conditional update).  Flushes but does not commit; after committing, call
-    ``course_completed`` for each learner returned.  Learners who already
+    conditional update).  Flushes but does not commit.  Learners who already
     completed the course keep their completion when items are added later.
 
     :return: the learners who completed the course now.
     """
-    required = (
-        select(func.count(Item.id))
-        .where(Item.course_id == course.id, Item.required.is_(True))
-        .scalar_subquery()
-    )
-    done = (
-        select(func.count(Progress.id))
-        .join(Item, Item.id == Progress.item_id)
-        .where(
-            Progress.user_id == Enrolment.user_id,
-            Progress.course_id == course.id,
-            Item.required.is_(True),
-            Progress.completed_at.is_not(None),
-        )
-        .correlate(Enrolment)
-        .scalar_subquery()
-    )
-    due = sess.scalars(
-        select(Enrolment)
+    required = _required_count(course.id)
+    due = sess.execute(
+        select(Enrolment, User)
+        .join(User, User.id == Enrolment.user_id)
         .where(
             Enrolment.course_id == course.id,
             Enrolment.status == "active",
             Enrolment.completed_at.is_(None),
             required > 0,
-            done >= required,
+            _completed_count(Enrolment.user_id, course.id) >= required,
         )
         .order_by(Enrolment.id)
     ).all()
-    completed = []
-    for enrolment in due:
-        user = sess.get_one(User, enrolment.user_id)
-        if _complete_course(sess, user, course, enrolment):
-            completed.append(user)
-    return completed
+    return [user for enrolment, user in due if _complete_course(sess, user, course, enrolment)]
 
 
 def announce(outcome: ProgressOutcome) -> None:

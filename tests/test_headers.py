@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from flask.testing import FlaskClient
@@ -17,6 +18,16 @@ def test_every_response_carries_security_headers(client: FlaskClient) -> None:
         assert resp.headers["X-Frame-Options"] == "DENY"
         assert "frame-ancestors 'none'" in resp.headers["Content-Security-Policy"]
         assert "Strict-Transport-Security" not in resp.headers
+
+
+def test_static_files_carry_security_headers_too(client: FlaskClient) -> None:
+    from core.web import assets
+
+    manifest = json.loads(assets.MANIFEST.read_text())
+    resp = client.get(f"/static/dist/{manifest['app.css']}")
+    assert resp.status_code == 200
+    assert resp.headers["X-Content-Type-Options"] == "nosniff"
+    assert "frame-ancestors 'none'" in resp.headers["Content-Security-Policy"]
 
 
 def test_a_page_keeps_its_own_policy_and_gets_the_rest(tmp_path: Path) -> None:

@@ -484,23 +484,24 @@ def test_crashing_content_type_is_contained(
     assert snapshot(app) == before
 
 
-def _run_completion_jobs(app: Flask) -> list[str]:
-    """Run the queued completion sweeps to the end; return their final states."""
+def _run_completion_jobs(app: Flask) -> list[tuple[str, str]]:
+    """Run the queued completion jobs to the end; return (actor, state) of each."""
     from core.models import Job
     from core.tasks import get_jobs
 
+    actors = ("core.complete_where_due", "core.announce_completion")
     jobs = get_jobs(app)
     jobs.start_worker()
     try:
         for _ in range(600):  # a bounded wait: 30 s at most
             with get_db(app).sessions() as sess:
-                states = list(
-                    sess.scalars(select(Job.state).where(Job.actor == "core.complete_where_due"))
-                )
-            if states and all(s in ("done", "failed") for s in states):
-                return states
+                rows = sess.execute(
+                    select(Job.actor, Job.state).where(Job.actor.in_(actors)).order_by(Job.id)
+                ).all()
+            if rows and all(state in ("done", "failed") for _, state in rows):
+                return [(actor, state) for actor, state in rows]
             time.sleep(0.05)
-        raise AssertionError(f"completion jobs never finished: {states}")
+        raise AssertionError(f"completion jobs never finished: {rows}")
     finally:
         jobs.stop_worker()
 
@@ -538,7 +539,10 @@ def test_relaxing_the_rule_completes_learners_who_now_meet_it(
             module = ok(call(client, "GET", f"/courses/{course.id}", owner.headers))["modules"][1]
             ok(call(client, "DELETE", f"/modules/{module['id']}", owner.headers), 204)
             # the second module held items 2 and 3: halfway's item 0 is not enough
-        assert _run_completion_jobs(app) == ["done"]
+        assert _run_completion_jobs(app) == [
+            ("core.complete_where_due", "done"),
+            ("core.announce_completion", "done"),
+        ]
         assert listener.calls == [(done_all_but_last.id, course.id, True)]
         assert _completed_at(app, done_all_but_last) is not None
         assert _completed_at(app, halfway) is None
@@ -555,7 +559,7 @@ def test_relaxing_the_rule_completes_learners_who_now_meet_it(
             course_pk = row.scalar(select(CourseRow.id).where(CourseRow.public_id == course.id))
             row.close()
             get_jobs(app).enqueue("core.complete_where_due", (course_pk,))
-        assert _run_completion_jobs(app) == ["done", "done"]
+        assert [state for _, state in _run_completion_jobs(app)] == ["done"] * 3
         assert len(listener.calls) == 1
     finally:
         host.unregister("test-completion")
@@ -573,3 +577,28 @@ def test_adding_or_keeping_required_items_enqueues_no_sweep(
     ok(call(client, "PATCH", f"/items/{required}", owner.headers, {"title": "Renamed"}))
     with get_db(app).sessions() as sess:
         assert sess.scalar(select(func.count()).select_from(Job)) == 0
+
+
+def test_an_announcement_for_an_incomplete_enrolment_calls_nobody(
+    app: Flask, client: FlaskClient, users: Users, owner: Person
+) -> None:
+    from core.tasks import get_jobs
+
+    learner = person(users)
+    course = build_course(client, owner, items=2)
+    enrol(client, course, learner)
+    complete(client, course.items[0], learner)
+    listener = CompletionListener()
+    host = app.extensions["trivium.plugins"]
+    host.register(listener, "test-completion")
+    try:
+        with app.app_context():
+            with get_db(app).sessions() as sess:
+                course_pk = sess.scalar(
+                    select(CourseRow.id).where(CourseRow.public_id == course.id)
+                )
+            get_jobs(app).enqueue("core.announce_completion", (learner.user.id, course_pk))
+        assert _run_completion_jobs(app) == [("core.announce_completion", "done")]
+        assert listener.calls == []
+    finally:
+        host.unregister("test-completion")

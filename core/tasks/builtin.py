@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 
 from flask import current_app
+from sqlalchemy import select
 
 from core.db import session
 from core.plugins import PluginHost
@@ -40,12 +41,14 @@ def send_mail(to: str, subject: str, body: str) -> None:
 def complete_where_due(course_id: int) -> None:
     """Complete the course for learners who meet its changed completion rule.
 
-    Enqueued when a required item is deleted or made optional.  Idempotent:
-    a learner is completed once (see :func:`core.progress.complete_where_due`),
-    and a second run finds nobody left to complete.
+    Enqueued when a required item is deleted or made optional.  Each learner
+    completed here gets a ``core.announce_completion`` job written in the same
+    transaction, so a crash after the commit cannot lose the hook call.  A
+    second run finds nobody left to complete.
     """
     from core import progress
     from core.models import Course
+    from core.tasks.runtime import get_jobs
 
     sess = session()
     course = sess.get(Course, course_id)
@@ -53,8 +56,39 @@ def complete_where_due(course_id: int) -> None:
         log.info("job=core.complete_where_due course_id=%s status=course_gone", course_id)
         return
     completed = progress.complete_where_due(sess, course)
-    sess.commit()
-    host: PluginHost = current_app.extensions["trivium.plugins"]
+    jobs = get_jobs()
     for user in completed:
-        host.call("course_completed", user=user, course=course)
+        jobs.enqueue_on_commit(sess, "core.announce_completion", (user.id, course.id))
+    sess.commit()
     log.info("job=core.complete_where_due course=%s completed=%d", course.public_id, len(completed))
+
+
+@actor("core.announce_completion", max_retries=8)
+def announce_completion(user_id: int, course_id: int) -> None:
+    """Call ``course_completed`` for a completion a job stored.
+
+    At least once: a worker that dies after the hook ran but before the job
+    is acknowledged calls it again, so listeners must be idempotent (issue a
+    credential once per learner and course).
+    """
+    from core.models import Course
+    from core.models import Enrolment
+    from core.models import User
+
+    sess = session()
+    user = sess.get(User, user_id)
+    course = sess.get(Course, course_id)
+    completed = sess.scalar(
+        select(Enrolment.completed_at).where(
+            Enrolment.user_id == user_id, Enrolment.course_id == course_id
+        )
+    )
+    if user is None or course is None or completed is None:
+        log.info(
+            "job=core.announce_completion user_id=%s course_id=%s status=nothing_to_announce",
+            user_id,
+            course_id,
+        )
+        return
+    host: PluginHost = current_app.extensions["trivium.plugins"]
+    host.call("course_completed", user=user, course=course)

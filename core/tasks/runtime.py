@@ -465,10 +465,11 @@ def _stop_workers_at_exit() -> None:
 
 def core_actors() -> list[ActorSpec]:
     """Core's own jobs."""
+    from core.tasks.builtin import announce_completion
     from core.tasks.builtin import complete_where_due
     from core.tasks.builtin import send_mail
 
-    return [send_mail, complete_where_due]
+    return [send_mail, complete_where_due, announce_completion]
 
 
 def collect_specs(host: PluginHost) -> list[tuple[str, ActorSpec]]:
