@@ -58,6 +58,18 @@ class ItemView:
     config: dict[str, Any]
 
 
+@dataclass(frozen=True)
+class CourseRef:
+    """The course an item is created or edited in, as a content type sees it.
+
+    ``key`` is the course's primary key, for a plugin's own tables that
+    reference ``courses.id`` (a quiz's question bank); ``id`` is its public id.
+    """
+
+    id: str
+    key: int
+
+
 @dataclass
 class ProgressState:
     """One learner's progress on one item."""
@@ -101,6 +113,19 @@ class ContentType:
             ]
             raise ItemConfigInvalid(f"invalid {self.name} config", errors) from exc
         return model.model_dump(mode="json")
+
+    def validate_for_course(self, config: Any, course: CourseRef) -> dict[str, Any]:
+        """Validate a config for an item of ``course`` (what core calls).
+
+        The default is :meth:`validate_config`; override this instead when
+        validity depends on the course, e.g. a quiz whose questions must be in
+        that course's question bank.
+
+        :raise ItemConfigInvalid: the config is not acceptable in this course.
+
+        .. versionadded:: 0.2
+        """
+        return self.validate_config(config)
 
     def learner_view(self, item: ItemView) -> dict[str, Any]:
         """Return what a learner may see of the item's config (the API's ``content``).

@@ -44,6 +44,7 @@ from core import catalog as catalog_index
 from core import rbac
 from core.auth import audit as audit_log
 from core.content import ContentType
+from core.content import CourseRef
 from core.content import ItemConfigInvalid
 from core.db import attach
 from core.db import core_execute
@@ -660,8 +661,8 @@ def delete_module(sess: Session, course: Course, module: Module) -> None:
 # ---------------------------------------------------------------- items
 
 
-def validate_item_config(item_type: str, config: Any) -> dict[str, Any]:
-    """Validate ``config`` with the content type called ``item_type``.
+def validate_item_config(item_type: str, config: Any, course: Course) -> dict[str, Any]:
+    """Validate ``config`` for an item of ``course`` with the type called ``item_type``.
 
     :raise UnknownItemType: no such content type is installed.
     :raise InvalidItemConfig: the content type rejects the config.
@@ -672,7 +673,7 @@ def validate_item_config(item_type: str, config: Any) -> dict[str, Any]:
     except UnknownContentType:
         raise UnknownItemType(f"unknown content type {item_type!r}") from None
     try:
-        return ctype.validate_config(config)
+        return ctype.validate_for_course(config, CourseRef(id=course.public_id, key=course.id))
     except ItemConfigInvalid as exc:
         raise InvalidItemConfig(str(exc), errors=exc.errors) from exc
     except Exception as exc:
@@ -701,7 +702,7 @@ def add_item(
     :raise UnknownItemType: no such content type is installed.
     :raise InvalidItemConfig: the content type rejects the config.
     """
-    clean = validate_item_config(item_type, config)
+    clean = validate_item_config(item_type, config, course)
     _lock(sess, course)
     siblings = _items_of(sess, module)
     item = Item(
@@ -727,7 +728,7 @@ def update_item(sess: Session, course: Course, item: Item, changes: Mapping[str,
     :raise UnknownItemType: the item's content type is not installed.
     """
     if "config" in changes:
-        item.config = validate_item_config(item.type, changes["config"])
+        item.config = validate_item_config(item.type, changes["config"], course)
     if "title" in changes:
         item.title = changes["title"]
     if "required" in changes:
