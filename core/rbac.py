@@ -8,8 +8,9 @@ Actions are dotted names.  Core's own:
 
 =========================  =========================================================
 ``course.create``          site admins and users with ``can_create_courses``
-``course.view``            see a course's outline: staff always; anyone logged in for
-                           a published ``instance``/``federated`` course; enrolled
+``course.view``            see a course's outline: staff always; anyone, logged in or
+                           not, for a published ``federated`` (public) course; anyone
+                           logged in for a published ``instance`` course; enrolled
                            (active or pending) learners for a published ``private``
                            one; active learners for an archived one
 ``course.view_content``    open items: staff; active learners of a published or
@@ -266,8 +267,8 @@ def can(
 ) -> bool:
     """Whether ``user`` may perform ``action`` (on ``course``).
 
-    :param user: the acting user; None (anonymous) is allowed nothing unless a
-        plugin says so.
+    :param user: the acting user; None (anonymous) may only view published
+        ``federated`` courses, and nothing else unless a plugin says so.
     :param action: a dotted action name, e.g. ``"course.edit"``.
     :param course: the course concerned, if any.
     :param sess: the session to look roles up in; the request's by default.
@@ -276,7 +277,12 @@ def can(
     if vote is not None:
         return vote
     if user is None:
-        return False
+        return (
+            action == "course.view"
+            and course is not None
+            and course.status == "published"
+            and course.visibility == "federated"
+        )
     standing = None
     if course is not None and not user.is_admin:
         standing = access(sess or db.session(), user, course)

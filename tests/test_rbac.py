@@ -296,6 +296,27 @@ def test_anonymous_requests_are_401(client: FlaskClient, users: Users) -> None:
     problem(call(client, "GET", "/me/courses", {}), 401)
 
 
+@pytest.mark.parametrize(
+    ("status", "visibility", "viewable"),
+    [
+        ("published", "federated", True),
+        ("published", "instance", False),
+        ("published", "private", False),
+        ("draft", "federated", False),
+        ("archived", "federated", False),
+    ],
+)
+def test_anonymous_visitors_may_only_view_public_courses(
+    app: Flask, status: str, visibility: str, viewable: bool
+) -> None:
+    course = Course(title="C", status=status, visibility=visibility, enrolment_mode="open")
+    with app.app_context():
+        assert rbac.can(None, "course.view", course) is viewable
+        for action in sorted(rbac.ACTIONS - {"course.view"}):
+            assert rbac.can(None, action, course) is False
+        assert rbac.can(None, "course.view") is False
+
+
 # ---------------------------------------------------------------- plugin votes
 
 
