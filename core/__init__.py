@@ -3,7 +3,10 @@
 A plugin imports ``hookimpl`` from here and the documented modules
 (``core.content``, ``core.events``, ``core.tasks``, ``core.errors``,
 ``core.rbac``, ``core.db``, ``core.progress`` (``record_result``, ``announce``),
-``core.api``, ``core.auth``, ``core.cache``, ``core.config.Settings``,
+``core.api`` (and ``core.api.courses``'s ``load_course``, ``load_item``,
+``PageQuery``, ``cursor_key``, ``user_brief``, ``Body`` for course-scoped
+endpoints), ``core.models`` (to query and reference core's tables; change them
+only through core's functions), ``core.auth``, ``core.cache``, ``core.config.Settings``,
 ``core.catalog`` (``search``, ``apply_changes``, ``delete_source``,
 ``local_changes``, ``local_head``)); nothing
 else of core is part of the contract.
