@@ -21,10 +21,13 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import json
 import logging
 import re
+import uuid
 import zlib
+from collections.abc import Callable
 from collections.abc import Iterable
 from collections.abc import Mapping
 from collections.abc import Sequence
@@ -32,6 +35,7 @@ from dataclasses import dataclass
 from dataclasses import field
 from datetime import datetime
 from typing import Any
+from typing import TypeVar
 
 from flask import current_app
 from flask import has_app_context
@@ -57,12 +61,16 @@ from sqlalchemy import table
 from sqlalchemy import text
 from sqlalchemy import union_all
 from sqlalchemy import update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from core import rbac
+from core.cache import Cache
 from core.db import utcnow
 from core.errors import BadRequest
 from core.models import CatalogEntry
+from core.models import CatalogState
 from core.models import Course
 from core.models import User
 from core.plugins import PluginHost
@@ -88,6 +96,7 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+_T = TypeVar("_T")
 
 LOCAL = ""
 """The source of this instance's own courses."""
@@ -98,7 +107,21 @@ MAX_LIMIT = 100
 FACET_VALUES = 20
 """At most this many values per facet, the most frequent first."""
 FACET_SCAN = 10_000
-"""Facets count at most this many matches (a broad query on a big index stays fast)."""
+"""Facets of a search without words count at most this many entries, the newest first."""
+SEARCH_CACHE_SECONDS = 300
+"""Facet counts and pages of ranked matches are cached this long, under the index's version.
+
+Any change to the index gives it a new version, so a cached value is never stale.
+"""
+MATCH_SCAN = 2_000
+"""A search with words reads at most this many matches, the most recently indexed first.
+
+It ranks them and counts their facets; a broader search (more matches than
+this) says so with ``ranking_exact`` and ``facets_exact`` False.  This bounds
+the work per search whatever the size of the index: ranking a match costs a
+few microseconds, so ranking all 200,000 matches of a short prefix in an
+index of a million would take most of a second.
+"""
 MAX_QUERY_WORDS = 12
 MAX_WORD = 64
 
@@ -146,28 +169,40 @@ PG_VECTOR = (
     "setweight(to_tsvector('simple'::regconfig, coalesce(description, '')), 'C')"
 )
 
+#: Columns of the SQLite full-text table: the words of a query are looked for
+#: in the first five (ranked with :data:`SQLITE_WEIGHTS`); ``language`` and
+#: ``level`` are there for filters, which the full-text index then answers
+#: along with the words instead of a row being read per match.
+SQLITE_COLUMNS = ("title", "summary", "description", "subject", "institution", "language", "level")
+SQLITE_TEXT_COLUMNS = SQLITE_COLUMNS[:5]
+SQLITE_WEIGHTS = (10.0, 4.0, 1.0, 3.0, 3.0, 0.0, 0.0)
+
 #: SQLite: an external-content FTS5 table and the triggers keeping it in step.
+#: Prefix indexes up to six characters let search-as-you-type prefixes read
+#: one list instead of merging every word they begin.
 SQLITE_DDL = (
     "CREATE VIRTUAL TABLE IF NOT EXISTS catalog_entries_fts USING fts5("
-    "title, summary, description, subject, institution, "
+    "title, summary, description, subject, institution, language, level, "
     "content='catalog_entries', content_rowid='id', "
-    "tokenize='unicode61 remove_diacritics 2', prefix='2 3 4')",
+    "tokenize='unicode61 remove_diacritics 2', prefix='2 3 4 5 6')",
     "CREATE TRIGGER IF NOT EXISTS catalog_entries_fts_ai AFTER INSERT ON catalog_entries BEGIN "
-    "INSERT INTO catalog_entries_fts(rowid, title, summary, description, subject, institution) "
-    "VALUES (new.id, new.title, new.summary, new.description, new.subject, new.institution); "
+    "INSERT INTO catalog_entries_fts(rowid, title, summary, description, subject, institution, "
+    "language, level) VALUES (new.id, new.title, new.summary, new.description, new.subject, "
+    "new.institution, new.language, new.level); "
     "END",
     "CREATE TRIGGER IF NOT EXISTS catalog_entries_fts_ad AFTER DELETE ON catalog_entries BEGIN "
     "INSERT INTO catalog_entries_fts(catalog_entries_fts, rowid, title, summary, description, "
-    "subject, institution) VALUES ('delete', old.id, old.title, old.summary, old.description, "
-    "old.subject, old.institution); "
+    "subject, institution, language, level) VALUES ('delete', old.id, old.title, old.summary, "
+    "old.description, old.subject, old.institution, old.language, old.level); "
     "END",
     "CREATE TRIGGER IF NOT EXISTS catalog_entries_fts_au AFTER UPDATE OF title, summary, "
-    "description, subject, institution ON catalog_entries BEGIN "
+    "description, subject, institution, language, level ON catalog_entries BEGIN "
     "INSERT INTO catalog_entries_fts(catalog_entries_fts, rowid, title, summary, description, "
-    "subject, institution) VALUES ('delete', old.id, old.title, old.summary, old.description, "
-    "old.subject, old.institution); "
-    "INSERT INTO catalog_entries_fts(rowid, title, summary, description, subject, institution) "
-    "VALUES (new.id, new.title, new.summary, new.description, new.subject, new.institution); "
+    "subject, institution, language, level) VALUES ('delete', old.id, old.title, old.summary, "
+    "old.description, old.subject, old.institution, old.language, old.level); "
+    "INSERT INTO catalog_entries_fts(rowid, title, summary, description, subject, institution, "
+    "language, level) VALUES (new.id, new.title, new.summary, new.description, new.subject, "
+    "new.institution, new.language, new.level); "
     "END",
 )
 SQLITE_DROP = ("DROP TABLE IF EXISTS catalog_entries_fts",)
@@ -182,7 +217,7 @@ def _ddl(statement: str) -> DDL:
     return DDL(statement)  # type: ignore[no-untyped-call]
 
 
-# The migration (core_0002) runs the same statements; these listeners give a
+# The migrations (core_0002, core_0003) run the same statements; these listeners give a
 # schema built with ``metadata.create_all`` (tests) the same full-text setup.
 _ENTRIES: Table = CatalogEntry.__table__  # type: ignore[assignment]
 for _statement in SQLITE_DDL:
@@ -191,6 +226,9 @@ for _statement in SQLITE_DROP:
     event.listen(_ENTRIES, "before_drop", _ddl(_statement).execute_if(dialect="sqlite"))
 for _statement in PG_DDL:
     event.listen(_ENTRIES, "after_create", _ddl(_statement).execute_if(dialect="postgresql"))
+_STATE: Table = CatalogState.__table__  # type: ignore[assignment]
+_STATE_ROW = "INSERT INTO catalog_state (id, version) VALUES (1, '0')"
+event.listen(_STATE, "after_create", _ddl(_STATE_ROW))
 
 # ---------------------------------------------------------------- values
 
@@ -248,8 +286,15 @@ class CatalogPage:
 
     ``facets`` maps each of :data:`FACETS` to ``(value, count)`` pairs, the
     most frequent first (empty values left out).  They count every match
-    unless there are more than :data:`FACET_SCAN`: then they count that many
-    of them and ``facets_exact`` is False (show them as "about").
+    unless there are more than :data:`MATCH_SCAN`: then they count the
+    ``MATCH_SCAN + 1`` most recently indexed matches and ``facets_exact`` is
+    False (show them as "about", or as "among the most recent").
+
+    ``ranking_exact`` is False when a search with words matched more than
+    :data:`MATCH_SCAN` entries: the results are then the best-ranked of the
+    ``MATCH_SCAN + 1`` most recently indexed matches, and paging ends there
+    (ask for more words or a filter).  A search without words lists every
+    entry, newest first, and is always exact.
     ``next_cursor`` is None on the last page.
     """
 
@@ -257,6 +302,7 @@ class CatalogPage:
     facets: dict[str, list[tuple[str, int]]]
     next_cursor: str | None
     facets_exact: bool = True
+    ranking_exact: bool = True
 
 
 # ---------------------------------------------------------------- local courses
@@ -362,6 +408,7 @@ def index_course(sess: Session, course: Course) -> bool:
     row.updated_at = utcnow()
     row.seq = _next_local_seq(sess)
     sess.flush()
+    _touch(sess)
     if row.shared:
         _host().call("catalog_changed", session=sess, external_ids=[course.public_id])
     return True
@@ -435,6 +482,8 @@ def apply_changes(
             execution_options={"synchronize_session": False},
         )
         removed = int(getattr(result, "rowcount", 0) or 0)
+        if removed:
+            _touch(sess)
     if not latest:
         return 0, removed
     existing: dict[str, int] = {
@@ -477,6 +526,7 @@ def apply_changes(
             update(_ENTRIES).where(_ENTRIES.c.id == bindparam("row_id")),
             changed_rows,
         )
+    _touch(sess)
     return len(latest), removed
 
 
@@ -492,7 +542,26 @@ def delete_source(sess: Session, source: str) -> int:
         delete(CatalogEntry).where(CatalogEntry.source == source),
         execution_options={"synchronize_session": False},
     )
-    return int(getattr(result, "rowcount", 0) or 0)
+    removed = int(getattr(result, "rowcount", 0) or 0)
+    if removed:
+        _touch(sess)
+    return removed
+
+
+def _touch(sess: Session) -> None:
+    """Give the index a new version: facet counts cached under the old one are stale.
+
+    A fresh random value rather than a counter: a version seen inside a
+    transaction that then rolls back is never handed out again.  On
+    PostgreSQL the row lock orders concurrent index writers until commit.
+    """
+    upsert = pg_insert if _is_postgres(sess) else sqlite_insert
+    stmt = upsert(_STATE).values(id=1, version=uuid.uuid4().hex)
+    sess.execute(
+        stmt.on_conflict_do_update(
+            index_elements=[_STATE.c.id], set_={"version": stmt.excluded.version}
+        )
+    )
 
 
 # ---------------------------------------------------------------- search
@@ -543,31 +612,45 @@ def _clean_filters(filters: Mapping[str, str]) -> dict[str, str]:
     return out
 
 
-def _matches(
-    sess: Session, words: list[str], filters: Mapping[str, str]
-) -> tuple[Select[Any], ColumnElement[Any] | None]:
-    """The matching entries (an ``id`` column) and a rank expression where lower is better."""
+def _candidates(
+    sess: Session, words: list[str], filters: Mapping[str, str], *, ranked: bool
+) -> Select[Any]:
+    """The entries a search reads: ``id`` and, if ``ranked``, ``rank`` (lower is better).
+
+    With words, at most :data:`MATCH_SCAN` + 1 matches, the most recently
+    indexed first (the full-text indexes hand them out in that order, so
+    nothing else is read); without words, every entry passing the filters
+    (unordered, never ranked).
+    """
     entries = CatalogEntry.__table__
-    base: Select[Any] = select(entries.c.id).where(entries.c.deleted.is_(False))
     if not words:
-        return _filtered(base, filters), None
+        return _filtered(select(entries.c.id).where(entries.c.deleted.is_(False)), filters)
     if _is_postgres(sess):
-        query = func.to_tsquery(
-            literal_column("'simple'::regconfig"),
-            bindparam("tsq"),
+        query = func.to_tsquery(literal_column("'simple'::regconfig"), bindparam("tsq"))
+        pg = _filtered(
+            select(entries.c.id).where(entries.c.deleted.is_(False), _PG_VECTOR.op("@@")(query)),
+            filters,
         )
-        # real -> double precision, so the value in a cursor compares equal
-        # to the row's own when it comes back.
-        pg_rank: ColumnElement[Any] = cast(-func.ts_rank_cd(_PG_VECTOR, query), Double())
-        return _filtered(base.where(_PG_VECTOR.op("@@")(query)), filters), pg_rank
+        if ranked:
+            # real -> double precision, so the value in a cursor compares
+            # equal to the row's own when it comes back.
+            pg = pg.add_columns(cast(-func.ts_rank_cd(_PG_VECTOR, query), Double()).label("rank"))
+        return pg.order_by(entries.c.id.desc()).limit(MATCH_SCAN + 1)
     match = _FTS_MATCH.op("MATCH")(bindparam("fts"))
-    rank: ColumnElement[Any] = func.bm25(_FTS_MATCH, 10.0, 4.0, 1.0, 3.0, 3.0)
-    if not filters:
+    if filters:
+        stmt = _filtered(
+            select(_FTS.c.rowid.label("id"))
+            .select_from(_FTS.join(entries, entries.c.id == _FTS.c.rowid))
+            .where(match),
+            filters,
+        )
+    else:
         # Deleted rows have no text, so they never match: the full-text
         # index alone answers, without reading a row per match.
-        return select(_FTS.c.rowid.label("id")).where(match), rank
-    stmt = base.join(_FTS, _FTS.c.rowid == entries.c.id).where(match)
-    return _filtered(stmt, filters), rank
+        stmt = select(_FTS.c.rowid.label("id")).where(match)
+    if ranked:
+        stmt = stmt.add_columns(func.bm25(_FTS_MATCH, *SQLITE_WEIGHTS).label("rank"))
+    return stmt.order_by(_FTS.c.rowid.desc()).limit(MATCH_SCAN + 1)
 
 
 def _filtered(stmt: Select[Any], filters: Mapping[str, str]) -> Select[Any]:
@@ -609,32 +692,39 @@ def search(
     clean = _clean_filters(filters or {})
     words = _words(q)
     fingerprint = _fingerprint(words, clean)
-    matched, rank = _matches(sess, words, clean)
     entries = CatalogEntry.__table__
 
-    ranked = matched.add_columns((rank if rank is not None else -entries.c.id).label("rank"))
-    inner = ranked.subquery("hits")
-    page_stmt = select(inner.c.id, inner.c.rank)
-    if cursor:
-        payload = _decode_cursor(cursor, fingerprint)
-        last_rank = payload.get("r", -payload["i"])
-        page_stmt = page_stmt.where(
-            or_(
-                inner.c.rank > last_rank,
-                and_(inner.c.rank == last_rank, inner.c.id > payload["i"]),
-            )
+    payload = _decode_cursor(cursor, fingerprint) if cursor else None
+    params = _params(sess, words, clean)
+    version = sess.scalar(select(_STATE.c.version).where(_STATE.c.id == 1))
+    # Words and filter values match case-insensitively: one cache entry for all spellings.
+    same_search = [[w.lower() for w in words], sorted((k, v.lower()) for k, v in clean.items())]
+    if words:
+        if payload is not None and "r" not in payload:
+            raise CatalogCursorInvalid("the cursor does not belong to this search")
+        after = (payload["r"], payload["i"]) if payload is not None else None
+        ranked_ids = _cached(
+            version,
+            "page",
+            [*same_search, MATCH_SCAN, after, limit],
+            lambda: _ranked_page(sess, words, clean, after, limit, params),
+            lambda stored: [(int(i), float(r)) for i, r in stored],
         )
-    page_stmt = page_stmt.order_by(inner.c.rank, inner.c.id).limit(limit + 1)
-    params = _params(sess, words)
-    ranked_ids = sess.execute(page_stmt, params).all()
+    else:
+        # Newest first, straight down the primary key.
+        browse_stmt = _candidates(sess, words, clean, ranked=False)
+        if payload is not None:
+            browse_stmt = browse_stmt.where(entries.c.id < payload["i"])
+        browse_stmt = browse_stmt.order_by(entries.c.id.desc()).limit(limit + 1)
+        ranked_ids = [(row[0], 0.0) for row in sess.execute(browse_stmt, params)]
     more = len(ranked_ids) > limit
     ranked_ids = ranked_ids[:limit]
     next_cursor = None
     if more and ranked_ids:
-        last_id, last = ranked_ids[-1]
+        last_id, last_rank = ranked_ids[-1]
         payload = {"f": fingerprint, "i": int(last_id)}
         if words:
-            payload["r"] = float(last)
+            payload["r"] = float(last_rank)
         next_cursor = _encode_cursor(payload)
 
     rows = {
@@ -643,8 +733,23 @@ def search(
     }
     hits = [_hit(rows[r[0]]) for r in ranked_ids if r[0] in rows]
     hits = _without_vetoed(sess, hits, viewer)
-    facets, exact = _facets(sess, matched, params)
-    return CatalogPage(entries=hits, facets=facets, next_cursor=next_cursor, facets_exact=exact)
+    facets, exact = _cached(
+        version,
+        "facets",
+        [*same_search, MATCH_SCAN if words else FACET_SCAN],
+        lambda: _facets(sess, words, clean, params),
+        lambda stored: (
+            {name: [(str(v), int(n)) for v, n in stored[0][name]] for name in FACETS},
+            bool(stored[1]),
+        ),
+    )
+    return CatalogPage(
+        entries=hits,
+        facets=facets,
+        next_cursor=next_cursor,
+        facets_exact=exact,
+        ranking_exact=exact or not words,
+    )
 
 
 def _fingerprint(words: list[str], filters: Mapping[str, str]) -> str:
@@ -652,12 +757,20 @@ def _fingerprint(words: list[str], filters: Mapping[str, str]) -> str:
     return format(zlib.crc32(key.encode()), "08x")
 
 
-def _params(sess: Session, words: list[str]) -> dict[str, Any]:
+def _params(sess: Session, words: list[str], filters: Mapping[str, str]) -> dict[str, Any]:
     if not words:
         return {}
     if _is_postgres(sess):
         return {"tsq": " & ".join(f"{w.lower()}{star}" for w, star in _terms(words, ":*"))}
-    return {"fts": " ".join(f'"{w}"{star}' for w, star in _terms(words, "*"))}
+    phrases = " ".join(f'"{w}"{star}' for w, star in _terms(words, "*"))
+    expr = f"{{{' '.join(SQLITE_TEXT_COLUMNS)}}} : ({phrases})"
+    for name, value in sorted(filters.items()):
+        # The filter's words as a phrase in its column: every entry whose
+        # value equals the filter's has them, so the index narrows the
+        # matches first and _filtered's comparison on the row settles them.
+        if _WORD.search(value):
+            expr += f' AND {{{name}}} : "{value.replace(chr(34), chr(34) * 2)}"'
+    return {"fts": expr}
 
 
 def _terms(words: list[str], star: str) -> list[tuple[str, str]]:
@@ -706,13 +819,77 @@ def _without_vetoed(sess: Session, hits: list[CatalogHit], viewer: User | None) 
     return kept
 
 
+def _cache() -> Cache | None:
+    if not has_app_context():
+        return None
+    cache: Cache | None = current_app.extensions.get("trivium.cache")
+    return cache
+
+
+def _ranked_page(
+    sess: Session,
+    words: list[str],
+    filters: Mapping[str, str],
+    after: tuple[float, int] | None,
+    limit: int,
+    params: dict[str, Any],
+) -> list[tuple[int, float]]:
+    """Up to ``limit + 1`` matches after ``(rank, id)``: best first, the id breaking ties."""
+    inner = _candidates(sess, words, filters, ranked=True).subquery("hits")
+    stmt = select(inner.c.id, inner.c.rank)
+    if after is not None:
+        stmt = stmt.where(
+            or_(inner.c.rank > after[0], and_(inner.c.rank == after[0], inner.c.id > after[1]))
+        )
+    stmt = stmt.order_by(inner.c.rank, inner.c.id).limit(limit + 1)
+    return [(int(row[0]), float(row[1])) for row in sess.execute(stmt, params)]
+
+
+def _cached(
+    version: str | None,
+    kind: str,
+    search_key: list[Any],
+    compute: Callable[[], _T],
+    load: Callable[[Any], _T],
+) -> _T:
+    """``compute()``, or what it returned for the same search while the index kept its version.
+
+    The version is read in the search's own transaction, so a value is
+    stored under the version of the data it was computed from; the version
+    is part of the key, so a change to the index makes every entry stale.
+    Viewer-specific filtering (vetoes) happens after, never in the cache.
+
+    :param kind: what is cached (``page`` or ``facets``).
+    :param search_key: what identifies the search (JSON-compatible).
+    :param load: rebuilds the value from its JSON form.
+    """
+    cache = _cache()
+    if cache is None or version is None:
+        return compute()
+    digest = hashlib.sha256(json.dumps(search_key, sort_keys=True).encode()).hexdigest()[:32]
+    key = f"catalog:{kind}:{version}:{digest}"
+    stored = cache.get(key)
+    if stored is not None:
+        try:
+            return load(json.loads(stored))
+        except (ValueError, KeyError, TypeError, IndexError):
+            log.warning("catalog=cache_unreadable key=%s", key)
+    value = compute()
+    cache.set(key, json.dumps(value).encode(), SEARCH_CACHE_SECONDS)
+    return value
+
+
 def _facets(
-    sess: Session, matched: Select[Any], params: dict[str, Any]
+    sess: Session, words: list[str], filters: Mapping[str, str], params: dict[str, Any]
 ) -> tuple[dict[str, list[tuple[str, int]]], bool]:
-    # One statement: at most FACET_SCAN + 1 matches are read once (a
+    # One statement: at most MATCH_SCAN + 1 matches are read once (a
     # materialised CTE holding the four facet columns) and grouped per facet.
     entries = CatalogEntry.__table__
-    ids = matched.limit(FACET_SCAN + 1).subquery("matched")
+    matched = _candidates(sess, words, filters, ranked=False)
+    scan = MATCH_SCAN if words else FACET_SCAN
+    if not words:
+        matched = matched.order_by(entries.c.id.desc()).limit(scan + 1)
+    ids = matched.subquery("matched")
     rows = (
         select(*(entries.c[name] for name in FACETS))
         .select_from(entries.join(ids, ids.c.id == entries.c.id))
@@ -739,7 +916,7 @@ def _facets(
             scanned = int(n)
         else:
             counts[facet].append((str(value), int(n)))
-    exact = scanned <= FACET_SCAN
+    exact = scanned <= scan
     facets = {
         name: sorted(values, key=lambda pair: (-pair[1], pair[0]))[:FACET_VALUES]
         for name, values in counts.items()

@@ -344,3 +344,17 @@ class CatalogEntry(Base):
     data: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     """Extra schema.org ``Course`` terms (JSON-LD members) beyond the columns."""
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class CatalogState(Base):
+    """The search index's version: one row (id 1), given a new random value by every change.
+
+    :mod:`core.catalog` caches facet counts under it, so any change to
+    ``catalog_entries`` made through core (and committed) makes them stale at
+    once; a value is never reused, so a rolled-back change cannot either.
+    """
+
+    __tablename__ = "catalog_state"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    version: Mapped[str] = mapped_column(String(32), default="")

@@ -115,19 +115,136 @@ def test_facets_count_every_match_and_filters_narrow(sess: Session, owner: User)
     assert titles(by_institution) == ["Python at A"]
 
 
-def test_facets_of_a_very_broad_search_say_they_are_not_exact(
+def test_a_very_broad_search_reads_the_newest_matches_and_says_so(
     sess: Session, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     catalog.apply_changes(
-        sess, "peer-a", [peer_entry(f"b{n}", f"Broad topic {n}", language="en") for n in range(5)]
+        sess,
+        "peer-a",
+        [
+            peer_entry(
+                f"b{n}", "Broad broad topic" if n == 0 else f"Broad topic {n}", language="en"
+            )
+            for n in range(5)
+        ],
     )
     sess.commit()
-    assert catalog.search(sess, "broad").facets_exact
-    monkeypatch.setattr(catalog, "FACET_SCAN", 2)
-    page = catalog.search(sess, "broad")
-    assert not page.facets_exact
-    assert page.facets["language"] == [("en", 3)]  # the FACET_SCAN + 1 rows read
-    assert len(page.entries) == 5  # the results themselves are all there
+    full = catalog.search(sess, "broad")
+    assert full.facets_exact and full.ranking_exact
+    assert full.entries[0].external_id == "b0"  # the best match comes first
+    monkeypatch.setattr(catalog, "MATCH_SCAN", 2)
+    page = catalog.search(sess, "broad", limit=2)
+    assert not page.facets_exact and not page.ranking_exact
+    assert page.facets["language"] == [("en", 3)]  # the MATCH_SCAN + 1 newest matches
+    seen = [hit.external_id for hit in page.entries]
+    assert page.next_cursor is not None
+    rest = catalog.search(sess, "broad", limit=2, cursor=page.next_cursor)
+    assert rest.next_cursor is None
+    seen += [hit.external_id for hit in rest.entries]
+    # Ranked among the three newest; the oldest (and best) one is out of reach.
+    assert sorted(seen) == ["b2", "b3", "b4"]
+
+    # Narrower searches and browsing without words stay exact.
+    assert catalog.search(sess, "topic 4").ranking_exact
+    browse = catalog.search(sess, None, limit=10)
+    assert browse.ranking_exact and browse.facets_exact
+    monkeypatch.setattr(catalog, "FACET_SCAN", 3)
+    browse = catalog.search(sess, None, limit=10)
+    assert browse.ranking_exact and not browse.facets_exact
+    assert browse.facets["language"] == [("en", 4)]  # the FACET_SCAN + 1 newest
+    assert [hit.external_id for hit in browse.entries] == ["b4", "b3", "b2", "b1", "b0"]
+
+
+def test_facets_and_ranked_pages_are_cached_until_the_index_changes(
+    sess: Session, owner: User, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    counted: list[list[str]] = []
+    count_facets = catalog._facets
+
+    def counting(session: Session, words: list[str], *args: Any) -> Any:
+        counted.append(words)
+        return count_facets(session, words, *args)
+
+    monkeypatch.setattr(catalog, "_facets", counting)
+    ranked: list[list[str]] = []
+    rank_page = catalog._ranked_page
+
+    def counting_pages(session: Session, words: list[str], *args: Any) -> Any:
+        ranked.append(words)
+        return rank_page(session, words, *args)
+
+    monkeypatch.setattr(catalog, "_ranked_page", counting_pages)
+
+    def languages(q: str | None = "python") -> list[tuple[str, int]]:
+        return catalog.search(sess, q).facets["language"]
+
+    catalog.apply_changes(sess, "peer-a", [peer_entry("p1", "Python one", language="en")])
+    sess.commit()
+    assert languages() == [("en", 1)]
+    assert languages() == [("en", 1)]
+    assert catalog.search(sess, "PYTHON", limit=1).facets["language"] == [("en", 1)]
+    assert len(counted) == 1  # the same search, counted once
+    assert len(ranked) == 2  # the same page once, and a page of another size
+    assert languages(None) == [("en", 1)]
+    assert len(counted) == 2  # another search, counted on its own
+
+    # A peer's new entry, a local course, a removed source: counted afresh.
+    catalog.apply_changes(sess, "peer-b", [peer_entry("p2", "Python two", language="de")])
+    sess.commit()
+    assert languages() == [("de", 1), ("en", 1)]
+    assert sorted(titles(catalog.search(sess, "python"))) == ["Python one", "Python two"]
+    make_course(sess, owner, "Python three", language="de")
+    assert languages() == [("de", 2), ("en", 1)]
+    assert catalog.delete_source(sess, "peer-b") == 1
+    sess.commit()
+    assert languages() == [("de", 1), ("en", 1)]
+    catalog.apply_changes(sess, "peer-a", [], deletions=["p1"])
+    sess.commit()
+    assert languages() == [("de", 1)]
+
+    # Counts seen inside a transaction that is rolled back never come back.
+    catalog.apply_changes(sess, "peer-a", [peer_entry("p3", "Python four", language="fr")])
+    assert languages() == [("de", 1), ("fr", 1)]
+    sess.rollback()
+    assert languages() == [("de", 1)]
+    assert titles(catalog.search(sess, "python")) == ["Python three"]
+    catalog.apply_changes(sess, "peer-a", [peer_entry("p3", "Python four", language="it")])
+    sess.commit()
+    assert languages() == [("de", 1), ("it", 1)]
+
+
+@pytest.mark.parametrize("q", ["course", None])
+def test_filters_match_whole_values_whatever_their_characters(sess: Session, q: str | None) -> None:
+    catalog.apply_changes(
+        sess,
+        "peer-a",
+        [
+            peer_entry("en", "Course en", language="en"),
+            peer_entry("EN", "Course EN", language="EN"),
+            peer_entry("en-gb", "Course en-GB", language="en-GB"),
+            peer_entry("cs", "Course cs", subject="Computer science"),
+            peer_entry("csh", "Course csh", subject="Computer science history"),
+            peer_entry("quote", "Course quote", institution='The "Quoted" U'),
+            peer_entry("marks", "Course marks", level="!!"),
+            peer_entry("plain", "Course plain", level="Beginner"),
+        ],
+    )
+    sess.commit()
+
+    def found(**filters: str) -> list[str]:
+        page = catalog.search(sess, q, filters=filters)
+        return sorted(hit.external_id for hit in page.entries)
+
+    assert found(language="en") == ["EN", "en"]
+    assert found(language="EN-gb") == ["en-gb"]
+    assert found(subject="computer science") == ["cs"]
+    assert found(institution='the "quoted" u') == ["quote"]
+    assert found(institution='"quoted"') == []
+    assert found(level="!!") == ["marks"]
+    assert found(level="beginner", language="en") == []
+    assert catalog.search(sess, q, filters={"level": "beginner"}).facets["level"] == [
+        ("Beginner", 1)
+    ]
 
 
 @pytest.mark.parametrize(
@@ -370,6 +487,18 @@ def test_a_migrated_database_searches_like_a_created_one(tmp_path: Path, databas
                 "Migrated marine biology",
             ]
             assert titles(catalog.search(session, "biol")) == ["Migrated marine biology"]
+            assert titles(catalog.search(session, "marine", filters={"language": "fr"})) == []
+        schema.downgrade(app, "core_0002")
+        if get_db(app).engine.dialect.name == "sqlite":
+            with get_db(app).engine.connect() as conn:
+                # core_0002's full-text table, rebuilt from the rows.
+                found = conn.scalar(
+                    sa.text(
+                        "SELECT count(*) FROM catalog_entries_fts "
+                        "WHERE catalog_entries_fts MATCH 'marine'"
+                    )
+                )
+                assert found == 2
         schema.downgrade(app, "core_0001")
         with get_db(app).engine.connect() as conn:
             assert "catalog_entries" not in sa.inspect(conn).get_table_names()
