@@ -92,12 +92,20 @@ class ContentType:
         A pydantic model that validates an item's config; the default accepts
         only ``{}``.
 
+    Optional:
+
+    ``learner_completes``
+        Whether a learner marks an item done themselves (the learn view's
+        "Mark as complete" button); False for types whose completion the
+        server decides (a graded quiz).  Default True.
+
     Every method has a working default so a minimal type only declares those.
     """
 
     name: ClassVar[str] = ""
     label: ClassVar[str] = ""
     config_model: ClassVar[type[BaseModel]] = EmptyConfig
+    learner_completes: ClassVar[bool] = True
 
     def __init__(self, settings: dict[str, Any] | None = None) -> None:
         """:param settings: the ``[plugins.<plugin>]`` table of instance.toml."""

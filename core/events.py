@@ -5,7 +5,8 @@ timestamp) so analytics plugins and a learning record store can take them as
 they are.  Verbs are ADL vocabulary IRIs; object ids are absolute URLs on this
 instance's ``base_url``.
 
-Everything that records an event calls :func:`record_event`, which stores an
+Everything that records an event calls :func:`record_event` (or
+:func:`record_events` for several at once), which stores an
 :class:`~core.models.Event` row and then calls the ``track_event`` hook.
 """
 
@@ -14,13 +15,18 @@ from __future__ import annotations
 import copy
 import logging
 import uuid
+from collections.abc import Callable
+from collections.abc import Iterable
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from types import MappingProxyType
 from typing import Any
+from typing import cast
 
 from flask import current_app
+from sqlalchemy import Table
+from sqlalchemy import insert
 from sqlalchemy.orm import Session
 
 from core.db import new_public_id
@@ -123,6 +129,10 @@ class LearningEvent:
 
     def to_statement(self) -> dict[str, Any]:
         """The event as an xAPI-like statement (a fresh, JSON-ready dict)."""
+        return self._statement(copy.deepcopy)
+
+    def _statement(self, copied: Callable[[Any], Any]) -> dict[str, Any]:
+        """The statement, with ``result`` and extension values passed through ``copied``."""
         obj: dict[str, Any] = {"objectType": "Activity", "id": self.object}
         activity = _activity_type(self.object, self.actor.home_page)
         if activity is not None:
@@ -135,7 +145,7 @@ class LearningEvent:
             "timestamp": self.timestamp.isoformat(),
         }
         if self.result is not None:
-            statement["result"] = copy.deepcopy(dict(self.result))
+            statement["result"] = copied(dict(self.result))
         context: dict[str, Any] = {"platform": "Trivium"}
         if self.course_iri is not None and self.course_iri != self.object:
             context["contextActivities"] = {
@@ -144,7 +154,7 @@ class LearningEvent:
         if self.context:
             base = self.actor.home_page.rstrip("/")
             context["extensions"] = {
-                (key if _is_iri(key) else f"{base}/xapi/extensions/{key}"): copy.deepcopy(value)
+                (key if _is_iri(key) else f"{base}/xapi/extensions/{key}"): copied(value)
                 for key, value in self.context.items()
             }
         statement["context"] = context
@@ -200,6 +210,64 @@ def _object_iri(object_id: str) -> str:
     raise InvalidObjectId(f"event object {object_id!r} is neither an absolute URL nor a path")
 
 
+@dataclass(frozen=True)
+class NewEvent:
+    """One event to record with :func:`record_events` (the arguments of :func:`record_event`).
+
+    :ivar user: the learner the event is about.
+    :ivar verb: an ADL short name (``"completed"``) or a verb IRI.
+    :ivar object_id: the object's absolute URL, or a path on this instance.
+    :ivar course: the course the event belongs to, if any.
+    :ivar result: an xAPI ``result`` object, or None.
+    :ivar context: extension values keyed by a short name or an IRI, or None.
+    """
+
+    user: User
+    verb: str
+    object_id: str
+    course: Course | None = None
+    result: Mapping[str, Any] | None = None
+    context: Mapping[str, Any] | None = None
+
+
+def _build(new: NewEvent, home_page: str) -> LearningEvent:
+    course = new.course
+    return LearningEvent(
+        id=new_public_id(),
+        actor=Actor(id=new.user.public_id, name=new.user.display_name, home_page=home_page),
+        verb=verb_iri(new.verb),
+        object=_object_iri(new.object_id),
+        result=MappingProxyType(copy.deepcopy(dict(new.result)))
+        if new.result is not None
+        else None,
+        context=MappingProxyType(copy.deepcopy(dict(new.context)))
+        if new.context is not None
+        else None,
+        timestamp=utcnow(),
+        course_id=course.public_id if course is not None else None,
+        course_iri=course_iri(course) if course is not None else None,
+    )
+
+
+_EVENTS = cast(Table, Event.__table__)
+
+
+def _same(value: Any) -> Any:
+    return value
+
+
+def _row(new: NewEvent, event: LearningEvent, statement: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "public_id": event.id,
+        "timestamp": event.timestamp,
+        "user_id": new.user.id,
+        "course_id": new.course.id if new.course is not None else None,
+        "verb": event.verb,
+        "object_id": event.object,
+        "statement": statement,
+    }
+
+
 def record_event(
     sess: Session,
     *,
@@ -214,7 +282,8 @@ def record_event(
 
     The row is flushed (not committed) in ``sess``; listeners are called after
     that through the safe call path, so a failing listener is logged and the
-    event still stands.
+    event still stands.  To record several events at once, use
+    :func:`record_events`.
 
     :param user: the learner the event is about.
     :param verb: an ADL short name (``"completed"``) or a verb IRI.
@@ -227,28 +296,9 @@ def record_event(
     :raise UnknownVerb: ``verb`` is not recognised.
     :raise InvalidObjectId: ``object_id`` is not a URL or path.
     """
-    event = LearningEvent(
-        id=new_public_id(),
-        actor=Actor(id=user.public_id, name=user.display_name, home_page=base_url() + "/"),
-        verb=verb_iri(verb),
-        object=_object_iri(object_id),
-        result=MappingProxyType(copy.deepcopy(dict(result))) if result is not None else None,
-        context=MappingProxyType(copy.deepcopy(dict(context))) if context is not None else None,
-        timestamp=utcnow(),
-        course_id=course.public_id if course is not None else None,
-        course_iri=course_iri(course) if course is not None else None,
-    )
-    sess.add(
-        Event(
-            public_id=event.id,
-            timestamp=event.timestamp,
-            user_id=user.id,
-            course_id=course.id if course is not None else None,
-            verb=event.verb,
-            object_id=event.object,
-            statement=event.to_statement(),
-        )
-    )
+    new = NewEvent(user, verb, object_id, course, result, context)
+    event = _build(new, base_url() + "/")
+    sess.add(Event(**_row(new, event, event.to_statement())))
     sess.flush()
     log.debug("event verb=%s object=%s user=%s", event.verb_name, event.object, user.public_id)
     host: PluginHost = current_app.extensions["trivium.plugins"]
@@ -256,14 +306,50 @@ def record_event(
     return event
 
 
+def record_events(sess: Session, events: Iterable[NewEvent]) -> list[LearningEvent]:
+    """Store several learning events with one multi-row insert, then pass each to listeners.
+
+    The events are the same statements :func:`record_event` would store, in
+    the given order; all are checked before any is written, so a bad one
+    stores none.  The rows are inserted (not committed) in ``sess`` with one
+    statement, then ``track_event`` is called once per event, in order,
+    through the safe call path.  Use it where one action yields many events
+    (a quiz submit: one ``answered`` per question, then ``completed``…).
+
+    :param events: what to record.
+    :return: the recorded events, in order (empty for no events).
+    :raise UnknownVerb: a verb is not recognised; nothing stored.
+    :raise InvalidObjectId: an object id is not a URL or path; nothing stored.
+    """
+    pending = list(events)
+    if not pending:
+        return []
+    home_page = base_url() + "/"
+    built = [_build(new, home_page) for new in pending]
+    # The statements go straight to the database, so they may share the
+    # events' own (already private) copies of result and context.
+    rows = [
+        _row(new, event, event._statement(_same)) for new, event in zip(pending, built, strict=True)
+    ]
+    sess.flush()
+    sess.execute(insert(_EVENTS), rows)
+    log.debug("events count=%d", len(built))
+    host: PluginHost = current_app.extensions["trivium.plugins"]
+    for event in built:
+        host.call("track_event", event=event)
+    return built
+
+
 __all__ = [
     "VERBS",
     "Actor",
     "InvalidObjectId",
     "LearningEvent",
+    "NewEvent",
     "UnknownVerb",
     "course_iri",
     "item_iri",
     "record_event",
+    "record_events",
     "verb_iri",
 ]

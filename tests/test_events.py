@@ -9,14 +9,17 @@ from typing import Any
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
+from sqlalchemy import event as sa_event
 from sqlalchemy import select
 
 from core import db
 from core import hookimpl
 from core.events import InvalidObjectId
 from core.events import LearningEvent
+from core.events import NewEvent
 from core.events import UnknownVerb
 from core.events import record_event
+from core.events import record_events
 from core.models import Course as CourseRow
 from core.models import Event
 from core.models import User
@@ -254,3 +257,95 @@ def test_staff_read_course_events(
     problem(call(client, "GET", f"/courses/{course.id}/events?verb=liked", owner.headers), 422)
     problem(call(client, "GET", f"/courses/{course.id}/events?cursor=AAAA", owner.headers), 422)
     problem(call(client, "GET", f"/courses/{course.id}/events", learners[0].headers), 403)
+
+
+def test_record_events_stores_the_same_statements_in_one_batch(
+    app: Flask, users: Users, tracker: Tracker
+) -> None:
+    user = users.create("ada@example.org")
+    with app.app_context():
+        sess = db.session()
+        course = CourseRow(title="C", status="published")
+        sess.add(course)
+        sess.commit()
+        course_id = course.id
+        learner = sess.get_one(User, user.id)
+        course = sess.get_one(CourseRow, course_id)
+        new = [
+            NewEvent(learner, "answered", "/items/q/questions/1", course, {"success": True}),
+            NewEvent(learner, "answered", "/items/q/questions/2", course, None, {"attempt": "a"}),
+            NewEvent(learner, "completed", "http://testserver/items/q"),
+        ]
+        events = record_events(sess, new)
+        sess.commit()
+        single = record_event(
+            sess,
+            user=learner,
+            verb="answered",
+            object_id="/items/q/questions/1",
+            course=course,
+            result={"success": True},
+        )
+        sess.commit()
+    assert [e.verb_name for e in events] == ["answered", "answered", "completed"]
+    assert [e.id for e in tracker.events] == [*(e.id for e in events), single.id]
+    first, reference = events[0].to_statement(), single.to_statement()
+    for key in ("id", "timestamp"):
+        first.pop(key)
+        reference.pop(key)
+    assert first == reference
+    with app.app_context():
+        rows = {r.public_id: r for r in db.session().scalars(select(Event))}
+    for event in events:
+        row = rows[event.id]
+        assert row.statement == event.to_statement()
+        assert (row.user_id, row.verb, row.object_id) == (user.id, event.verb, event.object)
+    assert rows[events[0].id].course_id == course_id
+    assert rows[events[2].id].course_id is None
+    assert events[1].to_statement()["context"]["extensions"] == {
+        "http://testserver/xapi/extensions/attempt": "a"
+    }
+
+
+def test_record_events_uses_one_insert(app: Flask, users: Users) -> None:
+    user = users.create()
+    statements: list[str] = []
+
+    def count(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        if statement.lstrip().upper().startswith("INSERT INTO EVENTS"):
+            statements.append(statement)
+
+    with app.app_context():
+        sess = db.session()
+        learner = sess.get_one(User, user.id)
+        engine = sess.get_bind()
+        sa_event.listen(engine, "before_cursor_execute", count)
+        try:
+            record_events(
+                sess, [NewEvent(learner, "answered", f"/items/q/questions/{n}") for n in range(5)]
+            )
+            sess.commit()
+        finally:
+            sa_event.remove(engine, "before_cursor_execute", count)
+        assert len(list(db.session().scalars(select(Event)))) == 5
+    assert len(statements) == 1
+
+
+def test_record_events_with_a_bad_event_stores_none(
+    app: Flask, users: Users, tracker: Tracker
+) -> None:
+    user = users.create()
+    with app.app_context():
+        sess = db.session()
+        learner = sess.get_one(User, user.id)
+        with pytest.raises(UnknownVerb):
+            record_events(
+                sess,
+                [NewEvent(learner, "answered", "/items/a"), NewEvent(learner, "liked", "/items/b")],
+            )
+        with pytest.raises(InvalidObjectId):
+            record_events(sess, [NewEvent(learner, "answered", "items/a")])
+        assert record_events(sess, []) == []
+        sess.commit()
+        assert db.session().scalar(select(Event)) is None
+    assert tracker.events == []

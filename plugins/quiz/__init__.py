@@ -9,6 +9,7 @@ from plugins.quiz.plugin import register_actors
 from plugins.quiz.plugin import register_blueprints
 from plugins.quiz.plugin import register_content_types
 from plugins.quiz.plugin import register_migrations
+from plugins.quiz.plugin import template_slot
 
 __all__ = [
     "permission_allowed",
@@ -16,4 +17,5 @@ __all__ = [
     "register_blueprints",
     "register_content_types",
     "register_migrations",
+    "template_slot",
 ]

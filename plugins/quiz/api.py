@@ -720,7 +720,9 @@ def _summary(attempt: Attempt, item: Item, review: bool) -> AttemptSummary:
 def _review_open(sess: Session, attempt: Attempt, item: Item, cfg: QuizConfig) -> bool:
     if attempt.status == "in_progress":
         return False
-    used = svc.attempts_used(sess, attempt.user_id, item.id)
+    # Only "after_close" without a close date depends on the attempts used.
+    counted = cfg.review == "after_close" and cfg.close_at is None
+    used = svc.attempts_used(sess, attempt.user_id, item.id) if counted else 0
     return svc.review_open(cfg, attempt, used, utcnow())
 
 
@@ -1143,7 +1145,11 @@ def gradebook(course_id: str) -> ResponseReturnValue:
 def item_analysis(item_id: str) -> ResponseReturnValue:
     """Analyse every graded attempt; flag questions that do not discriminate."""
     _, item, _ = _load_quiz(item_id, "quiz.analysis")
-    sess = db.session()
+    return json_response(analysis_of(db.session(), item))
+
+
+def analysis_of(sess: Session, item: Item) -> AnalysisOut:
+    """The item analysis of a quiz's graded attempts (also shown on the staff page)."""
     graded = list(
         sess.scalars(
             select(Attempt)
@@ -1164,7 +1170,7 @@ def item_analysis(item_id: str) -> ResponseReturnValue:
         for qid, body in attempt.snapshot.items():
             meta[qid] = (str(body.get("title", "")), str(body.get("type", "")))
     stats = analysis.item_analysis([scores[a.id] for a in graded if scores[a.id]])
-    out = AnalysisOut(
+    return AnalysisOut(
         item_id=item.public_id,
         attempts=len(graded),
         questions=[
@@ -1182,7 +1188,6 @@ def item_analysis(item_id: str) -> ResponseReturnValue:
             for s in stats
         ],
     )
-    return json_response(out)
 
 
 __all__ = ["bp"]

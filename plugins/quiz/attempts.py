@@ -33,6 +33,7 @@ from typing import Any
 
 from flask import current_app
 from sqlalchemy import func
+from sqlalchemy import insert
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -41,8 +42,10 @@ from core.db import new_public_id
 from core.errors import Conflict
 from core.errors import NotFound
 from core.errors import ValidationFailed
+from core.events import NewEvent
 from core.events import item_iri
 from core.events import record_event
+from core.events import record_events
 from core.models import Course
 from core.models import Item
 from core.models import User
@@ -535,48 +538,58 @@ def finish(
         else:
             response = stored[qid].response if qid in stored else None
             graded[qid] = (response, grading.grade(question, response))
+    # Existing answers are updated through the session; missing ones are
+    # inserted with one multi-row statement (a submit usually creates all 20).
+    final: dict[str, Answer | _Scored] = dict(stored)
+    new_rows: list[dict[str, Any]] = []
     for qid, (response, result) in graded.items():
         answer = stored.get(qid)
         if answer is None:
-            answer = Answer(attempt_id=attempt.id, question_id=qid, feedback="")
-            sess.add(answer)
-            stored[qid] = answer
+            row = {
+                "attempt_id": attempt.id,
+                "question_id": qid,
+                "feedback": "",
+                "score": result.score,
+                "needs_grading": result.needs_manual_grading,
+            }
+            if qid in responses:
+                row["response"] = response
+                row["autosaved_at"] = now
+            new_rows.append(row)
+            final[qid] = _Scored(row.get("response"), result.score, result.needs_manual_grading)
+            continue
         if qid in responses:
             answer.response = response
             answer.autosaved_at = now
         answer.score = result.score
         answer.needs_grading = result.needs_manual_grading
     attempt.submitted_at = now
-    _total(attempt, stored, cfg)
+    _total(attempt, final, cfg)
     sess.flush()
-    for qid, answer in stored.items():
-        if answer.response is None:
-            continue
-        record_event(
-            sess,
-            user=user,
-            verb="answered",
-            object_id=f"{item_iri(item)}/questions/{qid}",
-            course=course,
-            result=_result(answer.score, questions[qid].points),
-            context={"attempt": attempt.public_id},
+    if new_rows:
+        sess.execute(insert(Answer), new_rows)
+    iri = item_iri(item)
+    context = {"attempt": attempt.public_id}
+    events = [
+        NewEvent(
+            user,
+            "answered",
+            f"{iri}/questions/{qid}",
+            course,
+            _result(answer.score, questions[qid].points),
+            context,
         )
-    record_event(
-        sess,
-        user=user,
-        verb="completed",
-        object_id=item_iri(item),
-        course=course,
-        result={"completion": True},
-        context={"attempt": attempt.public_id},
-    )
+        for qid, answer in final.items()
+        if answer.response is not None
+    ]
+    events.append(NewEvent(user, "completed", iri, course, {"completion": True}, context))
     log.info(
         "quiz_attempt=submitted attempt=%s status=%s score=%s",
         attempt.public_id,
         attempt.status,
         attempt.score,
     )
-    return _graded(sess, attempt, user, item, course)
+    return _graded(sess, attempt, user, item, course, events)
 
 
 def _result(score: float | None, points: float) -> dict[str, Any]:
@@ -585,7 +598,16 @@ def _result(score: float | None, points: float) -> dict[str, Any]:
     return {"score": {"scaled": score, "raw": round(score * points, 6), "max": points}}
 
 
-def _total(attempt: Attempt, stored: Mapping[str, Answer], cfg: QuizConfig) -> None:
+@dataclass(frozen=True)
+class _Scored:
+    """A graded answer not loaded as a row (inserted in bulk by :func:`finish`)."""
+
+    response: Any
+    score: float | None
+    needs_grading: bool
+
+
+def _total(attempt: Attempt, stored: Mapping[str, Answer | _Scored], cfg: QuizConfig) -> None:
     questions = questions_of(attempt)
     pending = any(a.needs_grading for a in stored.values())
     total = 0.0
@@ -602,10 +624,18 @@ def _total(attempt: Attempt, stored: Mapping[str, Answer], cfg: QuizConfig) -> N
 
 
 def _graded(
-    sess: Session, attempt: Attempt, user: User, item: Item, course: Course
+    sess: Session,
+    attempt: Attempt,
+    user: User,
+    item: Item,
+    course: Course,
+    events: list[NewEvent] | None = None,
 ) -> ProgressOutcome | None:
-    """Once an attempt is fully graded: events, and the learner's progress on the quiz."""
+    """Record ``events`` and, once the attempt is fully graded, its own events and the
+    learner's progress on the quiz (all events in one batch)."""
+    events = list(events or ())
     if attempt.status != "graded":
+        record_events(sess, events)
         return None
     fraction = _fraction(attempt)
     result = {
@@ -613,24 +643,12 @@ def _graded(
         "success": bool(attempt.passed),
     }
     context = {"attempt": attempt.public_id}
-    record_event(
-        sess,
-        user=user,
-        verb="scored",
-        object_id=item_iri(item),
-        course=course,
-        result=result,
-        context=context,
+    iri = item_iri(item)
+    events.append(NewEvent(user, "scored", iri, course, result, context))
+    events.append(
+        NewEvent(user, "passed" if attempt.passed else "failed", iri, course, result, context)
     )
-    record_event(
-        sess,
-        user=user,
-        verb="passed" if attempt.passed else "failed",
-        object_id=item_iri(item),
-        course=course,
-        result=result,
-        context=context,
-    )
+    record_events(sess, events)
     # Only the columns the progress needs (the snapshots are large JSON).
     graded = list(
         sess.execute(

@@ -227,6 +227,7 @@ class QuizType(ContentType):
     name: ClassVar[str] = "quiz"
     label: ClassVar[str] = "Quiz"
     config_model: ClassVar[type[BaseModel]] = QuizConfig
+    learner_completes: ClassVar[bool] = False
 
     def validate_config(self, config: Any) -> dict[str, Any]:
         """Validate the settings and, when the course is known, the questions and pools.

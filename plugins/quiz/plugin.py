@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from flask import Blueprint
+from markupsafe import Markup
 
 from core import db
 from core import hookimpl
@@ -16,6 +18,7 @@ from core.tasks import ActorSpec
 from plugins.quiz import api
 from plugins.quiz import jobs
 from plugins.quiz import models  # noqa: F401  (declares the quiz tables on core.db.Base)
+from plugins.quiz import web
 from plugins.quiz.content import QuizType
 
 __all__ = [
@@ -24,6 +27,7 @@ __all__ = [
     "register_blueprints",
     "register_content_types",
     "register_migrations",
+    "template_slot",
 ]
 
 MIGRATIONS = Path(__file__).parent / "migrations" / "versions"
@@ -46,8 +50,19 @@ def register_content_types() -> list[type[ContentType]]:
 
 @hookimpl
 def register_blueprints() -> list[Blueprint]:
-    """The quiz API under ``/api/v1``."""
-    return [api.bp]
+    """The quiz API under ``/api/v1`` and the quiz pages."""
+    return [api.bp, web.bp]
+
+
+@hookimpl
+def template_slot(slot: str, context: dict[str, Any]) -> Markup | None:
+    """Start or resume a quiz and its attempt history after a quiz in the learn view;
+    links to the grading, gradebook and question bank pages in a course's sidebar (staff)."""
+    if slot == "item_after":
+        return web.quiz_links(context.get("user"), context.get("item"), context.get("course"))
+    if slot == "course_sidebar":
+        return web.staff_links(context.get("user"), context.get("course"))
+    return None
 
 
 @hookimpl
