@@ -121,16 +121,40 @@ def test_catalog_never_links_to_script_urls_from_other_sources(app: Flask, pages
 def test_anonymous_visitor_sees_a_public_course_but_must_log_in_to_enrol(
     client: FlaskClient, pages: Pages, owner: Person
 ) -> None:
-    course = build_course(client, owner, title="Open Course")
+    course = build_course(client, owner, title="Open Course", visibility="federated")
     resp = pages.get(f"/courses/{course.id}")
     assert resp.status_code == 200
     page = _text(resp)
     assert "Open Course" in page and "Log in to join" in page
     assert "Page 0.1" in page  # the syllabus
     assert "Prof" in page  # instructor names
-    private = build_course(client, owner, title="Hidden", visibility="private")
-    assert pages.get(f"/courses/{private.id}").status_code == 302
+    # "instance" courses are for people with an account here; private ones for invitees
+    for visibility in ("instance", "private"):
+        hidden = build_course(client, owner, title="Hidden", visibility=visibility)
+        assert pages.get(f"/courses/{hidden.id}").status_code == 302
     assert pages.post(f"/courses/{course.id}/enrol").status_code == 302  # to the login page
+
+
+def test_a_plugin_can_hide_a_public_course_from_anonymous_visitors(
+    app: Flask, client: FlaskClient, pages: Pages, owner: Person
+) -> None:
+    course = build_course(client, owner, title="Vetoed", visibility="federated")
+
+    class Veto:
+        @hookimpl
+        def permission_allowed(self, action: str, course: Any) -> bool | None:
+            if action == "course.view" and course is not None and course.title == "Vetoed":
+                return False
+            return None
+
+    host = app.extensions["trivium.plugins"]
+    host.register(Veto(), "test-veto")
+    try:
+        resp = pages.get(f"/courses/{course.id}")
+    finally:
+        host.unregister("test-veto")
+    assert resp.status_code == 302
+    assert "Vetoed" not in resp.get_data(as_text=True)
 
 
 def test_open_enrolment_then_learn_and_complete(

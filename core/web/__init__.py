@@ -29,12 +29,16 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
+from babel import Locale
+from babel.support import NullTranslations
 from flask import Flask
 from flask import current_app
 from flask import g
 from flask import request
 from flask_babel import Babel
 from flask_babel import get_locale
+from flask_babel import get_translations
+from sqlalchemy import bindparam
 from sqlalchemy import exists
 from sqlalchemy import select
 
@@ -70,8 +74,55 @@ class NavState:
     admin: bool
 
 
-def _select_locale() -> str | None:
-    return request.accept_languages.best_match(LANGUAGES) or LANGUAGES[0]
+#: One parsed :class:`babel.Locale` per shipped language, so that choosing a
+#: request's locale does not parse a locale identifier every time.
+_LOCALES = {code: Locale.parse(code) for code in LANGUAGES}
+
+
+def _select_locale() -> Locale:
+    return _LOCALES[request.accept_languages.best_match(LANGUAGES) or LANGUAGES[0]]
+
+
+def _request_translations() -> NullTranslations:
+    """This request's translations, looked up once per request and locale.
+
+    Flask-Babel's own lookup walks its context, locale and domain on every
+    string; pages call ``_()`` dozens of times.  The memo is kept next to
+    Flask-Babel's per-request state and is used only while that state still
+    holds the same locale and domain objects, so ``force_locale`` and
+    ``refresh`` take effect as before.
+    """
+    state = g.get("_flask_babel")
+    if state is None:
+        fresh: NullTranslations = get_translations()
+        return fresh
+    locale = getattr(state, "babel_locale", None)
+    domain = getattr(state, "babel_domain", None)
+    memo = getattr(state, "trivium_translations", None)
+    if memo is not None and memo[0] is locale and memo[1] is domain and locale is not None:
+        translations: NullTranslations = memo[2]
+        return translations
+    translations = get_translations()
+    state.trivium_translations = (
+        getattr(state, "babel_locale", None),
+        getattr(state, "babel_domain", None),
+        translations,
+    )
+    return translations
+
+
+def _install_gettext(app: Flask) -> None:
+    """Give templates' ``_()``, ``ngettext`` and friends the per-request translations."""
+    app.jinja_env.install_gettext_callables(  # type: ignore[attr-defined]
+        gettext=lambda s: _request_translations().ugettext(s),
+        ngettext=lambda s, p, n: _request_translations().ungettext(s, p, n),
+        pgettext=lambda c, s: _request_translations().upgettext(c, s),
+        npgettext=lambda c, s, p, n: _request_translations().unpgettext(c, s, p, n),
+        newstyle=True,
+    )
+
+
+_TEACHES_ANY = select(exists().where(CourseRole.user_id == bindparam("user_id")))
 
 
 def nav_state() -> NavState:
@@ -85,7 +136,7 @@ def nav_state() -> NavState:
     else:
         teaching = bool(
             user.can_create_courses
-            or db.session().scalar(select(exists().where(CourseRole.user_id == user.id)))
+            or db.core_execute(db.session(), _TEACHES_ANY, {"user_id": user.id}).scalar()
         )
         state = NavState(logged_in=True, teaching=teaching, admin=user.is_admin)
     g.trivium_nav = state
@@ -119,6 +170,7 @@ def init_app(app: Flask) -> None:
     app.config.setdefault("BABEL_DEFAULT_LOCALE", LANGUAGES[0])
     app.config.setdefault("BABEL_TRANSLATION_DIRECTORIES", "translations")
     Babel(app, locale_selector=_select_locale)
+    _install_gettext(app)
     app.jinja_env.globals["csrf_token"] = csrf_token
     app.jinja_env.globals["has_endpoint"] = has_endpoint
     app.jinja_env.globals["current_locale"] = current_locale

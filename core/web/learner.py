@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 from urllib.parse import urlsplit
 
+import nh3
 from flask import Blueprint
 from flask import current_app
 from flask import flash
@@ -41,6 +43,7 @@ from core.content import ContentType
 from core.content import ProgressState
 from core.db import core_execute
 from core.errors import Problem
+from core.errors import Unauthorized
 from core.models import Course
 from core.models import Enrolment
 from core.models import Item
@@ -222,24 +225,24 @@ def _resume_item(user: User, course: Course) -> OutlineItem | None:
     return outline(course, user).resume()
 
 
+_USER_KEY: BindParameter[int] = bindparam("user_id")
+_LAST_TOUCHED = (
+    select(Course)
+    .join(Progress, Progress.course_id == Course.id)
+    .join(Enrolment, (Enrolment.course_id == Course.id) & (Enrolment.user_id == _USER_KEY))
+    .where(
+        Progress.user_id == _USER_KEY,
+        Enrolment.status == "active",
+        Course.status.in_(("published", "archived")),
+    )
+    .order_by(Progress.updated_at.desc(), Progress.id.desc())
+    .limit(1)
+)
+
+
 def _last_touched(user: User) -> Resume | None:
     """The course the learner last made progress in, among their active enrolments."""
-    sess = db.session()
-    row = sess.execute(
-        select(Course)
-        .join(Progress, Progress.course_id == Course.id)
-        .join(
-            Enrolment,
-            (Enrolment.course_id == Course.id) & (Enrolment.user_id == user.id),
-        )
-        .where(
-            Progress.user_id == user.id,
-            Enrolment.status == "active",
-            Course.status.in_(("published", "archived")),
-        )
-        .order_by(Progress.updated_at.desc(), Progress.id.desc())
-        .limit(1)
-    ).first()
+    row = db.session().execute(_LAST_TOUCHED, {"user_id": user.id}).first()
     if row is None:
         return None
     course: Course = row[0]
@@ -266,17 +269,14 @@ def dashboard() -> Page:
 
 
 def _load_course(course_id: str, action: str = "course.view") -> tuple[User | None, Course]:
-    """The course if the visitor may see it; anonymous visitors see public published ones.
+    """The course if the visitor may see it (anonymous visitors: public courses).
 
     :raise NotFound: no such course, or not visible to this visitor.
+    :raise Unauthorized: an anonymous visitor asked for a course that is not public.
     """
     user = current_user()
     sess = db.session()
     course = svc.get_course(sess, course_id[:64], user)
-    if user is None and action == "course.view":
-        if course.status == "published" and course.visibility != "private":
-            return None, course
-        raise svc.CourseNotFound("no such course")
     rbac.require(user, action, course)
     return user, course
 
@@ -287,7 +287,7 @@ def course_page(course_id: str) -> Page:
     if current_user() is None:
         try:
             user, course = _load_course(course_id)
-        except svc.CourseNotFound:
+        except (svc.CourseNotFound, Unauthorized):
             return redirect(login_url())
     else:
         user, course = _load_course(course_id)
@@ -317,16 +317,29 @@ def _course_page(
             can_enrol=user is not None and rbac.can(user, "course.enrol", course),
             can_view_content=user is not None and rbac.can(user, "course.view_content", course),
             description=Markup(_clean_html(course.description)),  # noqa: S704 - sanitised
+            item_href=_item_href(),
             invite_error=invite_error,
         ),
         status,
     )
 
 
-def _clean_html(html: str) -> str:
-    import nh3
+#: Descriptions up to this length are sanitised once and remembered (256 of
+#: them at most, so a worker keeps a few megabytes); longer ones every time.
+CLEAN_MEMO_MAX_CHARS = 20_000
 
-    return nh3.clean(html or "")
+
+def _clean_html(html: str) -> str:
+    """``html`` sanitised for the page (course pages are hot, descriptions change rarely)."""
+    text = html or ""
+    if len(text) > CLEAN_MEMO_MAX_CHARS:
+        return nh3.clean(text)
+    return _clean_short_html(text)
+
+
+@lru_cache(maxsize=256)
+def _clean_short_html(html: str) -> str:
+    return nh3.clean(html)
 
 
 def _enrol_refusal(exc: Problem) -> str:
@@ -408,6 +421,15 @@ def resume(course_id: str) -> Page:
 # ------------------------------------------------------------------ learn view
 
 
+def _item_href() -> str:
+    """The learn view's URL without the item id, for the syllabus's many links.
+
+    One ``url_for`` per page instead of one per item; item public ids are
+    hex, so appending one needs no quoting.
+    """
+    return url_for("learner.learn", item_id="0")[:-1]
+
+
 def _host() -> PluginHost:
     host: PluginHost = current_app.extensions["trivium.plugins"]
     return host
@@ -449,10 +471,21 @@ def _learn_page(user: User, item: Item, course: Course, status: int = 200) -> tu
             previous_item=previous_item,
             next_item=next_item,
             content=_render_item(item, course, state),
-            can_report=course.status == "published" and rbac.can(user, "progress.own", course),
+            item_href=_item_href(),
+            can_report=_learner_completes(item)
+            and course.status == "published"
+            and rbac.can(user, "progress.own", course),
         ),
         status,
     )
+
+
+def _learner_completes(item: Item) -> bool:
+    """Whether the item's type lets learners mark it complete themselves."""
+    try:
+        return _host().content_type(item.type).learner_completes
+    except UnknownContentType:
+        return False
 
 
 def _load_item(item_id: str, action: str) -> tuple[User, Item, Course]:
