@@ -287,9 +287,12 @@ def template_slot(slot: str, context: dict[str, Any]) -> Markup | None:
     Called while a page renders, once per slot occurrence.  Core's slots:
     ``head`` (inside ``<head>``: styles, meta), ``nav`` (end of the top
     navigation), ``dashboard`` (the learner dashboard), ``course_sidebar``
-    (course page and learn view), ``item_after`` (after an item's content).
-    Every implementation is called and the fragments are shown in call order.
-    An implementation that raises is logged and the page says which plugin
+    (course page and learn view), ``item_after`` (after an item's content),
+    ``admin_nav`` (the administration pages' tabs: return ``<li>`` items, e.g.
+    ``<li><a href="/admin/peers">Peers</a></li>``, marking your own page's
+    link ``aria-current="page"``, for users allowed to open it).  Every
+    implementation is called and the fragments are shown in call order.  An
+    implementation that raises is logged and the page says which plugin
     failed in place of its fragment.
 
     :param slot: the slot's name; return None for slots you do not fill.

@@ -11,6 +11,7 @@ from federation.plugin import register_blueprints
 from federation.plugin import register_commands
 from federation.plugin import register_migrations
 from federation.plugin import startup
+from federation.plugin import template_slot
 
 __all__ = [
     "catalog_changed",
@@ -20,4 +21,5 @@ __all__ = [
     "register_commands",
     "register_migrations",
     "startup",
+    "template_slot",
 ]

@@ -4,12 +4,15 @@ The same operations as ``trivium peers``: add a peer by URL (its document and
 keys are fetched and pinned; it starts ``pending``), list and show peers,
 approve, suspend, refresh its document and keys, remove it.  Every route
 needs the ``federation.peers`` permission, which only site admins hold
-unless a ``permission_allowed`` implementation grants it.
+unless a ``permission_allowed`` implementation grants it.  Every change is
+recorded in the audit log (``federation.peer_*`` actions), as the operator
+pages in :mod:`federation.pages` do.
 """
 
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 from flask import Blueprint
 from flask import current_app
@@ -24,17 +27,20 @@ from core.api import json_response
 from core.api import operation
 from core.api import parse_body
 from core.auth import require_user
+from core.auth.audit import audit
 from core.config import Settings
 from core.errors import Conflict
 from core.errors import NotFound
 from core.errors import Problem
 from core.errors import ValidationFailed
+from core.models import User
 from federation.client import PeerClient
 from federation.client import PeerRequestError
 from federation.client import PeerTimeout
 from federation.config import federation_settings
 from federation.models import FederationPeer
 from federation.peers import InvalidPeerUrl
+from federation.peers import KeyChanges
 from federation.peers import PeerAlreadyAdded
 from federation.peers import PeerDocumentInvalid
 from federation.peers import PeerError
@@ -49,7 +55,7 @@ from federation.peers import remove_peer
 from federation.peers import suspend_peer
 from federation.wellknown import base_url
 
-__all__ = ["PERMISSION", "bp"]
+__all__ = ["PERMISSION", "audit_peer", "bp", "key_changes", "problem_for"]
 
 bp = Blueprint("federation_admin", __name__, url_prefix="/api/v1/admin/peers")
 
@@ -127,8 +133,34 @@ class AddPeer(BaseModel):
     url: str = Field(min_length=1, max_length=500)
 
 
-def _admin() -> None:
-    rbac.require(require_user(), PERMISSION)
+def _admin() -> User:
+    """The current user, once allowed to manage peers."""
+    user = require_user()
+    rbac.require(user, PERMISSION)
+    return user
+
+
+def audit_peer(
+    actor: User, action: str, peer: FederationPeer, detail: dict[str, Any] | None = None
+) -> None:
+    """Record a peering change in the audit log, in the change's own transaction.
+
+    :param action: ``add``, ``approve``, ``suspend``, ``refresh`` or ``remove``
+        (stored as ``federation.peer_<action>``).
+    :param detail: extra facts beside the peer's URL and state.
+    """
+    audit(
+        db.session(),
+        actor,
+        f"federation.peer_{action}",
+        f"peer:{peer.public_id}",
+        {"url": peer.base_url, "state": peer.state, **(detail or {})},
+    )
+
+
+def key_changes(changes: KeyChanges) -> dict[str, Any]:
+    """The audit detail of a key refresh: the key ids pinned and unpinned."""
+    return {"keys_added": list(changes.added), "keys_removed": list(changes.removed)}
 
 
 def problem_for(exc: PeerError | PeerRequestError) -> Problem:
@@ -177,7 +209,7 @@ def peers() -> ResponseReturnValue:
 )
 def add() -> ResponseReturnValue:
     """Add a ``pending`` peer; 502/504 when its document or keys cannot be used."""
-    _admin()
+    user = _admin()
     body = parse_body(AddPeer)
     settings: Settings = current_app.extensions["trivium.settings"]
     sess = db.session()
@@ -192,6 +224,7 @@ def add() -> ResponseReturnValue:
             )
     except (PeerError, PeerRequestError) as exc:
         raise problem_for(exc) from None
+    audit_peer(user, "add", peer, {"keys": [k.kid for k in peer.keys]})
     sess.commit()
     return json_response(PeerOut.of(peer), 201)
 
@@ -213,9 +246,11 @@ def show(peer_id: str) -> ResponseReturnValue:
 )
 def approve(peer_id: str) -> ResponseReturnValue:
     """Approve a pending or suspended peer (approving an approved one changes nothing)."""
-    _admin()
+    user = _admin()
     peer = _find(peer_id)
+    before = peer.state
     approve_peer(peer)
+    audit_peer(user, "approve", peer, {"from": before})
     db.session().commit()
     return json_response(PeerOut.of(peer))
 
@@ -229,9 +264,11 @@ def approve(peer_id: str) -> ResponseReturnValue:
 )
 def suspend(peer_id: str) -> ResponseReturnValue:
     """Suspend a peer until it is approved again."""
-    _admin()
+    user = _admin()
     peer = _find(peer_id)
+    before = peer.state
     suspend_peer(peer)
+    audit_peer(user, "suspend", peer, {"from": before})
     db.session().commit()
     return json_response(PeerOut.of(peer))
 
@@ -245,14 +282,15 @@ def suspend(peer_id: str) -> ResponseReturnValue:
 )
 def refresh(peer_id: str) -> ResponseReturnValue:
     """Re-pin the peer's keys from its JWK Set; its state does not change."""
-    _admin()
+    user = _admin()
     peer = _find(peer_id)
     sess = db.session()
     try:
         with _client() as client:
-            refresh_peer(sess, client, peer)
+            changes = refresh_peer(sess, client, peer)
     except (PeerError, PeerRequestError) as exc:
         raise problem_for(exc) from None
+    audit_peer(user, "refresh", peer, key_changes(changes))
     sess.commit()
     return json_response(PeerOut.of(peer))
 
@@ -266,8 +304,10 @@ def refresh(peer_id: str) -> ResponseReturnValue:
 )
 def remove(peer_id: str) -> ResponseReturnValue:
     """Forget a peer."""
-    _admin()
+    user = _admin()
     sess = db.session()
-    remove_peer(sess, _find(peer_id))
+    peer = _find(peer_id)
+    audit_peer(user, "remove", peer)
+    remove_peer(sess, peer)
     sess.commit()
     return "", 204

@@ -35,6 +35,7 @@ from pydantic import ConfigDict
 from pydantic import Field
 from pydantic import ValidationError
 from sqlalchemy import select
+from sqlalchemy import update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -214,11 +215,21 @@ Handler = Callable[[Session, InboxActivity], None]
 
 
 def _catalog_changed(sess: Session, row: InboxActivity) -> None:
-    # Pull the peer's feed now (federation.sync); a duplicate run finds it not due.
-    row.peer.catalog_pull_due_at = utcnow()
-    enqueue_on_commit(sess, CATALOG_SYNC, row.peer.id)
+    # Mark the peer's pull due and queue it (federation.sync), only if no pull was
+    # due already (a compare-and-set): notifications arriving while one is pending
+    # add nothing, so a peer's notifications never cause more than one pull at a time.
+    marked = sess.execute(
+        update(FederationPeer)
+        .where(FederationPeer.id == row.peer_id, FederationPeer.catalog_pull_due_at.is_(None))
+        .values(catalog_pull_due_at=utcnow())
+        .execution_options(synchronize_session=False)
+    )
+    first = int(getattr(marked, "rowcount", 0) or 0) == 1
+    if first:
+        enqueue_on_commit(sess, CATALOG_SYNC, row.peer_id)
     log.info(
-        "federation=inbox action=catalog_pull_due peer=%s activity=%r",
+        "federation=inbox action=%s peer=%s activity=%r",
+        "catalog_pull_due" if first else "catalog_pull_pending",
         row.peer.base_url,
         row.activity_id,
     )

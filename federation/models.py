@@ -53,7 +53,8 @@ class FederationPeer(Base):
     state_changed_at: Mapped[datetime] = mapped_column(default=utcnow)
     keys_fetched_at: Mapped[datetime] = mapped_column(default=utcnow)
     catalog_pull_due_at: Mapped[datetime | None]
-    """Set when the peer announced a catalog change; the catalog sync clears it."""
+    """Set when the peer was approved or announced a catalog change (only if unset: a
+    pending pull absorbs further announcements); a sync run clears it when it starts."""
     catalog_cursor: Mapped[str] = mapped_column(String(20), default="0")
     """The feed cursor to ask for next (the ``next`` of the last page stored)."""
     catalog_etag: Mapped[str | None] = mapped_column(String(200))
@@ -65,6 +66,9 @@ class FederationPeer(Base):
     """Consecutive failed pulls (the backoff doubles with each)."""
     catalog_error: Mapped[str | None] = mapped_column(Text)
     """Why the last pull failed."""
+    catalog_lease_until: Mapped[datetime | None]
+    """Set while a sync run holds the peer (until then, or until the run ends): one run
+    at a time; its value is the run's fencing token."""
 
     keys: Mapped[list[PeerKey]] = relationship(
         back_populates="peer", cascade="all, delete-orphan", passive_deletes=True

@@ -36,6 +36,7 @@ from pydantic import Field
 from pydantic import ValidationError
 from sqlalchemy import or_
 from sqlalchemy import select
+from sqlalchemy import update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 from sqlalchemy.orm import object_session
@@ -457,6 +458,23 @@ def add_peer(
     return peer
 
 
+def _lock(sess: Session, peer: FederationPeer) -> None:
+    """Lock the peer's row before removing its catalog entries.
+
+    A sync run stores each page in a transaction that first updates this row
+    under its lease (federation.sync): with the row locked here (PostgreSQL;
+    SQLite serialises writers anyway), a page either committed before, and its
+    entries are removed with the rest, or waits and then finds the peer no
+    longer approved, and stores nothing.
+    """
+    sess.execute(
+        update(FederationPeer)
+        .where(FederationPeer.id == peer.id)
+        .values(catalog_lease_until=None)
+        .execution_options(synchronize_session=False)
+    )
+
+
 def _set_state(peer: FederationPeer, state: str, now: datetime | None = None) -> None:
     if peer.state != state:
         log.info("federation=peers action=%s peer=%s from=%s", state, peer.base_url, peer.state)
@@ -480,6 +498,7 @@ def suspend_peer(peer: FederationPeer) -> None:
     """
     sess = object_session(peer)
     if sess is not None and peer.state != "suspended":
+        _lock(sess, peer)
         catalog.delete_source(sess, peer.public_id)
         peer.catalog_cursor, peer.catalog_etag = "0", None
     _set_state(peer, "suspended")
@@ -488,6 +507,7 @@ def suspend_peer(peer: FederationPeer) -> None:
 def remove_peer(sess: Session, peer: FederationPeer) -> None:
     """Forget the peer, its keys, what it sent and its catalog entries."""
     log.info("federation=peers action=removed peer=%s", peer.base_url)
+    _lock(sess, peer)
     catalog.delete_source(sess, peer.public_id)
     sess.delete(peer)
     sess.flush()

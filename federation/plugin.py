@@ -5,11 +5,14 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
+from typing import Any
 
 import click
 from flask import Blueprint
 from flask import Flask
+from markupsafe import Markup
 from sqlalchemy.orm import Session
+from sqlalchemy.orm import SessionTransaction
 
 from core import hookimpl
 from core.config import Settings
@@ -20,6 +23,7 @@ from federation import cli
 from federation import feed
 from federation import inbox
 from federation import models  # noqa: F401  (declares federation's tables on core.db.Base)
+from federation import pages
 from federation import sync
 from federation import wellknown
 from federation.config import federation_settings
@@ -33,11 +37,14 @@ __all__ = [
     "register_commands",
     "register_migrations",
     "startup",
+    "template_slot",
 ]
 
 log = logging.getLogger(__name__)
 
 MIGRATIONS = Path(__file__).parent / "migrations" / "versions"
+_ANNOUNCE_QUEUED = "federation.catalog_announce_queued"
+"""``Session.info`` key: the transaction in which an announcement job was queued."""
 
 
 @hookimpl
@@ -78,8 +85,8 @@ def register_migrations() -> list[str]:
 
 @hookimpl
 def register_blueprints() -> list[Blueprint]:
-    """Well-known documents and key URLs, the signed inbox, the peers admin API."""
-    return [wellknown.bp, inbox.bp, feed.bp, admin.bp]
+    """Well-known documents and key URLs, the signed inbox, the peers admin API and pages."""
+    return [wellknown.bp, inbox.bp, feed.bp, admin.bp, pages.bp]
 
 
 @hookimpl
@@ -90,11 +97,32 @@ def register_actors() -> list[ActorSpec]:
 
 @hookimpl
 def catalog_changed(session: Session, external_ids: list[str]) -> None:
-    """Tell approved peers (a job, once the change commits) that our catalog changed."""
+    """Tell approved peers (a job, once the change commits) that our catalog changed.
+
+    One job per transaction, however many courses it changed: the notification
+    carries no data, so one tells the peers all there is to know.
+    """
+    transaction = session.get_nested_transaction() or session.get_transaction()
+    queued_in = session.info.get(_ANNOUNCE_QUEUED)
+    if (
+        isinstance(queued_in, SessionTransaction)
+        and queued_in is transaction
+        and queued_in.is_active
+    ):
+        return
     enqueue_on_commit(session, sync.ANNOUNCE)
+    session.info[_ANNOUNCE_QUEUED] = transaction
 
 
 @hookimpl
 def register_commands() -> list[click.Command]:
     """``trivium keys list|rotate`` and ``trivium peers ...``."""
     return [cli.keys, cli.peers]
+
+
+@hookimpl
+def template_slot(slot: str, context: dict[str, Any]) -> Markup | None:
+    """The "Peers" tab of the administration pages."""
+    if slot == "admin_nav":
+        return pages.admin_nav(context)
+    return None

@@ -11,10 +11,14 @@ other peers' syncs are separate jobs and never wait for it.
 
 Scheduling: :data:`catalog_tick` runs every ``catalog_tick_seconds`` and
 enqueues :data:`catalog_sync` for each approved peer that is due (its
-interval passed, its backoff ran out, or it announced a change), and sends
-itself again.  A signed ``catalog.changed`` activity in the inbox enqueues
-that peer's sync at once; a change to one of our federated courses enqueues
-:data:`catalog_announce`, which notifies every approved peer.
+interval passed, its backoff ran out, or it asked for a pull while not
+backing off) and has none queued, and sends itself again (one chain
+survives: :func:`continues_chain`).  A signed ``catalog.changed`` activity in
+the inbox marks that peer's pull due and enqueues it, unless one was due
+already.  A run takes the peer's lease first (:func:`sync_peer`), so one run
+of a peer goes on at a time.  A transaction that changes our federated
+courses enqueues one :data:`catalog_announce`, which notifies every approved
+peer.
 """
 
 from __future__ import annotations
@@ -35,7 +39,11 @@ from pydantic import BaseModel
 from pydantic import ConfigDict
 from pydantic import Field
 from pydantic import ValidationError
+from sqlalchemy import ColumnElement
+from sqlalchemy import and_
+from sqlalchemy import or_
 from sqlalchemy import select
+from sqlalchemy import update
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
@@ -44,11 +52,13 @@ from core import db
 from core.catalog import EntryData
 from core.config import Settings
 from core.db import utcnow
-from core.models import Job
 from core.tasks import ActorSpec
+from core.tasks import PendingJob
 from core.tasks import actor
 from core.tasks import current_job_id
 from core.tasks import enqueue_with_options
+from core.tasks import is_queued
+from core.tasks import pending_jobs
 from federation.client import PeerClient
 from federation.client import PeerRequestError
 from federation.client import PeerResponse
@@ -66,9 +76,11 @@ from federation.wellknown import base_url
 
 __all__ = [
     "ANNOUNCE",
+    "MAX_SEQ",
     "SYNC",
     "TICK",
     "CatalogSyncError",
+    "EntriesNotStored",
     "FeedMalformed",
     "FeedTooLarge",
     "ForeignEntry",
@@ -76,6 +88,7 @@ __all__ = [
     "catalog_announce",
     "catalog_sync",
     "catalog_tick",
+    "continues_chain",
     "ensure_tick",
     "register",
     "source_key",
@@ -90,6 +103,11 @@ ANNOUNCE = "federation.catalog_announce"
 BACKOFF_START = 30
 """Seconds before the first retry of a failed pull; doubled per further failure."""
 _CURSOR = re.compile(r"^[0-9]{1,16}$")
+MAX_SEQ = 2**31
+"""Item ``seq`` values must lie below this (the index stores them as 32-bit integers)."""
+LEASE = timedelta(minutes=16)
+"""How long a sync run holds its peer at most: the job's time limit and a margin (a run
+whose worker died frees the peer when it runs out)."""
 
 # ---------------------------------------------------------------- errors
 
@@ -121,6 +139,12 @@ class ForeignEntry(CatalogSyncError):
     slug = "foreign-entry"
 
 
+class EntriesNotStored(CatalogSyncError):
+    """The database refused a checked page (a value the index cannot hold); rolled back."""
+
+    slug = "entries-not-stored"
+
+
 # ---------------------------------------------------------------- the feed's shape
 
 
@@ -138,7 +162,7 @@ class _Page(BaseModel):
 class _Item(BaseModel):
     model_config = ConfigDict(extra="ignore", frozen=True)
 
-    seq: int = Field(ge=0, lt=10**16)
+    seq: int = Field(ge=0, lt=MAX_SEQ)
     id: str = Field(min_length=1, max_length=500)
     deleted: bool = False
     course: dict[str, Any] | None = None
@@ -293,10 +317,12 @@ class SyncResult:
 
     ``status``: ``synced`` (read to the end), ``partial`` (stopped at
     ``catalog_max_pages``; the rest follows), ``not_modified`` (answered 304),
-    ``failed`` (``error`` says why), ``skipped`` (the peer is not approved).
+    ``failed`` (``error`` says why), ``skipped`` (the peer is not approved, not
+    due, or another run holds it), ``stopped`` (the peer was suspended or removed
+    during the run, or another run took it over; the page in hand was dropped).
     """
 
-    status: Literal["synced", "partial", "not_modified", "failed", "skipped"]
+    status: Literal["synced", "partial", "not_modified", "failed", "skipped", "stopped"]
     pages: int = 0
     stored: int = 0
     removed: int = 0
@@ -315,24 +341,87 @@ def _backoff(failures: int, policy: FederationSettings) -> timedelta:
     return timedelta(seconds=seconds)
 
 
+def _due_clause(now: datetime) -> ColumnElement[bool]:
+    """An approved peer that no run holds and whose pull is due: its interval or backoff
+    ran out, or it asked for a pull (approval, ``catalog.changed``) while not backing off."""
+    return and_(
+        FederationPeer.state == "approved",
+        or_(
+            FederationPeer.catalog_lease_until.is_(None), FederationPeer.catalog_lease_until <= now
+        ),
+        or_(
+            FederationPeer.catalog_next_sync_at.is_(None),
+            FederationPeer.catalog_next_sync_at <= now,
+            and_(
+                FederationPeer.catalog_pull_due_at.is_not(None),
+                FederationPeer.catalog_failures == 0,
+            ),
+        ),
+    )
+
+
+def _claim(sess: Session, peer_pk: int, *, due_only: bool) -> datetime | None:
+    """Take the peer for one run (a compare-and-set, committed): its lease's end, the run's
+    fencing token, or None if the peer is not approved, another run holds it, or
+    (``due_only``) its pull is not due."""
+    now = utcnow()
+    token = now + LEASE
+    free = or_(
+        FederationPeer.catalog_lease_until.is_(None), FederationPeer.catalog_lease_until <= now
+    )
+    condition = _due_clause(now) if due_only else and_(FederationPeer.state == "approved", free)
+    result = sess.execute(
+        update(FederationPeer)
+        .where(FederationPeer.id == peer_pk, condition)
+        .values(catalog_lease_until=token, catalog_pull_due_at=None)
+        .execution_options(synchronize_session=False)
+    )
+    sess.commit()
+    return token if _rowcount(result) == 1 else None
+
+
+def _rowcount(result: Any) -> int:
+    return int(getattr(result, "rowcount", 0) or 0)
+
+
+def _still_ours(token: datetime) -> ColumnElement[bool]:
+    return and_(FederationPeer.state == "approved", FederationPeer.catalog_lease_until == token)
+
+
 def sync_peer(
-    sess: Session, client: PeerClient, peer: FederationPeer, policy: FederationSettings
+    sess: Session,
+    client: PeerClient,
+    peer: FederationPeer,
+    policy: FederationSettings,
+    *,
+    due_only: bool = False,
 ) -> SyncResult:
     """Pull one peer's feed from its stored cursor, committing each page as it is stored.
 
-    A refused page rolls back (nothing of it stored), records the failure and
-    the backoff on the peer, and ends the run.
+    The run first takes the peer's lease, so that one run of a peer goes on at
+    a time; every page is stored in one transaction that starts by moving the
+    cursor under that lease (a conditional ``UPDATE`` of the peer's row, which
+    locks it): a page of a peer suspended or removed meanwhile, or whose lease
+    another run took over, is dropped and the run stops.  A refused page rolls
+    back (nothing of it stored), records the failure and the backoff on the
+    peer, and ends the run.
+
+    :param due_only: run only if the peer's pull is due (the scheduled job);
+        otherwise (an operator's "sync now") whenever no other run holds it.
     """
-    if not peer.approved:
-        return SyncResult("skipped")
     peer_pk = peer.id
+    token = _claim(sess, peer_pk, due_only=due_only)
+    if token is None:
+        return SyncResult("skipped")
+    sess.refresh(peer)
+    sess.expunge(peer)  # a snapshot of the row at the start; stored state is written by id
     url = _feed_url(peer)
+    cursor, etag = peer.catalog_cursor or "0", peer.catalog_etag
     pages = stored = removed = 0
     status: Literal["synced", "partial", "not_modified"] = "partial"
     try:
         while pages < policy.catalog_max_pages:
-            cursor = peer.catalog_cursor or "0"
-            headers = {"If-None-Match": peer.catalog_etag} if peer.catalog_etag else {}
+            headers = {"If-None-Match": etag} if etag else {}
             target = f"{url}?after={cursor}&limit={policy.catalog_page_size}"
             response = client.signed_request(
                 "GET", target, peer=peer.base_url, extra_headers=headers
@@ -342,44 +431,40 @@ def sync_peer(
                 status = "not_modified"
                 break
             parsed = parse_page(response, peer, cursor, policy)
-            counts = catalog.apply_changes(sess, source_key(peer), parsed.upserts, parsed.deletions)
+            new_etag = _header(response, "ETag")
+            new_etag = new_etag[:200] if new_etag and not parsed.more else None
+            counts = _store_page(sess, peer, token, parsed, new_etag)
+            if counts is None:
+                return _lost(peer, pages, stored, removed)
+            cursor, etag = parsed.next, new_etag
             stored += counts[0]
             removed += counts[1]
-            peer.catalog_cursor = parsed.next
-            etag = _header(response, "ETag")
-            peer.catalog_etag = etag[:200] if etag and not parsed.more else None
-            sess.commit()
             if not parsed.more:
                 status = "synced"
                 break
     except (CatalogSyncError, PeerRequestError, PeerError) as exc:
         sess.rollback()
-        peer = sess.get_one(FederationPeer, peer_pk)
-        slug = getattr(exc, "slug", type(exc).__name__)
-        peer.catalog_failures += 1
-        peer.catalog_error = f"{slug}: {exc}"[:2000]
-        wait = _backoff(peer.catalog_failures, policy)
-        peer.catalog_next_sync_at = utcnow() + wait
-        sess.commit()
-        log.warning(
-            "federation=catalog_sync peer=%s status=refused reason=%s failures=%d retry_in=%ds "
-            "detail=%r",
-            peer.base_url,
-            slug,
-            peer.catalog_failures,
-            int(wait.total_seconds()),
-            str(exc)[:500],
-        )
-        return SyncResult("failed", pages, stored, removed, peer.catalog_error)
+        return _failed(sess, peer, token, exc, policy, pages, stored, removed)
     now = utcnow()
-    peer.catalog_failures = 0
-    peer.catalog_error = None
-    peer.catalog_pull_due_at = None
-    peer.catalog_synced_at = now
-    peer.catalog_next_sync_at = (
-        now if status == "partial" else now + timedelta(seconds=policy.catalog_sync_interval)
+    result = sess.execute(
+        update(FederationPeer)
+        .where(FederationPeer.id == peer_pk, _still_ours(token))
+        .values(
+            catalog_failures=0,
+            catalog_error=None,
+            catalog_synced_at=now,
+            catalog_next_sync_at=(
+                now
+                if status == "partial"
+                else now + timedelta(seconds=policy.catalog_sync_interval)
+            ),
+            catalog_lease_until=None,
+        )
+        .execution_options(synchronize_session=False)
     )
     sess.commit()
+    if _rowcount(result) != 1:
+        return _lost(peer, pages, stored, removed)
     log.info(
         "federation=catalog_sync peer=%s status=%s pages=%d stored=%d removed=%d cursor=%s",
         peer.base_url,
@@ -387,9 +472,96 @@ def sync_peer(
         pages,
         stored,
         removed,
-        peer.catalog_cursor,
+        cursor,
     )
     return SyncResult(status, pages, stored, removed)
+
+
+def _store_page(
+    sess: Session, peer: FederationPeer, token: datetime, parsed: _Parsed, etag: str | None
+) -> tuple[int, int] | None:
+    """Store one checked page with its cursor in one transaction: ``(stored, removed)``,
+    or None (nothing stored) if the run no longer holds the peer.
+
+    The cursor moves first: that ``UPDATE`` locks the peer's row (PostgreSQL) or
+    takes SQLite's write lock, so a suspension or removal either committed
+    before it (and the page is dropped) or waits until the page committed (and
+    then removes its entries too).
+
+    :raise EntriesNotStored: the database refused the page.
+    """
+    try:
+        moved = sess.execute(
+            update(FederationPeer)
+            .where(FederationPeer.id == peer.id, _still_ours(token))
+            .values(catalog_cursor=parsed.next, catalog_etag=etag)
+            .execution_options(synchronize_session=False)
+        )
+        if _rowcount(moved) != 1:
+            sess.rollback()
+            return None
+        counts = catalog.apply_changes(sess, source_key(peer), parsed.upserts, parsed.deletions)
+        sess.commit()
+    except SQLAlchemyError as exc:
+        sess.rollback()
+        raise EntriesNotStored(f"{type(exc).__name__}: {str(exc).splitlines()[0][:300]}") from None
+    return counts
+
+
+def _lost(peer: FederationPeer, pages: int, stored: int, removed: int) -> SyncResult:
+    log.warning(
+        "federation=catalog_sync peer=%s status=stopped reason=peer_changed pages=%d "
+        "detail='suspended, removed or taken over by another run'",
+        peer.base_url,
+        pages,
+    )
+    return SyncResult("stopped", pages, stored, removed)
+
+
+def _failed(
+    sess: Session,
+    peer: FederationPeer,
+    token: datetime,
+    exc: Exception,
+    policy: FederationSettings,
+    pages: int,
+    stored: int,
+    removed: int,
+) -> SyncResult:
+    """Record a refused page or a failed request: the backoff, the error, the lease given back.
+
+    A pull asked for meanwhile is dropped too: while a peer fails, only its
+    backoff decides when it is asked again.
+    """
+    slug = getattr(exc, "slug", type(exc).__name__)
+    error = f"{slug}: {exc}"[:2000]
+    failures = (peer.catalog_failures or 0) + 1
+    wait = _backoff(failures, policy)
+    result = sess.execute(
+        update(FederationPeer)
+        .where(FederationPeer.id == peer.id, _still_ours(token))
+        .values(
+            catalog_failures=failures,
+            catalog_error=error,
+            catalog_next_sync_at=utcnow() + wait,
+            catalog_pull_due_at=None,
+            catalog_lease_until=None,
+        )
+        .execution_options(synchronize_session=False)
+    )
+    sess.commit()
+    if _rowcount(result) != 1:
+        return _lost(peer, pages, stored, removed)
+    log.warning(
+        "federation=catalog_sync peer=%s status=refused reason=%s failures=%d retry_in=%ds "
+        "detail=%r",
+        peer.base_url,
+        slug,
+        failures,
+        int(wait.total_seconds()),
+        str(exc)[:500],
+    )
+    return SyncResult("failed", pages, stored, removed, error)
 
 
 def _header(response: PeerResponse, name: str) -> str | None:
@@ -404,64 +576,84 @@ def _policy(app: Flask | None = None) -> FederationSettings:
     return federation_settings(settings)
 
 
-def _due(peer: FederationPeer, now: datetime) -> bool:
-    if peer.catalog_pull_due_at is not None:
-        return True
-    return peer.catalog_next_sync_at is None or peer.catalog_next_sync_at <= now
-
-
 # ---------------------------------------------------------------- jobs
 
 
 @actor(SYNC, queue="federation", max_retries=3, time_limit_ms=15 * 60_000)
 def catalog_sync(peer_pk: int) -> None:
-    """Pull one approved peer's feed if it is due (a duplicate run finds it is not)."""
+    """Pull one approved peer's feed if it is due and no other run holds it (a duplicate
+    job finds it is not due, or held, and does nothing)."""
     sess = db.session()
     peer = sess.get(FederationPeer, peer_pk)
-    if peer is None or not peer.approved or not _due(peer, utcnow()):
+    if peer is None:
         return
     policy = _policy()
     with peer_client(sess) as client:
-        result = sync_peer(sess, client, peer, policy)
+        result = sync_peer(sess, client, peer, policy, due_only=True)
     if result.status == "partial":
         enqueue_with_options(SYNC, args=(peer_pk,), delay_ms=100)
-
-
-def _other_tick_queued(sess: Session) -> bool:
-    me = current_job_id()
-    stmt = select(Job.id).where(Job.actor == TICK, Job.state.in_(("queued", "running")))
-    if me is not None:
-        stmt = stmt.where(Job.message_id != me)
-    return sess.scalar(stmt.limit(1)) is not None
-
-
-@actor(TICK, queue="federation", max_retries=0, time_limit_ms=60_000)
-def catalog_tick() -> None:
-    """Enqueue a pull for every approved peer that is due, then schedule the next tick."""
-    sess = db.session()
-    now = utcnow()
-    peers = sess.scalars(select(FederationPeer).where(FederationPeer.state == "approved"))
-    due = [peer.id for peer in peers if _due(peer, now)]
-    sess.rollback()
-    for peer_pk in due:
+    elif result.status in ("synced", "not_modified") and _pull_asked(sess, peer_pk):
+        # The peer announced a change while this run read its feed: read again.
         enqueue_with_options(SYNC, args=(peer_pk,))
-    if not _other_tick_queued(sess):
-        enqueue_with_options(TICK, delay_ms=_policy().catalog_tick_seconds * 1000)
+
+
+def _pull_asked(sess: Session, peer_pk: int) -> bool:
+    due = sess.scalar(
+        select(FederationPeer.catalog_pull_due_at).where(FederationPeer.id == peer_pk)
+    )
     sess.rollback()
+    return due is not None
+
+
+def continues_chain(ticks: list[PendingJob], me: str | None) -> bool:
+    """Whether the tick ``me`` sends the next one, given every tick queued or running.
+
+    Exactly one chain survives: a queued tick carries the chain on, so none is
+    added next to it; among ticks running at once, only the one enqueued first
+    (lowest row id) sends the next.  Every tick that stops saw a queued tick, or
+    an older running one, which decides in its turn.
+    """
+    others = [job for job in ticks if job.message_id != me]
+    if any(job.state == "queued" for job in others):
+        return False
+    mine = next((job.id for job in ticks if job.message_id == me), None)
+    if mine is None:
+        return not others
+    return not any(job.id < mine for job in others)
+
+
+@actor(TICK, queue="federation", max_retries=10, time_limit_ms=60_000)
+def catalog_tick() -> None:
+    """Enqueue a pull for every approved peer that is due, then schedule the next tick.
+
+    Retried after an error (a retry is harmless: a sync job claims its peer).
+    """
+    sess = db.session()
+    due = list(sess.scalars(select(FederationPeer.id).where(_due_clause(utcnow()))))
+    sess.rollback()
+    queued = 0
+    for peer_pk in due:
+        if not is_queued(SYNC, args=(peer_pk,)):
+            enqueue_with_options(SYNC, args=(peer_pk,))
+            queued += 1
+    if continues_chain(pending_jobs(TICK), current_job_id()):
+        enqueue_with_options(TICK, delay_ms=_policy().catalog_tick_seconds * 1000)
     if due:
-        log.info("federation=catalog_tick due=%d", len(due))
+        log.info("federation=catalog_tick due=%d queued=%d", len(due), queued)
 
 
 def ensure_tick(app: Flask) -> bool:
     """Start the scheduler's chain of ticks unless one is queued or running already.
 
+    Two processes starting at once may both enqueue one; the chain rule of
+    :func:`continues_chain` lets only one of them go on.
+
     :return: whether a tick was enqueued.
     """
     try:
         with app.app_context():
-            with db.get_db(app).sessions() as sess:
-                if _other_tick_queued(sess):
-                    return False
+            if is_queued(TICK):
+                return False
             enqueue_with_options(TICK)
     except SQLAlchemyError as exc:
         # An instance whose database is not migrated yet: the next start will do.

@@ -549,3 +549,68 @@ def test_unknown_broker_settings_and_actors_are_named_errors(tmp_path: Path) -> 
     app = create_app(tmp_path, base_config(tmp_path))
     with app.app_context(), pytest.raises(tasks.UnknownActor):
         tasks.enqueue("nobody.home")
+
+
+@pytest.fixture(params=KINDS[:2])
+def table_backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]:
+    b = Backend(str(request.param), tmp_path)
+    try:
+        yield b
+    finally:
+        b.close()
+
+
+def test_is_queued_and_pending_jobs_see_waiting_and_running_jobs(table_backend: Backend) -> None:
+    app = table_backend.app(fresh_db=True)
+    with app.app_context():
+        assert not tasks.is_queued("test.record")
+        assert tasks.pending_jobs("test.record") == []
+    first = send(app, "test.record", "queued@example.org", delay_ms=60_000)
+    second = send(app, "test.record", "other@example.org", delay_ms=60_000)
+    with app.app_context():
+        assert tasks.is_queued("test.record")
+        assert tasks.is_queued("test.record", args=("queued@example.org",))
+        assert not tasks.is_queued("test.record", args=("nobody@example.org",))
+        assert not tasks.is_queued("test.fail")
+        pending = tasks.pending_jobs("test.record")
+        assert [(j.message_id, j.state) for j in pending] == [
+            (first, "queued"),
+            (second, "queued"),
+        ]
+        assert pending[0].id < pending[1].id
+        (only,) = tasks.pending_jobs("test.record", args=["other@example.org"])
+        assert only.message_id == second
+    # Running counts; done does not.
+    with get_db(app).engine.begin() as conn:
+        conn.execute(update(Job).where(Job.message_id == first).values(state="running"))
+        conn.execute(update(Job).where(Job.message_id == second).values(state="done"))
+    with app.app_context():
+        assert [(j.message_id, j.state) for j in tasks.pending_jobs("test.record")] == [
+            (first, "running")
+        ]
+        assert not tasks.is_queued("test.record", args=("other@example.org",))
+    with get_db(app).engine.begin() as conn:
+        conn.execute(update(Job).where(Job.message_id == first).values(state="failed"))
+    with app.app_context():
+        assert not tasks.is_queued("test.record")
+
+
+def test_is_queued_leaves_out_the_job_asking(db_backend: Backend) -> None:
+    seen: list[tuple[bool, bool]] = []
+
+    def probe(key: str) -> None:
+        seen.append((tasks.is_queued("test.probe"), tasks.is_queued("test.probe", args=(key,))))
+
+    class Probe:
+        @hookimpl
+        def register_actors(self) -> list[ActorSpec]:
+            return [ActorSpec(probe, "test.probe", queue=db_backend.queue)]
+
+    app = create_app(db_backend.config["path"], db_backend.config, extra_plugins={"probe": Probe()})
+    tasks.init_app(app, db_backend.options())
+    reset_schema(app)
+    db_backend.apps.append(app)
+    db_backend.start_worker(app)
+    message_id = send(app, "test.probe", "alone")
+    assert wait_for(app, message_id).state == "done"
+    assert seen == [(False, False)]

@@ -49,6 +49,7 @@ from core.tasks.runtime import JobNotRetryable
 from core.tasks.runtime import Jobs
 from core.tasks.runtime import JobsConfigError
 from core.tasks.runtime import JobsOptions
+from core.tasks.runtime import PendingJob
 from core.tasks.runtime import UnknownActor
 from core.tasks.runtime import current_job_id
 from core.tasks.runtime import enqueue
@@ -56,6 +57,8 @@ from core.tasks.runtime import enqueue_on_commit
 from core.tasks.runtime import enqueue_with_options
 from core.tasks.runtime import get_jobs
 from core.tasks.runtime import init_app
+from core.tasks.runtime import is_queued
+from core.tasks.runtime import pending_jobs
 from core.tasks.spec import ActorSpec
 from core.tasks.spec import ActorSpecInvalid
 from core.tasks.spec import actor
@@ -74,6 +77,7 @@ __all__ = [
     "JobsConfigError",
     "JobsOptions",
     "MailNotSent",
+    "PendingJob",
     "UnknownActor",
     "actor",
     "current_job_id",
@@ -82,4 +86,6 @@ __all__ = [
     "enqueue_with_options",
     "get_jobs",
     "init_app",
+    "is_queued",
+    "pending_jobs",
 ]

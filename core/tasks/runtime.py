@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import atexit
+import json
 import logging
 import os
 import threading
@@ -16,6 +17,7 @@ from typing import Literal
 
 from dramatiq import Actor
 from dramatiq import Broker
+from dramatiq import DecodeError
 from dramatiq import Message
 from dramatiq import Worker
 from dramatiq.common import q_name
@@ -32,11 +34,13 @@ from flask import current_app
 from flask import g
 from flask import has_app_context
 from sqlalchemy import event
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 from sqlalchemy.orm import SessionTransaction
 
 from core.config import JobsSection
 from core.db import get_db
+from core.models import Job
 from core.plugins import PluginHost
 from core.plugins import PluginLoadError
 from core.tasks import store
@@ -555,3 +559,56 @@ def current_job_id() -> str | None:
     """The message id of the job running in this thread (an idempotency key)."""
     message = CurrentMessage.get_current_message()
     return None if message is None else message.message_id
+
+
+@dataclass(frozen=True)
+class PendingJob:
+    """A job that is waiting or running, as :func:`pending_jobs` lists it.
+
+    :ivar id: the row's id in the ``jobs`` table (grows with each enqueue).
+    :ivar message_id: the message id (see :func:`current_job_id`).
+    :ivar state: ``queued`` (waiting, or waiting for a retry) or ``running``.
+    """
+
+    id: int
+    message_id: str
+    state: str
+
+
+def pending_jobs(actor_name: str, args: Sequence[Any] | None = None) -> list[PendingJob]:
+    """Jobs of ``actor_name`` that are queued or running, on the current app, oldest first.
+
+    Read from the ``jobs`` table, which every broker keeps up to date.  The
+    answer is a snapshot: a job may start or finish right after it.
+
+    :param args: only jobs sent with exactly these positional arguments.
+    """
+    wanted = None if args is None else json.loads(json.dumps(list(args)))
+    stmt = (
+        select(Job.id, Job.message_id, Job.state, Job.message)
+        .where(Job.actor == actor_name, Job.state.in_(("queued", "running")))
+        .order_by(Job.id)
+    )
+    with get_db(current_app).engine.connect() as conn:
+        rows = conn.execute(stmt).all()
+    out = []
+    for row in rows:
+        if wanted is not None:
+            try:
+                sent = list(store.decode(row.message).args)
+            except DecodeError:
+                continue
+            if sent != wanted:
+                continue
+        out.append(PendingJob(row.id, row.message_id, row.state))
+    return out
+
+
+def is_queued(actor_name: str, args: Sequence[Any] | None = None) -> bool:
+    """Whether a job of ``actor_name`` (with ``args``, if given) is queued or running,
+    leaving out the job running in this thread.
+
+    :param args: only jobs sent with exactly these positional arguments.
+    """
+    me = current_job_id()
+    return any(job.message_id != me for job in pending_jobs(actor_name, args))

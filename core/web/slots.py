@@ -11,7 +11,7 @@ down.
 Core's slots: ``head`` (inside ``<head>``), ``nav`` (end of the top
 navigation), ``dashboard`` (learner dashboard), ``course_sidebar`` (course
 page and learn view), ``item_after`` (after an item's content in the learn
-view).
+view), ``admin_nav`` (extra ``<li>`` tabs of the administration pages).
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from core.plugins import PluginHost
 
 log = logging.getLogger(__name__)
 
-SLOTS = frozenset({"head", "nav", "dashboard", "course_sidebar", "item_after"})
+SLOTS = frozenset({"head", "nav", "dashboard", "course_sidebar", "item_after", "admin_nav"})
 
 
 class UnknownSlot(LookupError):
@@ -60,7 +60,7 @@ def _failure_notice(slot: str, plugin: str) -> Markup:
     if slot == "head":
         return Markup("<!-- plugin {} failed -->").format(plugin.replace("-", "_"))
     message = gettext("The plugin %(name)s failed to show its part of this page.", name=plugin)
-    if slot == "nav":
+    if slot in {"nav", "admin_nav"}:
         return Markup('<li class="plugin-failed" role="status">{}</li>').format(message)
     return Markup('<p class="plugin-failed" role="status">{}</p>').format(message)
 

@@ -365,23 +365,29 @@ def test_the_tick_enqueues_due_peers_and_itself_once(scene: Scene) -> None:
         catalog_tick()
     jobs = [row for row in b.tables()["jobs"] if row not in before]
     actors = sorted(row[3] for row in jobs)
-    # Two due peers (A and H), twice; and exactly one tick queued for later
-    # (the CLI that approved the peers may have started the chain already).
-    assert actors.count("federation.catalog_sync") == 4
+    # Two due peers (A and H), once each: the second tick finds their pulls
+    # queued already; and exactly one tick queued for later (the CLI that
+    # approved the peers may have started the chain already).
+    assert actors.count("federation.catalog_sync") == 2
     queued_ticks = [
         row
         for row in b.tables()["jobs"]
         if row[3] == "federation.catalog_tick" and row[5] == "queued"
     ]
     assert len(queued_ticks) == 1
+
+    # A duplicate sync job for a peer that is not due sends no request and
+    # changes nothing.
+    scene.hostile.routes[CATALOG_PATH] = signed_feed(scene, lambda after: h_page(scene, after, []))
+    assert sync(b, scene.hostile.url).status == "synced"
+    peer = instance_peer(b, scene.hostile.url)
+    assert peer is not None
+    scene.hostile.hits.clear()
     with b.app.app_context():
-        # A duplicate sync job for a peer that is not due does nothing.
-        peer = instance_peer(b, scene.a.url)
-        assert peer is not None
-        sync(b, scene.a.url)
-        before_rows = entries(b)
         catalog_sync(peer.id)
-        assert entries(b) == before_rows
+    assert [hit for hit in scene.hostile.hits if CATALOG_PATH in hit] == []
+    after = instance_peer(b, scene.hostile.url)
+    assert after is not None and after.catalog_synced_at == peer.catalog_synced_at
 
 
 # ---------------------------------------------------------------- hostile peer

@@ -20,6 +20,7 @@ from federation.inbox import new_activity
 from federation.keys import key_url
 from federation.signatures import HttpRequest
 from federation.signatures import sign_request
+from federation.sync import catalog_tick
 from federation.wellknown import INBOX_PATH
 from tests.conftest import BACKENDS
 from tests.federation.conftest import Network
@@ -86,8 +87,11 @@ def test_add_approve_deliver_and_process(
         )
     assert [r.type for r in rows] == ["catalog.changed"]
     assert rows[0].processed_at is not None
-    assert f"action=catalog_pull_due peer={a.url}" in caplog.text
-    # ... and the pull it asked for ran at once (federation.sync).
+    # B's approval left a pull of A due: the notification adds none (pending
+    # pulls absorb notifications), and B's next scheduler tick queues that pull.
+    assert f"action=catalog_pull_pending peer={a.url}" in caplog.text
+    with b.app.app_context():
+        catalog_tick()
     pulled = wait_for(
         lambda: (p := b.peer(a)) is not None and p.catalog_synced_at is not None and p,
         what="catalog pulled",
