@@ -17,8 +17,6 @@ from typing import ClassVar
 from typing import Literal
 from typing import Self
 
-from flask import has_request_context
-from flask import request
 from flask_babel import gettext
 from markupsafe import Markup
 from pydantic import AwareDatetime
@@ -31,13 +29,11 @@ from sqlalchemy import select
 
 from core import db
 from core.content import ContentType
+from core.content import CourseRef
 from core.content import ItemConfigInvalid
 from core.content import ItemView
 from core.content import ProgressReportInvalid
 from core.content import ProgressState
-from core.models import Course
-from core.models import Item
-from core.models import Module
 from plugins.quiz.models import BankQuestion
 from plugins.quiz.questions import Category
 from plugins.quiz.questions import Tag
@@ -201,24 +197,19 @@ def check_against_bank(sess: Any, course_id: int, config: QuizConfig) -> list[di
     return errors
 
 
-def _course_of_request() -> int | None:
-    """The course whose item is being created or edited in this request, if known.
+def _settings(config: Any) -> QuizConfig:
+    """The validated settings of a quiz item's config.
 
-    ``ContentType.validate_config`` is given only the config; the bank to check
-    it against is that of the course named by the request's URL (a module,
-    an item or a course).
+    :raise ItemConfigInvalid: a setting is invalid.
     """
-    if not has_request_context() or not request.view_args:
-        return None
-    args = request.view_args
-    sess = db.session()
-    if isinstance(args.get("module_id"), str):
-        return sess.scalar(select(Module.course_id).where(Module.public_id == args["module_id"]))
-    if isinstance(args.get("item_id"), str):
-        return sess.scalar(select(Item.course_id).where(Item.public_id == args["item_id"]))
-    if isinstance(args.get("course_id"), str):
-        return sess.scalar(select(Course.id).where(Course.public_id == args["course_id"]))
-    return None
+    try:
+        return QuizConfig.model_validate(config)
+    except ValidationError as exc:
+        errors = [
+            {"loc": ".".join(str(p) for p in e["loc"]) or "config", "msg": e["msg"]}
+            for e in exc.errors(include_url=False)
+        ]
+        raise ItemConfigInvalid("invalid quiz config", errors) from exc
 
 
 class QuizType(ContentType):
@@ -230,24 +221,22 @@ class QuizType(ContentType):
     learner_completes: ClassVar[bool] = False
 
     def validate_config(self, config: Any) -> dict[str, Any]:
-        """Validate the settings and, when the course is known, the questions and pools.
+        """Validate the settings alone (no course at hand: structure only).
+
+        :raise ItemConfigInvalid: a setting is invalid.
+        """
+        return _settings(config).model_dump(mode="json")
+
+    def validate_for_course(self, config: Any, course: CourseRef) -> dict[str, Any]:
+        """Validate the settings, then the questions and pools against ``course``'s bank.
 
         :raise ItemConfigInvalid: a setting is invalid, a question id is not in
             the course's bank, or a pool holds fewer questions than it draws.
         """
-        try:
-            model = QuizConfig.model_validate(config)
-        except ValidationError as exc:
-            errors = [
-                {"loc": ".".join(str(p) for p in e["loc"]) or "config", "msg": e["msg"]}
-                for e in exc.errors(include_url=False)
-            ]
-            raise ItemConfigInvalid("invalid quiz config", errors) from exc
-        course_id = _course_of_request()
-        if course_id is not None:
-            errors = check_against_bank(db.session(), course_id, model)
-            if errors:
-                raise ItemConfigInvalid("the quiz does not match the question bank", errors)
+        model = _settings(config)
+        errors = check_against_bank(db.session(), course.key, model)
+        if errors:
+            raise ItemConfigInvalid("the quiz does not match the question bank", errors)
         return model.model_dump(mode="json")
 
     def learner_view(self, item: ItemView) -> dict[str, Any]:
