@@ -131,8 +131,14 @@ def _perms(user: User, course: Course) -> dict[str, bool]:
 def _choices() -> dict[str, list[tuple[str, str]]]:
     return {
         "visibility": [
-            ("instance", gettext("Everyone with an account here")),
-            ("federated", gettext("Also listed on peer instances")),
+            (
+                "instance",
+                gettext("Instance: listed in the catalog; open to people with an account here"),
+            ),
+            (
+                "federated",
+                gettext("Public: syllabus open to everyone, also listed on peer instances"),
+            ),
             ("private", gettext("Private: only people you enrol or invite")),
         ],
         "enrolment_mode": [
