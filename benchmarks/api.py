@@ -13,16 +13,17 @@ from __future__ import annotations
 
 import argparse
 import random
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
 from common import ROOT
-from common import VENV_BIN
-from common import Server
-from common import free_port
+from common import new_instance
+from common import per_worker
 from common import run_wrk
+from common import serve_instance
+from common import serve_wsgi
+from common import stop_all
 from common import wait_ready
 from common import write_json
 
@@ -103,72 +104,15 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--threads", type=int, default=8)
     parser.add_argument("--connections", type=int, default=64)
-    parser.add_argument(
-        "--worker-connections",
-        type=int,
-        help="connections one gunicorn worker holds (default: connections / workers, "
-        "so wrk's simultaneous connects spread evenly over both servers' workers)",
-    )
     args = parser.parse_args()
-    per_worker = args.worker_connections or -(-args.connections // args.workers)
+    shape = {"workers": args.workers, "threads": args.threads, "connections": args.connections}
 
-    trivium = str(VENV_BIN / "trivium")
     with tempfile.TemporaryDirectory(prefix="trivium-bench-") as tmp:
-        instance = Path(tmp) / "bench"
-        subprocess.run(
-            [trivium, "init", str(instance), "--name", "Bench U", "--base-url", "http://127.0.0.1"],
-            check=True,
-            capture_output=True,
-        )
-        subprocess.run(
-            [trivium, "--instance", str(instance), "db", "upgrade"],
-            check=True,
-            capture_output=True,
-        )
+        instance = new_instance(Path(tmp))
         data = seed(instance, args.learners)
-        env = {
-            "TRIVIUM_LOG_LEVEL": "WARNING",
-            "TRIVIUM_SERVER_WORKER_CONNECTIONS": str(per_worker),
-        }
-
-        port = free_port()
-        app_server = Server(
-            [
-                trivium,
-                "--instance",
-                str(instance),
-                "serve",
-                "--bind",
-                f"127.0.0.1:{port}",
-                "--workers",
-                str(args.workers),
-                "--threads",
-                str(args.threads),
-            ],
-            env=env,
-        )
-        bare_port = free_port()
-        bare_server = Server(
-            [
-                str(VENV_BIN / "gunicorn"),
-                "-k",
-                "gthread",
-                "-w",
-                str(args.workers),
-                "--threads",
-                str(args.threads),
-                "--worker-connections",
-                str(per_worker),
-                "-b",
-                f"127.0.0.1:{bare_port}",
-                "--log-level",
-                "warning",
-                "--chdir",
-                str(Path(__file__).parent),
-                "bare_app:app",
-            ],
-        )
         try:
+            _, port = serve_instance(instance, **shape)
+            _, bare_port = serve_wsgi("bare_app:app", **shape)
             wait_ready(f"http://127.0.0.1:{port}/api/v1/openapi.json")
             wait_ready(f"http://127.0.0.1:{bare_port}/bare")
             script = Path(__file__).parent / "learner.lua"
@@ -206,13 +150,13 @@ def main() -> None:
                     )
                 )
         finally:
-            app_server.stop()
-            bare_server.stop()
+            stop_all()
 
     bare = results[0]
     print(
         f"{args.connections} connections, {args.seconds}s each, gunicorn gthread "
-        f"{args.workers}x{args.threads} ({per_worker} connections per worker), "
+        f"{args.workers}x{args.threads} "
+        f"({per_worker(args.connections, args.workers)} connections per worker), "
         f"{args.learners} learners"
     )
     for r in results:

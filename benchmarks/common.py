@@ -143,3 +143,100 @@ def run_wrk(
 def write_json(path: Path, data: object) -> None:
     """Save figures next to the printout for later comparison."""
     path.write_text(json.dumps(data, indent=2))
+
+
+def new_instance(folder: Path) -> Path:
+    """``trivium init`` + ``db upgrade`` of a benchmark instance in ``folder``."""
+    trivium = str(VENV_BIN / "trivium")
+    instance = folder / "bench"
+    subprocess.run(
+        [trivium, "init", str(instance), "--name", "Bench U", "--base-url", "http://127.0.0.1"],
+        check=True,
+        capture_output=True,
+    )
+    subprocess.run(
+        [trivium, "--instance", str(instance), "db", "upgrade"], check=True, capture_output=True
+    )
+    return instance
+
+
+def per_worker(connections: int, workers: int) -> int:
+    """Connections each gunicorn worker may hold so ``connections`` spread evenly.
+
+    gthread workers accept greedily: without a cap, wrk's simultaneous
+    connects can all land on one worker and halve a run's throughput.
+    """
+    return -(-connections // workers)
+
+
+def serve_instance(
+    instance: Path, *, workers: int, threads: int, connections: int
+) -> tuple[Server, int]:
+    """Start ``trivium serve`` on a free port (stopped by :func:`stop_all`)."""
+    port = free_port()
+    server = Server(
+        [
+            str(VENV_BIN / "trivium"),
+            "--instance",
+            str(instance),
+            "serve",
+            "--bind",
+            f"127.0.0.1:{port}",
+            "--workers",
+            str(workers),
+            "--threads",
+            str(threads),
+        ],
+        env={
+            "TRIVIUM_LOG_LEVEL": "WARNING",
+            "TRIVIUM_SERVER_WORKER_CONNECTIONS": str(per_worker(connections, workers)),
+        },
+    )
+    _started.append(server)
+    return server, port
+
+
+def serve_wsgi(
+    app: str,
+    *,
+    workers: int,
+    threads: int,
+    connections: int,
+    chdir: Path | None = None,
+    env: dict[str, str] | None = None,
+) -> tuple[Server, int]:
+    """Start a reference WSGI app (``module:name``) under gunicorn exactly as
+    ``trivium serve`` runs (gthread, same workers, threads and connection cap)."""
+    port = free_port()
+    server = Server(
+        [
+            str(VENV_BIN / "gunicorn"),
+            "-k",
+            "gthread",
+            "-w",
+            str(workers),
+            "--threads",
+            str(threads),
+            "--worker-connections",
+            str(per_worker(connections, workers)),
+            "-b",
+            f"127.0.0.1:{port}",
+            "--log-level",
+            "warning",
+            "--chdir",
+            str(chdir or Path(__file__).parent),
+            app,
+        ],
+        env=env,
+    )
+    _started.append(server)
+    return server, port
+
+
+_started: list[Server] = []
+
+
+def stop_all() -> None:
+    """Stop every server :func:`serve_instance` and :func:`serve_wsgi` started."""
+    while _started:
+        _started.pop().stop()

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import subprocess
 import sys
 import tempfile
 import urllib.request
@@ -32,11 +31,13 @@ from pathlib import Path
 from typing import Any
 
 from common import ROOT
-from common import VENV_BIN
 from common import Server
 from common import WrkResult
-from common import free_port
+from common import new_instance
 from common import run_wrk
+from common import serve_instance
+from common import serve_wsgi
+from common import stop_all
 from common import wait_ready
 from common import write_json
 
@@ -206,39 +207,12 @@ def main() -> None:
     if args.catalog_seconds is None:
         args.catalog_seconds = min(args.seconds, 10)
 
-    trivium = str(VENV_BIN / "trivium")
+    shape = {"workers": args.workers, "threads": args.threads, "connections": args.connections}
     with tempfile.TemporaryDirectory(prefix="trivium-bench-") as tmp:
         folder = Path(tmp)
-        instance = folder / "bench"
-        subprocess.run(
-            [trivium, "init", str(instance), "--name", "Bench U", "--base-url", "http://127.0.0.1"],
-            check=True,
-            capture_output=True,
-        )
-        subprocess.run(
-            [trivium, "--instance", str(instance), "db", "upgrade"],
-            check=True,
-            capture_output=True,
-        )
+        instance = new_instance(folder)
         ids = seed(instance, args.courses)
-        env = {"TRIVIUM_LOG_LEVEL": "WARNING"}
-        port = free_port()
-        app_server = Server(
-            [
-                trivium,
-                "--instance",
-                str(instance),
-                "serve",
-                "--bind",
-                f"127.0.0.1:{port}",
-                "--workers",
-                str(args.workers),
-                "--threads",
-                str(args.threads),
-            ],
-            env=env,
-        )
-        static_server = None
+        app_server, port = serve_instance(instance, **shape)
         base = f"http://127.0.0.1:{port}"
         # the catalog pages go last: while it is slow, the requests still
         # queued when wrk stops would otherwise be charged to the next page
@@ -258,25 +232,8 @@ def main() -> None:
             with urllib.request.urlopen(request, timeout=30) as resp:  # noqa: S310 (loopback)
                 static_file = folder / "catalog.html"
                 static_file.write_bytes(resp.read())
-            static_port = free_port()
-            static_server = Server(
-                [
-                    str(VENV_BIN / "gunicorn"),
-                    "-k",
-                    "gthread",
-                    "-w",
-                    str(args.workers),
-                    "--threads",
-                    str(args.threads),
-                    "-b",
-                    f"127.0.0.1:{static_port}",
-                    "--log-level",
-                    "warning",
-                    "--chdir",
-                    str(Path(__file__).parent),
-                    "pages:static_app()",
-                ],
-                env={"BENCH_STATIC_PAGE": str(static_file)},
+            static_server, static_port = serve_wsgi(
+                "pages:static_app()", env={"BENCH_STATIC_PAGE": str(static_file)}, **shape
             )
             static_url = f"http://127.0.0.1:{static_port}/static-page"
             wait_ready(static_url)
@@ -305,9 +262,7 @@ def main() -> None:
                 seconds = args.catalog_seconds if name.startswith("catalog") else args.seconds
                 results.append(measured(app_server, name, base, seconds, script=script))
         finally:
-            app_server.stop()
-            if static_server is not None:
-                static_server.stop()
+            stop_all()
 
     reference = results[0]
     print(

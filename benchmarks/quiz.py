@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 import tempfile
 import time
@@ -33,10 +32,11 @@ from pathlib import Path
 from typing import Any
 
 from common import ROOT
-from common import VENV_BIN
-from common import Server
-from common import free_port
+from common import new_instance
 from common import run_wrk
+from common import serve_instance
+from common import serve_wsgi
+from common import stop_all
 from common import wait_ready
 from common import write_json
 
@@ -333,62 +333,17 @@ def main() -> None:
     args = parser.parse_args()
     wrk_threads = 2
 
-    trivium = str(VENV_BIN / "trivium")
+    shape = {"workers": args.workers, "threads": args.threads, "connections": args.connections}
     with tempfile.TemporaryDirectory(prefix="trivium-bench-") as tmp:
-        instance = Path(tmp) / "bench"
-        subprocess.run(
-            [trivium, "init", str(instance), "--name", "Bench U", "--base-url", "http://127.0.0.1"],
-            check=True,
-            capture_output=True,
-        )
-        subprocess.run(
-            [trivium, "--instance", str(instance), "db", "upgrade"],
-            check=True,
-            capture_output=True,
-        )
+        instance = new_instance(Path(tmp))
         t0 = time.monotonic()
         data, body, seeded = seed(instance, args.learners, args.quizzes)
         print(f"seeded {seeded} attempts in {time.monotonic() - t0:.1f}s", flush=True)
         script = instance / "quiz_submit.lua"
         script.write_text(LUA)
-        env = {"TRIVIUM_LOG_LEVEL": "WARNING"}
-
-        port = free_port()
-        app_server = Server(
-            [
-                trivium,
-                "--instance",
-                str(instance),
-                "serve",
-                "--bind",
-                f"127.0.0.1:{port}",
-                "--workers",
-                str(args.workers),
-                "--threads",
-                str(args.threads),
-            ],
-            env=env,
-        )
-        bare_port = free_port()
-        bare_server = Server(
-            [
-                str(VENV_BIN / "gunicorn"),
-                "-k",
-                "gthread",
-                "-w",
-                str(args.workers),
-                "--threads",
-                str(args.threads),
-                "-b",
-                f"127.0.0.1:{bare_port}",
-                "--log-level",
-                "warning",
-                "--chdir",
-                str(Path(__file__).parent),
-                "bare_app:app",
-            ],
-        )
         try:
+            _, port = serve_instance(instance, **shape)
+            _, bare_port = serve_wsgi("bare_app:app", **shape)
             wait_ready(f"http://127.0.0.1:{port}/api/v1/openapi.json")
             wait_ready(f"http://127.0.0.1:{bare_port}/bare")
             base = f"http://127.0.0.1:{port}"
@@ -416,8 +371,7 @@ def main() -> None:
             )
             ended = time.time()
         finally:
-            app_server.stop()
-            bare_server.stop()
+            stop_all()
         graded = graded_between(instance, started - 1, ended + 1)
 
     seconds = ended - started
