@@ -12,6 +12,7 @@ from core.db import new_public_id
 from core.db import utcnow
 from core.models import Course
 from core.models import Item
+from core.models import Module
 from core.models import User
 from plugins.quiz import attempts
 from plugins.quiz.models import BankQuestion
@@ -55,7 +56,6 @@ def _seed(app: Flask) -> tuple[str, str, str]:
     make_user(app, learner)
     with app.test_request_context(), get_db(app).session() as sess:
         owner = sess.query(User).filter_by(email=teacher).one()
-        student = sess.query(User).filter_by(email=learner).one()
         course = courses.create_course(sess, owner, {"title": "Quiz course"})
         module = courses.add_module(sess, course, "Week 1")
         ids = []
@@ -73,18 +73,22 @@ def _seed(app: Flask) -> tuple[str, str, str]:
                 )
             )
             ids.append(question.id)
-        sess.flush()
+        course_id, module_id = course.id, module.id
+    # The bank is committed first: the quiz type checks the config against it.
+    with app.test_request_context(), get_db(app).session() as sess:
+        owner = sess.query(User).filter_by(email=teacher).one()
+        student = sess.query(User).filter_by(email=learner).one()
+        course = sess.get_one(Course, course_id)
         item = courses.add_item(
             sess,
             course,
-            module,
+            sess.get_one(Module, module_id),
             item_type="quiz",
             title="Check your understanding",
             config={"questions": ids, "passing_score": 0.5, "review": "after_submit"},
         )
         courses.change_status(sess, owner, course, "publish")
         courses.enrol_self(sess, student, course)
-        sess.commit()
         return item.public_id, learner, teacher
 
 
