@@ -8,7 +8,8 @@ A plugin imports ``hookimpl`` from here and the documented modules
 endpoints), ``core.models`` (to query and reference core's tables; change them
 only through core's functions), ``core.auth`` (and ``core.auth.audit.audit``
 to record an operator's action), ``core.web.forms.FormState`` (what the form
-macros of ``macros/forms.html`` render), ``core.cache``, ``core.config.Settings``,
+macros of ``macros/forms.html`` render), ``core.reports.csv_cell`` (formula-safe
+CSV cells), ``core.cache``, ``core.config.Settings``,
 ``core.catalog`` (``search``, ``apply_changes``, ``delete_source``,
 ``local_changes``, ``local_head``)); nothing
 else of core is part of the contract.

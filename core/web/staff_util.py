@@ -7,7 +7,6 @@ from typing import Any
 
 from flask import redirect
 from flask import request
-from flask import url_for
 from flask_babel import gettext
 from pydantic import BaseModel
 from pydantic import ValidationError
@@ -20,6 +19,7 @@ from core.errors import Unauthorized
 from core.errors import ValidationFailed
 from core.web import has_endpoint
 from core.web.forms import FormState
+from core.web.guards import login_url
 
 #: Keys are 64-bit integers; a cursor outside that range was not made by us.
 MAX_KEY = 2**63
@@ -39,8 +39,7 @@ def login_redirect() -> BaseResponse | None:
     if current_user() is not None:
         return None
     if has_endpoint("account.login"):
-        target = request.full_path if request.method == "GET" else request.path
-        return redirect(url_for("account.login", next=target.rstrip("?")))
+        return redirect(login_url())
     raise Unauthorized(gettext("Please log in."))
 
 

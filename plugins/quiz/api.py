@@ -71,6 +71,7 @@ from core.models import Module
 from core.models import User
 from core.progress import ProgressOutcome
 from core.progress import announce
+from core.reports import csv_cell
 from plugins.quiz import analysis
 from plugins.quiz import attempts as svc
 from plugins.quiz import gift
@@ -1041,12 +1042,6 @@ def mark_answer(attempt_id: str, question_id: str) -> ResponseReturnValue:
 # ---------------------------------------------------------------- reports
 
 
-def _csv_cell(value: object) -> str:
-    # A cell starting with = + - @ would be run as a formula by spreadsheets.
-    text = "" if value is None else str(value)
-    return "'" + text if text[:1] in ("=", "+", "-", "@") else text
-
-
 def _gradebook(sess: Session, course: Course) -> Gradebook:
     quizzes = list(
         sess.scalars(
@@ -1119,7 +1114,7 @@ def gradebook(course_id: str) -> ResponseReturnValue:
     header = ["learner_id", "learner"]
     for col in book.columns:
         header += [f"{col.title} (best %)", f"{col.title} (last %)", f"{col.title} (attempts)"]
-    writer.writerow([_csv_cell(h) for h in header])
+    writer.writerow([csv_cell(h) for h in header])
     for row in book.rows:
         line: list[object] = [row.learner.id, row.learner.display_name]
         for col in book.columns:
@@ -1129,7 +1124,7 @@ def gradebook(course_id: str) -> ResponseReturnValue:
                 None if cell.last is None else round(cell.last * 100, 2),
                 cell.attempts,
             ]
-        writer.writerow([_csv_cell(v) for v in line])
+        writer.writerow([csv_cell(v) for v in line])
     resp = Response(buf.getvalue(), mimetype="text/csv; charset=utf-8")
     resp.headers["Content-Disposition"] = f'attachment; filename="gradebook-{course.public_id}.csv"'
     return resp
