@@ -60,6 +60,7 @@ def create_app(
     from core import errors
     from core import headers
     from core import logconfig
+    from core import readcache
     from core import tasks
     from core import web
     from core.auth import views as auth_views
@@ -87,10 +88,11 @@ def create_app(
     app.session_interface = SessionCookies()
 
     errors.init_app(app)
-    db.init_app(
+    database = db.init_app(
         app, settings.database.url, settings.database.replica_url, echo=settings.database.echo
     )
     cache.init_app(app, settings.cache.url)
+    readcache.init_app(app, database, settings.path, settings.cache.read_seconds)
 
     host = PluginHost(settings.plugins, trace=bool(os.environ.get("TRIVIUM_TRACE_HOOKS")))
     app.extensions["trivium.plugins"] = host

@@ -57,6 +57,11 @@ class JobsSection(_Section):
 
 class CacheSection(_Section):
     url: str = "memory://"
+    read_seconds: int = Field(default=5, ge=0, le=300)
+    """How long a process keeps the items and course standings learners read
+    (0: read them from the database every time).  On one machine a change is
+    seen at once by every process anyway; this bounds how late processes on
+    other machines see it (see :mod:`core.readcache`)."""
 
 
 class AccountsSection(_Section):

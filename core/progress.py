@@ -25,6 +25,7 @@ from typing import Protocol
 
 from sqlalchemy import BindParameter
 from sqlalchemy import ColumnElement
+from sqlalchemy import Engine
 from sqlalchemy import Select
 from sqlalchemy import and_
 from sqlalchemy import bindparam
@@ -38,6 +39,7 @@ from sqlalchemy.dialects import sqlite
 from sqlalchemy.orm import Session
 
 from core import rbac
+from core import readcache
 from core.content import ItemView
 from core.content import ProgressReportInvalid
 from core.content import ProgressState
@@ -46,6 +48,7 @@ from core.courses import content_type_failed
 from core.courses import content_type_for
 from core.courses import lookup_item
 from core.courses import plugin_host
+from core.courses import view_item
 from core.db import core_execute
 from core.db import new_public_id
 from core.db import utcnow
@@ -189,10 +192,16 @@ _STATE_MEMO = "trivium.progress.state"
 def load_item_for_report(sess: Session, public_id: str, user: User) -> tuple[Item, Course]:
     """Like :func:`core.courses.get_item` with a viewer, and their stored progress too.
 
-    :func:`report_progress` then needs no query to read the learner's state.
+    With the read cache on, the item, course and standing come from it
+    (:func:`core.courses.view_item`: snapshots, read only) and
+    :func:`report_progress` reads the state with one small query; without
+    it, all of it comes from one query.
 
     :raise ItemNotFound: there is none.
     """
+    if readcache.current() is not None:
+        # item and standing from the read cache; the state is read on its own
+        return view_item(sess, public_id, user)
     row = lookup_item(sess, _ITEM_FOR_REPORT, public_id, user)
     item: Item = row[0]
     state = None
@@ -216,7 +225,15 @@ def _stored_state(sess: Session, user: User, item: Item) -> Any:
     key = (user.id, item.id)
     if key in memo:
         return memo.pop(key)
-    return core_execute(sess, _STATE, {"user_id": user.id, "item_id": item.id}).first()
+    params = {"user_id": user.id, "item_id": item.id}
+    bind = sess.get_bind()
+    if isinstance(bind, Engine) and not sess.in_transaction():
+        # Nothing else of this request needed the database: a pooled
+        # connection of its own is cheaper than starting the session's
+        # transaction for one read (a completion reads again under its lock).
+        with bind.connect() as conn:
+            return conn.execute(_STATE, params).first()
+    return core_execute(sess, _STATE, params).first()
 
 
 def _lock_enrolment(sess: Session, user: User, course: Course) -> Enrolment | None:
@@ -552,6 +569,7 @@ def _complete_course(sess: Session, user: User, course: Course, enrolment: Enrol
     )
     if getattr(result, "rowcount", 0) != 1:
         return False
+    readcache.touch(sess, [readcache.standing_key(user.id, course.id), readcache.user_key(user.id)])
     sess.expire(enrolment, ["completed_at"])
     record_event(
         sess,
@@ -809,6 +827,13 @@ def my_courses(
     joined and counted in SQL, and only the listed columns are read.  Courses
     back in draft are left out for learners (they cannot open them).
     """
+    cache = readcache.current()
+    page = (before, limit)
+    if cache is not None:
+        found: tuple[list[MyCourse], int | None] | None = cache.my_courses(user.id, page)
+        if found is not None:
+            return list(found[0]), found[1]
+        stamp = cache.my_courses_stamp(user.id, page)
     params: dict[str, Any] = {"user_id": user.id, "limit": limit + 1}
     stmt = _MY_COURSES
     if before is not None:
@@ -828,4 +853,7 @@ def my_courses(
         )
         for r in rows[:limit]
     ]
+    if cache is not None:
+        listed = [r.course.id for r in out]
+        cache.keep_my_courses(sess, user.id, page, (tuple(out), next_key), listed, stamp)
     return out, next_key

@@ -43,6 +43,7 @@ import logging
 from dataclasses import dataclass
 
 from flask import current_app
+from flask import has_app_context
 from sqlalchemy import BindParameter
 from sqlalchemy import ColumnElement
 from sqlalchemy import ScalarSelect
@@ -52,6 +53,7 @@ from sqlalchemy.orm import InstrumentedAttribute
 from sqlalchemy.orm import Session
 
 from core import db
+from core import readcache
 from core.errors import Forbidden
 from core.errors import NotFound
 from core.errors import Unauthorized
@@ -191,14 +193,26 @@ def access(sess: Session, user: User, course: Course) -> Access:
     """Return ``user``'s role and enrolment status in ``course`` (one query).
 
     Memoised on the session until :func:`forget` is called, so one request
-    asking several questions about the same course costs one lookup.
+    asking several questions about the same course costs one lookup, and
+    kept in :mod:`core.readcache` across requests.
     """
     memo: dict[tuple[int, int], Access] = sess.info.setdefault(_MEMO_KEY, {})
     found = memo.get((user.id, course.id))
     if found is not None:
         return found
+    cache = readcache.current() if has_app_context() else None
+    stamp: tuple[int, ...] = ()
+    if cache is not None:
+        cached: Access | None = cache.standing(user.id, course.id)
+        if cached is not None:
+            memo[(user.id, course.id)] = cached
+            return cached
+        stamp = cache.standing_stamp(user.id, course.id)
     row = db.core_execute(sess, _ACCESS, {"course_id": course.id, "user_id": user.id}).one()
-    return remember(sess, user, course, row[0], row[1])
+    found = remember(sess, user, course, row[0], row[1])
+    if cache is not None:
+        cache.keep_standing(sess, user.id, course.id, found, stamp)
+    return found
 
 
 def forget(sess: Session) -> None:

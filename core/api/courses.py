@@ -682,7 +682,9 @@ def reorder_items(module_id: str) -> ResponseReturnValue:
 @operation("An item with its content", tags=TAGS_STRUCTURE, response=ItemOut, errors=(404, 409))
 def get_item(item_id: str) -> ResponseReturnValue:
     """Show an item: the learner view for learners, the config for staff."""
-    user, item, course = load_item(item_id, "course.view_content")
+    user = require_user()
+    item, course = svc.view_item(db.session(), item_id, user)
+    rbac.require(user, "course.view_content", course, what="item")
     return json_response(item_out(user, item, course))
 
 

@@ -1,0 +1,366 @@
+"""What learners' requests read most, kept in each process and exact on one machine.
+
+Every learner request needs the item it names, with its module and course,
+and the learner's standing in that course (staff role, enrolment status).
+Those change rarely (an instructor edits, a learner enrols) and are read on
+every request, so each process keeps them here instead of asking the
+database each time:
+
+* :meth:`ReadCache.item` — an item's, its module's and its course's columns,
+  by the item's public id;
+* :meth:`ReadCache.standing` — a user's :class:`core.rbac.Access` in a course.
+
+**Exactness.**  Each entry records the change counters
+(:mod:`core.generations`) of what it was built from: the course for items,
+the (user, course) pair for standings.  Core's session listeners add one to
+those counters whenever a flush writes a course, module, item, enrolment or
+course role, and again once the transaction commits, so every process of the
+instance on this machine drops the entry at its next read: a request that
+starts after a change committed never sees the old value.  Code that writes
+those tables with Core statements instead of ORM objects calls :func:`touch`.
+
+**Other machines.**  Processes on other hosts of a scaled-out deployment do
+not share the counters: an entry lives at most ``[cache] read_seconds``
+(5 by default; 0 turns the cache off), which bounds how late they see a
+change — the same bound :mod:`core.auth.tokens` gives revoked tokens.
+
+**What callers get.**  Entries hand out fresh ORM objects filled with the
+cached columns but belonging to no session (see :func:`snapshot`): read
+them, never change them — changes would not be saved.  Write paths load
+their rows through the session as before.
+
+Entries are only stored from sessions that have written nothing to those
+tables in their transaction, so an uncommitted (or rolled back) change never
+reaches the cache.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from typing import TypeVar
+from typing import cast
+
+from flask import Flask
+from flask import current_app
+from sqlalchemy import event
+from sqlalchemy import inspect as sa_inspect
+from sqlalchemy.orm import Session
+from sqlalchemy.orm import SessionTransaction
+from sqlalchemy.orm import attributes
+
+from core.db import Base
+from core.db import Database
+from core.generations import Generations
+from core.generations import Key
+from core.generations import slot_of
+from core.models import Course
+from core.models import CourseRole
+from core.models import Enrolment
+from core.models import Item
+from core.models import Module
+from core.models import Progress
+
+T = TypeVar("T", bound=Base)
+
+_EXTENSION = "trivium.readcache"
+_WROTE = "trivium.readcache.wrote"
+_PENDING = "trivium.readcache.pending"
+
+#: Most entries a process keeps (the oldest go first past it).
+MAX_ENTRIES = 200_000
+
+
+def course_key(course_id: int) -> Key:
+    """The counter of a course's own row, its modules and items."""
+    return ("course", course_id)
+
+
+def standing_key(user_id: int, course_id: int) -> Key:
+    """The counter of one user's role and enrolment in one course."""
+    return ("standing", user_id, course_id)
+
+
+def user_key(user_id: int) -> Key:
+    """The counter of everything about one user's courses (enrolments, roles)."""
+    return ("user", user_id)
+
+
+#: Moves when any course is created, deleted or changes status: lists that
+#: filter on status depend on courses they do not show.
+PUBLICATION: Key = ("publication", 0)
+
+
+def snapshot(cls: type[T], values: dict[str, Any]) -> T:
+    """A new ``cls`` object holding ``values``, in no session.
+
+    Cheaper than loading or attaching one; attributes not in ``values`` read
+    as None and relationships are not loaded, so give every column.
+    """
+    obj = cast(T, sa_inspect(cls).class_manager.new_instance())
+    attributes.instance_dict(obj).update(values)
+    return obj
+
+
+@dataclass(frozen=True)
+class ItemRow:
+    """The cached columns of an item, its module and its course."""
+
+    item: dict[str, Any]
+    module: dict[str, Any]
+    course: dict[str, Any]
+
+    def objects(self) -> tuple[Item, Module, Course]:
+        """Fresh snapshot objects (``item.module`` set); JSON columns are copies."""
+        item_values = dict(self.item)
+        item_values["config"] = copy.deepcopy(item_values["config"])
+        item = snapshot(Item, item_values)
+        module = snapshot(Module, dict(self.module))
+        course = snapshot(Course, dict(self.course))
+        attributes.set_committed_value(item, "module", module)
+        return item, module, course
+
+
+@dataclass(frozen=True)
+class _Entry:
+    value: Any
+    slots: tuple[int, ...]
+    stamps: tuple[int, ...]
+    expires: float
+
+
+class ReadCache:
+    """The per-process cache; one per app (``app.extensions``)."""
+
+    def __init__(self, generations: Generations, ttl: float) -> None:
+        self.generations = generations
+        self.ttl = ttl
+        self._items: dict[str, _Entry] = {}
+        self._course_of: dict[str, int] = {}
+        self._standings: dict[tuple[int, int], _Entry] = {}
+        self._lists: dict[tuple[int, tuple[Any, ...]], _Entry] = {}
+        self._list_courses: dict[tuple[int, tuple[Any, ...]], tuple[int, ...]] = {}
+
+    @property
+    def enabled(self) -> bool:
+        """False when ``[cache] read_seconds`` is 0."""
+        return self.ttl > 0
+
+    def _stamps(self, slots: tuple[int, ...]) -> tuple[int, ...]:
+        read = self.generations.read
+        return tuple(read(s) for s in slots)
+
+    def _valid(self, entry: _Entry | None) -> bool:
+        return (
+            entry is not None
+            and entry.expires > time.monotonic()
+            and self._stamps(entry.slots) == entry.stamps
+        )
+
+    def _entry(self, value: Any, keys: Iterable[Key], stamps: tuple[int, ...]) -> _Entry:
+        slots = tuple(slot_of(k) for k in keys)
+        return _Entry(value, slots, stamps, time.monotonic() + self.ttl)
+
+    @staticmethod
+    def _bounded(table: dict[Any, _Entry]) -> None:
+        while len(table) >= MAX_ENTRIES:
+            table.pop(next(iter(table)), None)
+
+    # -------------------------------------------------------------- items
+
+    def item(self, public_id: str) -> ItemRow | None:
+        """The cached item row, if current."""
+        entry = self._items.get(public_id)
+        if entry is not None and self._valid(entry):
+            row: ItemRow = entry.value
+            return row
+        return None
+
+    def item_stamp(self, public_id: str) -> tuple[int, tuple[int, ...]] | None:
+        """Read the counter of the item's course *before* loading the item.
+
+        The course is the one this process saw the item in last time; None
+        the first time (the row is then not kept, only its course noted).
+        """
+        course_id = self._course_of.get(public_id)
+        if course_id is None:
+            return None
+        return course_id, self._stamps((slot_of(course_key(course_id)),))
+
+    def keep_item(
+        self,
+        sess: Session,
+        public_id: str,
+        row: ItemRow,
+        stamp: tuple[int, tuple[int, ...]] | None,
+    ) -> None:
+        """Store ``row`` as loaded by ``sess`` after :meth:`item_stamp` gave ``stamp``."""
+        if not self.enabled or sess.info.get(_WROTE):
+            return
+        course_id: int = row.course["id"]
+        if stamp is None or stamp[0] != course_id:
+            # A counter read after the load could already include a change
+            # the load did not see; keep the row once a stamp was read first.
+            if len(self._course_of) >= MAX_ENTRIES:
+                self._course_of.clear()
+            self._course_of[public_id] = course_id
+            return
+        self._bounded(self._items)
+        self._items[public_id] = self._entry(row, [course_key(course_id)], stamp[1])
+
+    # ---------------------------------------------------------- standings
+
+    def standing(self, user_id: int, course_id: int) -> Any:
+        """The cached :class:`core.rbac.Access`, if current, else None."""
+        entry = self._standings.get((user_id, course_id))
+        if entry is not None and self._valid(entry):
+            return entry.value
+        return None
+
+    def standing_stamp(self, user_id: int, course_id: int) -> tuple[int, ...]:
+        """Read the pair's counter *before* loading the standing."""
+        return self._stamps((slot_of(standing_key(user_id, course_id)),))
+
+    def keep_standing(
+        self, sess: Session, user_id: int, course_id: int, value: Any, stamp: tuple[int, ...]
+    ) -> None:
+        """Store a standing loaded by ``sess`` after reading ``stamp``."""
+        if not self.enabled or sess.info.get(_WROTE):
+            return
+        self._bounded(self._standings)
+        self._standings[(user_id, course_id)] = self._entry(
+            value, [standing_key(user_id, course_id)], stamp
+        )
+
+    # ------------------------------------------------------------ my courses
+
+    def my_courses(self, user_id: int, page: tuple[Any, ...]) -> Any:
+        """A user's cached page of "my courses" (see :func:`core.progress.my_courses`)."""
+        entry = self._lists.get((user_id, page))
+        if entry is not None and self._valid(entry):
+            return entry.value
+        return None
+
+    def my_courses_stamp(self, user_id: int, page: tuple[Any, ...]) -> tuple[Any, ...]:
+        """Read the counters of a page *before* loading it (pass to :meth:`keep_my_courses`).
+
+        Those are the user's, the publication's and those of the courses the
+        page listed when this process last loaded it.
+        """
+        courses: tuple[int, ...] = self._list_courses.get((user_id, page), ())
+        keys = [user_key(user_id), PUBLICATION, *(course_key(c) for c in courses)]
+        slots = tuple(slot_of(k) for k in keys)
+        return courses, slots, self._stamps(slots)
+
+    def keep_my_courses(
+        self,
+        sess: Session,
+        user_id: int,
+        page: tuple[Any, ...],
+        value: Any,
+        course_ids: Iterable[int],
+        stamp: tuple[Any, ...],
+    ) -> None:
+        """Store a page loaded by ``sess`` after :meth:`my_courses_stamp` gave ``stamp``.
+
+        Kept only if it lists no course whose counter was not read before the
+        load; otherwise its courses are noted for the next load.
+        """
+        if not self.enabled or sess.info.get(_WROTE):
+            return
+        courses, slots, stamps = stamp
+        listed = tuple(course_ids)
+        if not set(listed) <= set(courses):
+            if len(self._list_courses) >= MAX_ENTRIES:
+                self._list_courses.clear()
+            self._list_courses[(user_id, page)] = listed
+            return
+        self._bounded(self._lists)
+        self._lists[(user_id, page)] = _Entry(value, slots, stamps, time.monotonic() + self.ttl)
+
+
+def current() -> ReadCache | None:
+    """The current app's cache, or None outside an app or when turned off."""
+    cache: ReadCache | None = current_app.extensions.get(_EXTENSION)
+    if cache is None or not cache.enabled:
+        return None
+    return cache
+
+
+# ------------------------------------------------------------ invalidation
+
+
+def _keys_of(sess: Session, obj: object) -> list[Key]:
+    if isinstance(obj, Course):
+        if obj.id is None:
+            return []
+        state = sa_inspect(obj)
+        if obj in sess.new or obj in sess.deleted or state.attrs.status.history.has_changes():
+            return [course_key(obj.id), PUBLICATION]
+        return [course_key(obj.id)]
+    if isinstance(obj, Module | Item):
+        return [course_key(obj.course_id)] if obj.course_id is not None else []
+    if isinstance(obj, Enrolment | CourseRole):
+        if obj.user_id is None or obj.course_id is None:
+            return []
+        return [standing_key(obj.user_id, obj.course_id), user_key(obj.user_id)]
+    if isinstance(obj, Progress):  # completions change "my courses" counts
+        return [user_key(obj.user_id)] if obj.user_id is not None else []
+    return []
+
+
+def touch(sess: Session, keys: Iterable[Key]) -> None:
+    """Record a change made with a Core statement (see the module docstring).
+
+    The counters move now and again when ``sess`` commits.
+    """
+    keys = list(keys)
+    if not keys:
+        return
+    sess.info[_WROTE] = True
+    sess.info.setdefault(_PENDING, set()).update(keys)
+    generations: Generations | None = sess.info.get(_EXTENSION)
+    if generations is not None:
+        generations.bump(slot_of(k) for k in keys)
+
+
+def _after_flush(sess: Session, _context: Any) -> None:
+    keys: list[Key] = []
+    for obj in (*sess.new, *sess.dirty, *sess.deleted):
+        keys.extend(_keys_of(sess, obj))
+    touch(sess, keys)
+
+
+def _after_commit(sess: Session) -> None:
+    pending: set[Key] | None = sess.info.pop(_PENDING, None)
+    generations: Generations | None = sess.info.get(_EXTENSION)
+    if pending and generations is not None:
+        generations.bump(slot_of(k) for k in pending)
+
+
+def _after_transaction_end(sess: Session, transaction: SessionTransaction) -> None:
+    if transaction.parent is None:  # the outermost transaction: committed or not
+        sess.info.pop(_PENDING, None)
+        sess.info.pop(_WROTE, None)
+
+
+def listen(database: Database, generations: Generations) -> None:
+    """Move the counters on every commit of ``database``'s sessions."""
+    for factory in {database.sessions, database.read_sessions}:
+        factory.kw.setdefault("info", {})[_EXTENSION] = generations
+        event.listen(factory, "after_flush", _after_flush)
+        event.listen(factory, "after_commit", _after_commit)
+        event.listen(factory, "after_transaction_end", _after_transaction_end)
+
+
+def init_app(app: Flask, database: Database, instance_path: str, ttl: float) -> ReadCache:
+    """Create the app's cache and hook it to ``database``'s sessions."""
+    generations = Generations(Path(instance_path) / "run" / "generations")
+    cache = ReadCache(generations, ttl)
+    app.extensions[_EXTENSION] = cache
+    listen(database, generations)
+    return cache

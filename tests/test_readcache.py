@@ -1,0 +1,223 @@
+"""The read cache is exact on one machine: a change committed by one process is seen
+by every other process of the instance at its next request.
+
+"Another process" is a second app built on the same instance folder: it shares the
+database and the change counters file, and nothing in memory.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+from sqlalchemy import select
+
+from core import create_app
+from core import rbac
+from core import readcache
+from core.db import get_db
+from core.generations import SLOTS
+from core.generations import Generations
+from core.generations import slot_of
+from core.models import Course as CourseRow
+from core.models import Enrolment
+from core.models import User
+from tests.conftest import Users
+from tests.course_helpers import Person
+from tests.course_helpers import build_course
+from tests.course_helpers import call
+from tests.course_helpers import complete
+from tests.course_helpers import enrol
+from tests.course_helpers import ok
+from tests.course_helpers import person
+from tests.course_helpers import problem
+
+
+@pytest.fixture
+def other(config: dict[str, Any], app: Flask) -> Iterator[FlaskClient]:
+    """A client of a second "process" of the same instance."""
+    second = create_app(config["path"], config)
+    yield second.test_client()
+    get_db(second).dispose()
+
+
+@pytest.fixture
+def world(client: FlaskClient, users: Users) -> tuple[Person, Person, Any]:
+    teacher = person(users, creator=True)
+    learner = person(users)
+    course = build_course(client, teacher, items=2)
+    enrol(client, course, learner)
+    return teacher, learner, course
+
+
+def _warm(client: FlaskClient, path: str, who: Person) -> Any:
+    # the first load only notes the item's course; the second one is kept
+    ok(call(client, "GET", path, who.headers))
+    return ok(call(client, "GET", path, who.headers))
+
+
+def test_generations_are_shared_through_the_file(tmp_path: Path) -> None:
+    one = Generations(tmp_path / "run" / "generations")
+    two = Generations(tmp_path / "run" / "generations")
+    slot = slot_of(("course", 7))
+    assert slot == slot_of(("course", 7)) and 0 <= slot < SLOTS
+    before = two.read(slot)
+    one.bump([slot, slot])
+    assert two.read(slot) == before + 1
+    assert oct((tmp_path / "run" / "generations").stat().st_mode & 0o777) == "0o600"
+    one.close()
+    two.close()
+
+
+def test_memory_generations_without_a_file() -> None:
+    gens = Generations(None)
+    gens.bump([3])
+    assert gens.read(3) == 1 and gens.read(4) == 0
+
+
+def test_item_edit_in_another_process_is_seen_at_once(
+    client: FlaskClient, world: tuple[Person, Person, Any], other: FlaskClient
+) -> None:
+    teacher, learner, course = world
+    item = course.items[0]
+    assert _warm(other, f"/items/{item}", learner)["title"] == "Page 0.0"
+    cache = other.application.extensions["trivium.readcache"]
+    assert cache.item(item) is not None  # the second process now holds the item
+    ok(call(client, "PATCH", f"/items/{item}", teacher.headers, {"title": "Renamed"}))
+    assert cache.item(item) is None
+    assert ok(call(other, "GET", f"/items/{item}", learner.headers))["title"] == "Renamed"
+
+
+def test_unpublish_and_removal_close_items_in_every_process(
+    client: FlaskClient, world: tuple[Person, Person, Any], other: FlaskClient
+) -> None:
+    teacher, learner, course = world
+    item = course.items[0]
+    _warm(other, f"/items/{item}", learner)
+    ok(call(client, "POST", f"/courses/{course.id}/unpublish", teacher.headers))
+    problem(call(other, "GET", f"/items/{item}", learner.headers), 404)
+    ok(call(client, "POST", f"/courses/{course.id}/publish", teacher.headers))
+    _warm(other, f"/items/{item}", learner)
+    enrolments = ok(call(client, "GET", f"/courses/{course.id}/enrolments", teacher.headers))
+    mine = next(e for e in enrolments["items"] if e["user"]["id"] == learner.id)
+    resp = call(client, "DELETE", f"/enrolments/{mine['id']}", teacher.headers)
+    assert resp.status_code in {200, 204}, resp.get_data(as_text=True)
+    problem(call(other, "GET", f"/items/{item}", learner.headers), 403)
+    problem(
+        call(
+            other,
+            "PUT",
+            f"/items/{item}/progress",
+            learner.headers,
+            {"status": "in_progress", "data": {}},
+        ),
+        403,
+    )
+
+
+def test_deleted_item_is_gone_in_every_process(
+    client: FlaskClient, world: tuple[Person, Person, Any], other: FlaskClient
+) -> None:
+    teacher, learner, course = world
+    item = course.items[1]
+    _warm(other, f"/items/{item}", learner)
+    resp = call(client, "DELETE", f"/items/{item}", teacher.headers)
+    assert resp.status_code in {200, 204}, resp.get_data(as_text=True)
+    problem(call(other, "GET", f"/items/{item}", learner.headers), 404)
+
+
+def test_my_courses_follow_changes_from_another_process(
+    client: FlaskClient, world: tuple[Person, Person, Any], other: FlaskClient
+) -> None:
+    teacher, learner, course = world
+    _warm(other, "/me/courses", learner)
+    ok(call(client, "PATCH", f"/courses/{course.id}", teacher.headers, {"title": "New title"}))
+    page = ok(call(other, "GET", "/me/courses", learner.headers))
+    assert page["items"][0]["course"]["title"] == "New title"
+    _warm(other, "/me/courses", learner)
+    complete(client, course.items[0], learner)
+    page = ok(call(other, "GET", "/me/courses", learner.headers))
+    assert page["items"][0]["progress"]["completed"] == 1
+    # back to draft: learners no longer list it; published again: listed again
+    _warm(other, "/me/courses", learner)
+    ok(call(client, "POST", f"/courses/{course.id}/unpublish", teacher.headers))
+    assert ok(call(other, "GET", "/me/courses", learner.headers))["items"] == []
+    _warm(other, "/me/courses", learner)
+    ok(call(client, "POST", f"/courses/{course.id}/publish", teacher.headers))
+    assert len(ok(call(other, "GET", "/me/courses", learner.headers))["items"]) == 1
+
+
+def test_a_new_enrolment_is_listed_at_once(
+    client: FlaskClient, users: Users, world: tuple[Person, Person, Any], other: FlaskClient
+) -> None:
+    teacher, learner, _ = world
+    second = build_course(client, teacher, items=1, title="Second")
+    _warm(other, "/me/courses", learner)
+    enrol(client, second, learner)
+    titles = [
+        c["course"]["title"]
+        for c in ok(call(other, "GET", "/me/courses", learner.headers))["items"]
+    ]
+    assert "Second" in titles
+
+
+def test_revoked_token_is_refused_by_every_process(
+    client: FlaskClient, world: tuple[Person, Person, Any], other: FlaskClient
+) -> None:
+    _, learner, course = world
+    _warm(other, f"/items/{course.items[0]}", learner)
+    tokens = ok(call(client, "GET", "/me/tokens", learner.headers))
+    token_id = tokens["items"][0]["id"] if "items" in tokens else tokens[0]["id"]
+    resp = call(client, "DELETE", f"/me/tokens/{token_id}", learner.headers)
+    assert resp.status_code in {200, 204}, resp.get_data(as_text=True)
+    problem(call(other, "GET", f"/items/{course.items[0]}", learner.headers), 401)
+
+
+def test_an_uncommitted_change_never_reaches_the_cache(
+    app: Flask, world: tuple[Person, Person, Any]
+) -> None:
+    _, learner, course = world
+    db = get_db(app)
+    with app.test_request_context("/"):
+        with db.sessions() as sess:
+            user = sess.get_one(User, learner.user.id)
+            row = sess.scalars(select(CourseRow).where(CourseRow.public_id == course.id)).one()
+            enrolment = sess.scalars(select(Enrolment).where(Enrolment.user_id == user.id)).one()
+            enrolment.status = "withdrawn"
+            sess.flush()
+            assert rbac.access(sess, user, row).enrolment_status == "withdrawn"
+            sess.rollback()
+        with db.sessions() as sess:
+            user = sess.get_one(User, learner.user.id)
+            row = sess.scalars(select(CourseRow).where(CourseRow.public_id == course.id)).one()
+            assert rbac.access(sess, user, row).enrolment_status == "active"
+
+
+def test_entries_end_after_read_seconds(
+    monkeypatch: pytest.MonkeyPatch, app: Flask, world: tuple[Person, Person, Any]
+) -> None:
+    _, learner, course = world
+    cache = app.extensions["trivium.readcache"]
+    db = get_db(app)
+    with app.test_request_context("/"), db.sessions() as sess:
+        user = sess.get_one(User, learner.user.id)
+        row = sess.scalars(select(CourseRow).where(CourseRow.public_id == course.id)).one()
+        rbac.access(sess, user, row)
+        assert cache.standing(user.id, row.id) is not None
+        now = readcache.time.monotonic()
+        monkeypatch.setattr(readcache.time, "monotonic", lambda: now + cache.ttl + 1)
+        assert cache.standing(user.id, row.id) is None
+
+
+def test_read_seconds_zero_turns_the_cache_off(tmp_path: Path, config: dict[str, Any]) -> None:
+    config = {**config, "cache": {"read_seconds": 0}}
+    off = create_app(config["path"], config)
+    try:
+        with off.app_context():
+            assert readcache.current() is None
+    finally:
+        get_db(off).dispose()
