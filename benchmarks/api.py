@@ -117,15 +117,17 @@ def main() -> None:
             wait_ready(f"http://127.0.0.1:{bare_port}/bare")
             script = Path(__file__).parent / "learner.lua"
             base = f"http://127.0.0.1:{port}"
-            # warm both servers (imports, pools, caches) before measuring
+            # warm both servers (imports, pools, caches: every learner's
+            # requests once in each worker) before measuring: steady state
             run_wrk("warm", f"http://127.0.0.1:{bare_port}/bare", seconds=2)
-            run_wrk(
-                "warm",
-                base,
-                seconds=2,
-                script=script,
-                script_env={"BENCH_DATA": str(data), "BENCH_MODE": "item"},
-            )
+            for mode in ("courses", "item", "progress"):
+                run_wrk(
+                    "warm",
+                    base,
+                    seconds=2,
+                    script=script,
+                    script_env={"BENCH_DATA": str(data), "BENCH_MODE": mode},
+                )
             results = [
                 run_wrk(
                     "bare flask endpoint",

@@ -71,7 +71,11 @@ _EXTENSION = "trivium.readcache"
 _WROTE = "trivium.readcache.wrote"
 _PENDING = "trivium.readcache.pending"
 
-#: Most entries a process keeps (the oldest go first past it).
+#: Most entries a process keeps of each kind (the oldest go first past it):
+#: items hold their config (a page's text), pages of "my courses" up to 20
+#: courses, standings two short strings — a few hundred MB at most.
+MAX_ITEMS = 50_000
+MAX_LISTS = 20_000
 MAX_ENTRIES = 200_000
 
 
@@ -166,8 +170,8 @@ class ReadCache:
         return _Entry(value, slots, stamps, time.monotonic() + self.ttl)
 
     @staticmethod
-    def _bounded(table: dict[Any, _Entry]) -> None:
-        while len(table) >= MAX_ENTRIES:
+    def _bounded(table: dict[Any, _Entry], limit: int = MAX_ENTRIES) -> None:
+        while len(table) >= limit:
             table.pop(next(iter(table)), None)
 
     # -------------------------------------------------------------- items
@@ -209,7 +213,7 @@ class ReadCache:
                 self._course_of.clear()
             self._course_of[public_id] = course_id
             return
-        self._bounded(self._items)
+        self._bounded(self._items, MAX_ITEMS)
         self._items[public_id] = self._entry(row, [course_key(course_id)], stamp[1])
 
     # ---------------------------------------------------------- standings
@@ -279,7 +283,7 @@ class ReadCache:
                 self._list_courses.clear()
             self._list_courses[(user_id, page)] = listed
             return
-        self._bounded(self._lists)
+        self._bounded(self._lists, MAX_LISTS)
         self._lists[(user_id, page)] = _Entry(value, slots, stamps, time.monotonic() + self.ttl)
 
 

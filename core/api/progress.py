@@ -212,7 +212,8 @@ def report(item_id: str) -> ResponseReturnValue:
         item_completed=outcome.item_completed,
         course_completed=outcome.course_completed,
     )
-    sess.commit()
+    if sess.in_transaction():  # a buffered heartbeat may not have touched the database
+        sess.commit()
     svc.announce(outcome)
     return json_response(out)
 
