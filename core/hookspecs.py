@@ -233,7 +233,8 @@ def course_completed(user: User, course: Course) -> None:
     make listeners idempotent (one credential per learner and course).
 
     :param user: the learner.
-    :param course: the completed course.
+    :param course: the completed course, an object of the caller's session
+        (``core.db.session()`` in a request).
     :return: ignored.
 
     .. versionadded:: 0.1

@@ -30,6 +30,7 @@ from sqlalchemy import Select
 from sqlalchemy import and_
 from sqlalchemy import bindparam
 from sqlalchemy import func
+from sqlalchemy import inspect as sa_inspect
 from sqlalchemy import or_
 from sqlalchemy import select
 from sqlalchemy import union
@@ -38,6 +39,7 @@ from sqlalchemy.dialects import postgresql
 from sqlalchemy.dialects import sqlite
 from sqlalchemy.orm import Session
 
+from core import db
 from core import rbac
 from core import readcache
 from core.content import ItemView
@@ -617,7 +619,12 @@ def announce(outcome: ProgressOutcome) -> None:
     promises listeners that the completion is stored.
     """
     if outcome.course_completed:
-        plugin_host().call("course_completed", user=outcome.user, course=outcome.course)
+        course = outcome.course
+        if sa_inspect(course).transient:
+            # a read-cache snapshot (core.readcache): listeners get the
+            # session's own object, which they may relate their rows to
+            course = db.session().get_one(Course, course.id)
+        plugin_host().call("course_completed", user=outcome.user, course=course)
 
 
 def item_progress(sess: Session, user: User, item: Item) -> ProgressLike | None:

@@ -11,6 +11,7 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import func
+from sqlalchemy import inspect as sa_inspect
 from sqlalchemy import select
 
 from core import hookimpl
@@ -224,6 +225,8 @@ class CompletionListener:
                     )
                     is not None
                 )
+        # an ordinary object of the caller's session, never a read-cache snapshot
+        assert not sa_inspect(course).transient
         self.calls.append((user.public_id, course.public_id, stored))
 
 
