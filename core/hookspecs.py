@@ -178,7 +178,9 @@ def permission_allowed(user: User | None, action: str, course: Course | None) ->
 
     :param user: the acting user, None for anonymous.
     :param action: a dotted permission name, e.g. ``"course.edit"``.
-    :param course: the course concerned, if any.
+    :param course: the course concerned, if any; on learners' hot paths a
+        read-only copy from :mod:`core.readcache` (read its columns, don't
+        change it or relate rows to it).
     :return: True, False, or None to abstain.
 
     .. versionadded:: 0.1
