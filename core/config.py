@@ -57,7 +57,7 @@ class JobsSection(_Section):
 
 class CacheSection(_Section):
     url: str = "memory://"
-    read_seconds: int = Field(default=5, ge=0, le=300)
+    read_seconds: int = Field(default=30, ge=0, le=3600)
     """How long a process keeps the items and course standings learners read
     (0: read them from the database every time).  On one machine a change is
     seen at once by every process anyway; this bounds how late processes on
@@ -76,7 +76,7 @@ class AccountsSection(_Section):
     """Force Secure cookies; they are always Secure when base_url is https."""
     hash_profile: Literal["rfc9106_low_memory", "cheapest"] = "rfc9106_low_memory"
     """argon2id cost; ``cheapest`` exists for test suites only."""
-    token_cache_seconds: int = Field(default=5, ge=0, le=60)
+    token_cache_seconds: int = Field(default=30, ge=0, le=3600)
     """How long a verified API token's owner is cached (0: look it up on every
     request).  Also the longest a change made outside this process (another
     process's revocation with the in-process cache, a deactivation in the

@@ -49,6 +49,7 @@ from core.content import CourseRef
 from core.content import ItemConfigInvalid
 from core.db import attach
 from core.db import core_execute
+from core.db import read_first
 from core.db import utcnow
 from core.errors import Conflict
 from core.errors import Forbidden
@@ -394,7 +395,7 @@ def view_item(sess: Session, public_id: str, viewer: User) -> tuple[Item, Course
         if not _plausible(public_id):
             raise ItemNotFound("no such item")
         stamp = cache.item_stamp(public_id)
-        found = core_execute(sess, _ITEM, {"public_id": public_id}).first()
+        found = read_first(sess, _ITEM, {"public_id": public_id})
         if found is None:
             raise ItemNotFound("no such item")
         parts: list[dict[str, Any]] = []

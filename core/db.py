@@ -30,6 +30,7 @@ from sqlalchemy import event
 from sqlalchemy import inspect
 from sqlalchemy.orm import DeclarativeBase
 from sqlalchemy.orm import Session
+from sqlalchemy.orm import SessionTransaction
 from sqlalchemy.orm import make_transient_to_detached
 from sqlalchemy.orm import sessionmaker
 from sqlalchemy.orm.attributes import instance_dict
@@ -129,6 +130,42 @@ def core_execute(
     return sess.connection().execute(statement, params)
 
 
+_CONNECTED = "trivium.db.connected"
+
+
+def _connected(sess: Session, _transaction: Any, _connection: Any) -> None:
+    sess.info[_CONNECTED] = True
+
+
+def _transaction_ended(sess: Session, transaction: SessionTransaction) -> None:
+    if transaction.parent is None:
+        sess.info.pop(_CONNECTED, None)
+
+
+def has_connection(sess: Session) -> bool:
+    """Whether ``sess``'s transaction holds a database connection (it ran SQL)."""
+    return bool(sess.info.get(_CONNECTED))
+
+
+def read_first(sess: Session, statement: Executable, params: dict[str, Any]) -> Any:
+    """The first row of a read, outside ``sess``'s transaction when it has none yet.
+
+    A request that only reads cached state need not start its session's
+    transaction for one lookup: a pooled connection of its own costs less.
+    Once the session holds a connection (or has changes pending), the read
+    runs in its transaction, so it sees the session's own writes.
+    """
+    bind = sess.get_bind()
+    if (
+        isinstance(bind, Engine)
+        and not sess.info.get(_CONNECTED)
+        and not (sess.new or sess.dirty or sess.deleted)
+    ):
+        with bind.connect() as conn:
+            return conn.execute(statement, params).first()
+    return core_execute(sess, statement, params).first()
+
+
 def _sqlite_pragmas(dbapi_conn: Any, _record: ConnectionPoolEntry) -> None:
     cur = dbapi_conn.cursor()
     cur.execute("PRAGMA journal_mode=WAL")
@@ -166,6 +203,9 @@ class Database:
         self.replica = make_engine(replica_url, echo=echo) if replica_url else self.engine
         self.sessions = sessionmaker(self.engine, expire_on_commit=False)
         self.read_sessions = sessionmaker(self.replica, expire_on_commit=False)
+        for factory in (self.sessions, self.read_sessions):
+            event.listen(factory, "after_begin", _connected)
+            event.listen(factory, "after_transaction_end", _transaction_ended)
 
     @property
     def is_sqlite(self) -> bool:

@@ -25,7 +25,6 @@ from typing import Protocol
 
 from sqlalchemy import BindParameter
 from sqlalchemy import ColumnElement
-from sqlalchemy import Engine
 from sqlalchemy import Select
 from sqlalchemy import and_
 from sqlalchemy import bindparam
@@ -53,6 +52,7 @@ from core.courses import plugin_host
 from core.courses import view_item
 from core.db import core_execute
 from core.db import new_public_id
+from core.db import read_first
 from core.db import utcnow
 from core.errors import Conflict
 from core.errors import Forbidden
@@ -227,15 +227,9 @@ def _stored_state(sess: Session, user: User, item: Item) -> Any:
     key = (user.id, item.id)
     if key in memo:
         return memo.pop(key)
-    params = {"user_id": user.id, "item_id": item.id}
-    bind = sess.get_bind()
-    if isinstance(bind, Engine) and not sess.in_transaction():
-        # Nothing else of this request needed the database: a pooled
-        # connection of its own is cheaper than starting the session's
-        # transaction for one read (a completion reads again under its lock).
-        with bind.connect() as conn:
-            return conn.execute(_STATE, params).first()
-    return core_execute(sess, _STATE, params).first()
+    # outside the request's transaction if it has none (a completion reads
+    # again under its lock)
+    return read_first(sess, _STATE, {"user_id": user.id, "item_id": item.id})
 
 
 def _lock_enrolment(sess: Session, user: User, course: Course) -> Enrolment | None:

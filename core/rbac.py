@@ -208,7 +208,7 @@ def access(sess: Session, user: User, course: Course) -> Access:
             memo[(user.id, course.id)] = cached
             return cached
         stamp = cache.standing_stamp(user.id, course.id)
-    row = db.core_execute(sess, _ACCESS, {"course_id": course.id, "user_id": user.id}).one()
+    row = db.read_first(sess, _ACCESS, {"course_id": course.id, "user_id": user.id})
     found = remember(sess, user, course, row[0], row[1])
     if cache is not None:
         cache.keep_standing(sess, user.id, course.id, found, stamp)

@@ -21,7 +21,7 @@ those tables with Core statements instead of ORM objects calls :func:`touch`.
 
 **Other machines.**  Processes on other hosts of a scaled-out deployment do
 not share the counters: an entry lives at most ``[cache] read_seconds``
-(5 by default; 0 turns the cache off), which bounds how late they see a
+(30 by default; 0 turns the cache off), which bounds how late they see a
 change — the same bound :mod:`core.auth.tokens` gives revoked tokens.
 
 **What callers get.**  Entries hand out fresh ORM objects filled with the

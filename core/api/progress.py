@@ -212,8 +212,8 @@ def report(item_id: str) -> ResponseReturnValue:
         item_completed=outcome.item_completed,
         course_completed=outcome.course_completed,
     )
-    if sess.in_transaction():  # a buffered heartbeat may not have touched the database
-        sess.commit()
+    if db.has_connection(sess) or sess.new or sess.dirty or sess.deleted:
+        sess.commit()  # a buffered heartbeat may not have touched the database
     svc.announce(outcome)
     return json_response(out)
 

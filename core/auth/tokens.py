@@ -3,7 +3,7 @@
 Registered as a core default plugin: its ``actor_from_request`` is ``trylast``
 so an SSO plugin can claim a request first.
 
-Verified tokens are cached for ``[accounts] token_cache_seconds`` (5 by
+Verified tokens are cached for ``[accounts] token_cache_seconds`` (30 by
 default), keyed by the token's hash, so a client calling the API in a loop
 costs no token lookup: in the instance cache when it is Redis, else in each
 process (decoded, checked against the token's change counter of
@@ -43,7 +43,7 @@ from core import readcache
 from core.cache import MemoryCache
 from core.cache import get_cache
 from core.db import attach
-from core.db import core_execute
+from core.db import read_first
 from core.db import utcnow
 from core.generations import Generations
 from core.generations import slot_of
@@ -126,7 +126,7 @@ def _decode(raw: bytes) -> tuple[dict[str, Any], datetime | None] | None:
 
 
 def _lookup(sess: Session, digest: str) -> tuple[dict[str, Any], datetime | None] | None:
-    row = core_execute(sess, _LOOKUP, {"token_hash": digest}).first()
+    row = read_first(sess, _LOOKUP, {"token_hash": digest})
     if row is None or row.revoked_at is not None or not row.is_active:
         return None
     user = {column.key: getattr(row, column.key) for column in _USER_COLUMNS}
