@@ -92,7 +92,14 @@ def create_app(
         app, settings.database.url, settings.database.replica_url, echo=settings.database.echo
     )
     cache.init_app(app, settings.cache.url)
-    readcache.init_app(app, database, settings.path, settings.cache.read_seconds)
+    readcache.init_app(
+        app,
+        database,
+        settings.path,
+        settings.cache.read_seconds,
+        redis_url=settings.cache.url if settings.cache.url.startswith("redis") else "",
+        channel="trivium:generations:" + settings.instance.base_url,
+    )
 
     host = PluginHost(settings.plugins, trace=bool(os.environ.get("TRIVIUM_TRACE_HOOKS")))
     app.extensions["trivium.plugins"] = host

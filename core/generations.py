@@ -13,20 +13,31 @@ slot, so two keys may share one and a change to either invalidates both.
 That costs a rebuild, never a stale answer.
 
 Processes on *other* machines (a scaled-out deployment sharing one
-PostgreSQL) do not see these counters; there the cache's time limit
-(``[cache] read_seconds``) bounds how late a change is seen.
+PostgreSQL) have their own file.  With a Redis cache (``[cache] url =
+redis://…``) every move is also published on a Redis channel of the instance
+and each process moves its machine's counters when a message from another
+process arrives (:class:`RedisRelay`), so other machines see a change within
+the message's travel time.  If Redis is unreachable, messages are lost and
+the cache's time limit (``[cache] read_seconds``) bounds how late a change
+is seen.
 """
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
+import logging
 import mmap
 import os
 import struct
 import threading
+import uuid
 import zlib
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
 
 SLOTS = 1 << 14
 _SLOT = struct.Struct("<Q")
@@ -46,6 +57,7 @@ class Generations:
     def __init__(self, path: Path | None) -> None:
         self._lock = threading.Lock()
         self._fd: int | None = None
+        self.relay: RedisRelay | None = None
         if path is None:
             self._map: mmap.mmap | bytearray = bytearray(_SIZE)
             return
@@ -66,10 +78,19 @@ class Generations:
         return value
 
     def bump(self, slots: Iterable[int]) -> None:
-        """Add one to each slot (once each), visible to every process at once."""
+        """Add one to each slot (once each), visible to every process at once.
+
+        With a :class:`RedisRelay`, other machines are told too.
+        """
         unique = sorted(set(slots))
         if not unique:
             return
+        self.bump_here(unique)
+        if self.relay is not None:
+            self.relay.publish(unique)
+
+    def bump_here(self, unique: list[int]) -> None:
+        """Add one to each of these distinct slots on this machine only."""
         with self._lock:
             if self._fd is not None:
                 fcntl.flock(self._fd, fcntl.LOCK_EX)
@@ -83,9 +104,101 @@ class Generations:
                     fcntl.flock(self._fd, fcntl.LOCK_UN)
 
     def close(self) -> None:
-        """Unmap the file."""
+        """Unmap the file (and stop relaying)."""
+        if self.relay is not None:
+            self.relay.close()
         if isinstance(self._map, mmap.mmap):
             self._map.close()
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
+
+
+class RedisRelay:
+    """Publishes counter moves on Redis and applies other processes' moves here.
+
+    Each process has an origin id and skips its own messages.  The listening
+    thread starts in the process that first publishes or reads through
+    :meth:`ensure_listening` (after a fork, in the child), reconnects with a
+    growing pause, and never raises into requests; a failed publish is
+    logged.  Other processes of this machine apply a message too: that only
+    invalidates the same entries once more.
+    """
+
+    def __init__(self, url: str, channel: str, generations: Generations) -> None:
+        import redis
+
+        self._redis: Any = redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
+        self.channel = channel
+        self.generations = generations
+        self._origin = ""
+        self._pid = 0
+        self._ready = threading.Event()
+        self._closed = False
+        self._pubsub: Any = None
+        generations.relay = self
+
+    def close(self) -> None:
+        """Stop listening (the thread ends once its connection closes)."""
+        self._closed = True
+        self._origin = ""
+        if self._pubsub is not None:
+            with contextlib.suppress(Exception):  # a broken connection is closed anyway
+                self._pubsub.close()
+
+    def ensure_listening(self) -> None:
+        """Start this process's listening thread if it is not running."""
+        pid = os.getpid()
+        if self._pid == pid or self._closed:
+            return
+        self._pid = pid
+        self._origin = uuid.uuid4().hex
+        self._ready = threading.Event()
+        threading.Thread(target=self._listen, name="trivium-generations", daemon=True).start()
+
+    def publish(self, slots: list[int]) -> None:
+        """Tell the other processes that these slots moved."""
+        self.ensure_listening()
+        message = self._origin + " " + ",".join(map(str, slots))
+        try:
+            self._redis.publish(self.channel, message)
+        except Exception as exc:  # the cache's time limit still bounds staleness
+            log.warning("generations relay=publish_failed error=%s", type(exc).__name__)
+
+    def wait_ready(self, timeout: float) -> bool:
+        """Wait until this process's thread is subscribed (tests, startup)."""
+        self.ensure_listening()
+        return self._ready.wait(timeout)
+
+    def _listen(self) -> None:
+        pause = 0.5
+        origin = self._origin
+        while self._pid == os.getpid() and origin == self._origin and not self._closed:
+            try:
+                pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
+                self._pubsub = pubsub
+                pubsub.subscribe(self.channel)
+                self._ready.set()
+                pause = 0.5
+                for message in pubsub.listen():
+                    self._apply(message.get("data"))
+            except Exception as exc:
+                self._ready.clear()
+                if self._closed:
+                    return
+                log.warning("generations relay=listen_failed error=%s", type(exc).__name__)
+                threading.Event().wait(pause)
+                pause = min(pause * 2, 30.0)
+
+    def _apply(self, data: Any) -> None:
+        if not isinstance(data, bytes):
+            return
+        origin, _, rest = data.decode("ascii", "replace").partition(" ")
+        if origin == self._origin or not rest:
+            return
+        try:
+            slots = sorted({int(s) % SLOTS for s in rest.split(",")})
+        except ValueError:
+            log.warning("generations relay=bad_message")
+            return
+        self.generations.bump_here(slots)

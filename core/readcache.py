@@ -19,10 +19,11 @@ instance on this machine drops the entry at its next read: a request that
 starts after a change committed never sees the old value.  Code that writes
 those tables with Core statements instead of ORM objects calls :func:`touch`.
 
-**Other machines.**  Processes on other hosts of a scaled-out deployment do
-not share the counters: an entry lives at most ``[cache] read_seconds``
-(30 by default; 0 turns the cache off), which bounds how late they see a
-change — the same bound :mod:`core.auth.tokens` gives revoked tokens.
+**Other machines.**  Processes on other hosts of a scaled-out deployment
+have their own counters; with a Redis cache the moves are relayed to them
+through Redis pub/sub (:class:`core.generations.RedisRelay`).  Whatever
+happens to those messages, an entry lives at most ``[cache] read_seconds``
+(30 by default; 0 turns the cache off).
 
 **What callers get.**  Entries hand out fresh ORM objects filled with the
 cached columns but belonging to no session (see :func:`snapshot`): read
@@ -57,6 +58,7 @@ from core.db import Base
 from core.db import Database
 from core.generations import Generations
 from core.generations import Key
+from core.generations import RedisRelay
 from core.generations import slot_of
 from core.models import Course
 from core.models import CourseRole
@@ -292,6 +294,9 @@ def current() -> ReadCache | None:
     cache: ReadCache | None = current_app.extensions.get(_EXTENSION)
     if cache is None or not cache.enabled:
         return None
+    relay = cache.generations.relay
+    if relay is not None:
+        relay.ensure_listening()  # once per process: other machines' changes
     return cache
 
 
@@ -361,9 +366,23 @@ def listen(database: Database, generations: Generations) -> None:
         event.listen(factory, "after_transaction_end", _after_transaction_end)
 
 
-def init_app(app: Flask, database: Database, instance_path: str, ttl: float) -> ReadCache:
-    """Create the app's cache and hook it to ``database``'s sessions."""
+def init_app(
+    app: Flask,
+    database: Database,
+    instance_path: str,
+    ttl: float,
+    *,
+    redis_url: str = "",
+    channel: str = "",
+) -> ReadCache:
+    """Create the app's cache and hook it to ``database``'s sessions.
+
+    :param redis_url: the instance's Redis cache, if any: counter moves are
+        then relayed between machines on ``channel`` (see :mod:`core.generations`).
+    """
     generations = Generations(Path(instance_path) / "run" / "generations")
+    if redis_url:
+        RedisRelay(redis_url, channel, generations)
     cache = ReadCache(generations, ttl)
     app.extensions[_EXTENSION] = cache
     listen(database, generations)

@@ -7,6 +7,9 @@ database and the change counters file, and nothing in memory.
 
 from __future__ import annotations
 
+import os
+import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -22,6 +25,7 @@ from core import readcache
 from core.db import get_db
 from core.generations import SLOTS
 from core.generations import Generations
+from core.generations import RedisRelay
 from core.generations import slot_of
 from core.models import Course as CourseRow
 from core.models import Enrolment
@@ -221,3 +225,77 @@ def test_read_seconds_zero_turns_the_cache_off(tmp_path: Path, config: dict[str,
             assert readcache.current() is None
     finally:
         get_db(off).dispose()
+
+
+REDIS_URL = os.environ.get("TRIVIUM_TEST_REDIS_URL", "")
+needs_redis = pytest.mark.skipif(not REDIS_URL, reason="TRIVIUM_TEST_REDIS_URL not set")
+
+
+def _until(check: Any, seconds: float = 5.0) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if check():
+            return True
+        time.sleep(0.02)
+    return bool(check())
+
+
+@needs_redis
+def test_relay_carries_moves_to_another_machine(tmp_path: Path) -> None:
+    here = Generations(tmp_path / "a" / "generations")
+    there = Generations(tmp_path / "b" / "generations")
+    channel = f"trivium:test:{uuid.uuid4().hex}"
+    RedisRelay(REDIS_URL, channel, here)
+    RedisRelay(REDIS_URL, channel, there)
+    try:
+        assert here.relay is not None and there.relay is not None
+        assert here.relay.wait_ready(5) and there.relay.wait_ready(5)
+        slot = slot_of(("course", 42))
+        before = there.read(slot)
+        here.bump([slot])
+        assert here.read(slot) == 1
+        assert _until(lambda: there.read(slot) == before + 1)
+        # its own message does not move the sender twice
+        time.sleep(0.2)
+        assert here.read(slot) == 1
+    finally:
+        here.close()
+        there.close()
+
+
+@needs_redis
+@pytest.mark.parametrize("backend", ["sqlite"])
+def test_item_edit_on_another_machine_is_seen_through_redis(
+    tmp_path: Path, config: dict[str, Any], app: Flask, client: FlaskClient, users: Users
+) -> None:
+    teacher = person(users, creator=True)
+    learner = person(users)
+    course = build_course(client, teacher, items=1)
+    enrol(client, course, learner)
+    # a second machine: its own instance folder (so its own counters file),
+    # the same database, both on one Redis cache
+    base = f"http://{uuid.uuid4().hex}.test"
+    first = {
+        **config,
+        "cache": {"url": REDIS_URL},
+        "instance": {**config["instance"], "base_url": base},
+    }
+    machine_a = create_app(config["path"], first)
+    other_path = tmp_path / "machine-b"
+    other_path.mkdir()
+    machine_b = create_app(str(other_path), {**first, "path": str(other_path)})
+    try:
+        b = machine_b.test_client()
+        relay = machine_b.extensions["trivium.readcache"].generations.relay
+        assert relay is not None and relay.wait_ready(5)
+        item = course.items[0]
+        assert _warm(b, f"/items/{item}", learner)["title"] == "Page 0.0"
+        a = machine_a.test_client()
+        ok(call(a, "PATCH", f"/items/{item}", teacher.headers, {"title": "Moved on"}))
+        cache = machine_b.extensions["trivium.readcache"]
+        assert _until(lambda: cache.item(item) is None)
+        assert ok(call(b, "GET", f"/items/{item}", learner.headers))["title"] == "Moved on"
+    finally:
+        for one in (machine_a, machine_b):
+            one.extensions["trivium.readcache"].generations.close()
+            get_db(one).dispose()
