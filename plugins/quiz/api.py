@@ -5,7 +5,7 @@ in :func:`plugins.quiz.plugin.permission_allowed`):
 
 =====================  ===========================================================
 ``quiz.bank.view``     list, read and export bank questions: instructors and TAs
-``quiz.bank.edit``     create, edit, delete and import questions: instructors
+``quiz.bank.edit``     create, edit, delete, import and regrade questions: instructors
 ``quiz.attempt``       take quizzes: active learners of a published course
 ``quiz.grade``         the manual grading queue, marks, any attempt's review: staff
 ``quiz.gradebook``     learners by quizzes scores, JSON or CSV: staff
@@ -29,6 +29,7 @@ from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
 from typing import Literal
+from typing import TypeVarTuple
 
 from flask import Blueprint
 from flask import Response
@@ -38,6 +39,7 @@ from flask.typing import ResponseReturnValue
 from pydantic import BaseModel
 from pydantic import Field
 from pydantic import ValidationError
+from sqlalchemy import Select
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -76,6 +78,7 @@ from plugins.quiz import analysis
 from plugins.quiz import attempts as svc
 from plugins.quiz import gift
 from plugins.quiz import jobs
+from plugins.quiz import regrade
 from plugins.quiz.content import QuizConfig
 from plugins.quiz.content import parse_config
 from plugins.quiz.models import Answer
@@ -463,6 +466,54 @@ def _validated(data: dict[str, Any], question_id: str) -> Question:
         raise QuestionRejected(str(exc), errors=exc.errors) from exc
 
 
+def add_question(sess: Session, course: Course, data: dict[str, Any]) -> BankQuestion:
+    """Validate ``data`` and add it to ``course``'s bank (flushed, not committed).
+
+    :raise QuestionRejected: the question does not validate; nothing is added.
+    """
+    row = BankQuestion(course_id=course.id)
+    row.public_id = db.new_public_id()
+    _set_question(row, _validated(data, row.public_id))
+    sess.add(row)
+    sess.flush()
+    log.info("quiz_question=created question=%s course=%s", row.public_id, course.public_id)
+    return row
+
+
+def change_question(row: BankQuestion, data: dict[str, Any]) -> None:
+    """Replace a bank question with a new validated version and bump ``version``.
+
+    :raise QuestionRejected: the new version does not validate; ``row`` is unchanged.
+    """
+    _set_question(row, _validated(data, row.public_id))
+    row.version += 1
+    row.updated_at = utcnow()
+
+
+def quizzes_naming(sess: Session, course: Course, question_id: str) -> list[Item]:
+    """The course's quizzes whose configuration names the question."""
+    return [
+        item
+        for item in sess.scalars(
+            select(Item).where(Item.course_id == course.id, Item.type == "quiz").order_by(Item.id)
+        )
+        if question_id in (item.config or {}).get("questions", [])
+    ]
+
+
+def remove_question(sess: Session, row: BankQuestion, course: Course) -> None:
+    """Delete a bank question that no quiz names.
+
+    :raise QuestionInUse: quizzes name it (their ids in ``items``); nothing is deleted.
+    """
+    users = [item.public_id for item in quizzes_naming(sess, course, row.public_id)]
+    if users:
+        raise QuestionInUse("quizzes name this question", items=users)
+    sess.delete(row)
+    sess.flush()
+    log.info("quiz_question=deleted question=%s course=%s", row.public_id, course.public_id)
+
+
 def _finish(outcome: ProgressOutcome | None) -> None:
     """Commit the request's changes, then announce a course completion."""
     db.session().commit()
@@ -471,6 +522,37 @@ def _finish(outcome: ProgressOutcome | None) -> None:
 
 
 # ---------------------------------------------------------------- question bank
+
+_Ts = TypeVarTuple("_Ts")
+
+
+def bank_filtered(
+    stmt: Select[*_Ts],
+    course: Course,
+    *,
+    qtype: str | None = None,
+    category: str | None = None,
+    q: str | None = None,
+) -> Select[*_Ts]:
+    """``stmt`` (a select from the bank) limited to ``course`` and the SQL-side filters.
+
+    The one filter rule of the API and the bank page: the type exactly, the
+    category with its sub-categories, the title containing ``q`` in any case.
+    Tags are a JSON list, so callers match them in Python, and only when a tag
+    filter is set.
+    """
+    stmt = stmt.where(BankQuestion.course_id == course.id)
+    if qtype:
+        stmt = stmt.where(BankQuestion.type == qtype)
+    if category:
+        cat = category.strip("/")
+        stmt = stmt.where(
+            (BankQuestion.category == cat)
+            | BankQuestion.category.startswith(cat + "/", autoescape=True)
+        )
+    if q:
+        stmt = stmt.where(BankQuestion.title.icontains(q, autoescape=True))
+    return stmt
 
 
 @bp.get("/courses/<course_id>/quiz/questions")
@@ -485,16 +567,9 @@ def list_questions(course_id: str) -> ResponseReturnValue:
     """A page of bank questions, oldest first."""
     _, course = load_course(course_id, "quiz.bank.view")
     query = parse_query(QuestionQuery)
-    stmt = select(BankQuestion).where(BankQuestion.course_id == course.id)
-    if query.type:
-        stmt = stmt.where(BankQuestion.type == query.type)
-    if query.category:
-        cat = query.category.strip("/")
-        stmt = stmt.where(
-            (BankQuestion.category == cat) | BankQuestion.category.startswith(cat + "/")
-        )
-    if query.q:
-        stmt = stmt.where(BankQuestion.title.icontains(query.q, autoescape=True))
+    stmt = bank_filtered(
+        select(BankQuestion), course, qtype=query.type, category=query.category, q=query.q
+    )
     after = cursor_key(query)
     if after is not None:
         stmt = stmt.where(BankQuestion.id > after)
@@ -525,13 +600,9 @@ def create_question(course_id: str) -> ResponseReturnValue:
     """Validate and store a new question."""
     _, course = load_course(course_id, "quiz.bank.edit")
     data = parse_body(QuestionWrite)
-    row = BankQuestion(course_id=course.id)
-    row.public_id = db.new_public_id()
-    _set_question(row, _validated(data.question, row.public_id))
     sess = db.session()
-    sess.add(row)
+    row = add_question(sess, course, data.question)
     sess.commit()
-    log.info("quiz_question=created question=%s course=%s", row.public_id, course.public_id)
     return json_response(_question_out(row), 201)
 
 
@@ -555,19 +626,9 @@ def update_question(question_id: str) -> ResponseReturnValue:
     """Validate the new version and bump ``version``."""
     _, row, _ = _load_question(question_id, "quiz.bank.edit")
     data = parse_body(QuestionWrite)
-    _set_question(row, _validated(data.question, row.public_id))
-    row.version += 1
-    row.updated_at = utcnow()
+    change_question(row, data.question)
     db.session().commit()
     return json_response(_question_out(row))
-
-
-def _quizzes_naming(sess: Session, course: Course, question_id: str) -> list[str]:
-    names = []
-    for item in sess.scalars(select(Item).where(Item.course_id == course.id, Item.type == "quiz")):
-        if question_id in (item.config or {}).get("questions", []):
-            names.append(item.public_id)
-    return names
 
 
 @bp.delete("/quiz/questions/<question_id>")
@@ -581,12 +642,67 @@ def delete_question(question_id: str) -> ResponseReturnValue:
     """Remove the question from the bank."""
     _, row, course = _load_question(question_id, "quiz.bank.edit")
     sess = db.session()
-    users = _quizzes_naming(sess, course, row.public_id)
-    if users:
-        raise QuestionInUse("quizzes name this question", items=users)
-    sess.delete(row)
+    remove_question(sess, row, course)
     sess.commit()
     return Response(status=204)
+
+
+class RegradeSkipOut(BaseModel):
+    """An attempt the regrade left as it was, and why."""
+
+    attempt_id: str
+    reason: str
+
+
+class RegradeOut(BaseModel):
+    """What a regrade looked at and changed."""
+
+    question_id: str
+    version: int
+    attempts_checked: int
+    attempts_changed: int
+    #: attempts not yet submitted that contain the question: not regraded, they are
+    #: graded on submit with the version they started with
+    in_progress: int
+    skipped: list[RegradeSkipOut]
+
+
+def regrade_out(report: regrade.RegradeReport) -> RegradeOut:
+    """The API's view of a regrade report."""
+    return RegradeOut(
+        question_id=report.question_id,
+        version=report.version,
+        attempts_checked=report.checked,
+        attempts_changed=report.changed,
+        in_progress=report.in_progress,
+        skipped=[RegradeSkipOut(attempt_id=s.attempt_id, reason=s.reason) for s in report.skipped],
+    )
+
+
+def run_regrade(user: User, row: BankQuestion, course: Course) -> regrade.RegradeReport:
+    """Regrade, commit, then announce the course completions it caused."""
+    sess = db.session()
+    with svc.writing(sess):
+        report = regrade.regrade_question(sess, user, row, course, utcnow())
+        sess.commit()
+    for outcome in report.outcomes:
+        announce(outcome)
+    return report
+
+
+@bp.post("/quiz/questions/<question_id>/regrade")
+@operation(
+    "Regrade every submitted attempt containing the question with its current answer key "
+    "(instructors; automatically graded types only, essay marks stay); a second run "
+    "changes nothing",
+    tags=TAGS_BANK,
+    response=RegradeOut,
+    errors=(404, 409),
+)
+def regrade_question(question_id: str) -> ResponseReturnValue:
+    """Re-grade the attempts, update their scores and the learners' progress, audit it."""
+    user, row, course = _load_question(question_id, "quiz.bank.edit")
+    return json_response(regrade_out(run_regrade(user, row, course)))
 
 
 @bp.post("/courses/<course_id>/quiz/import")

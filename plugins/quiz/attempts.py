@@ -197,8 +197,8 @@ def overdue(attempt: Attempt, now: datetime) -> bool:
     return limit is not None and now > limit
 
 
-# An attempt's snapshot never changes, so its parsed questions are kept for as
-# long as the attempt object lives (one request).
+# An attempt's snapshot changes only in a regrade (which calls forget_parsed), so
+# its parsed questions are kept for as long as the attempt object lives (one request).
 _PARSED: weakref.WeakKeyDictionary[Attempt, dict[str, Question]] = weakref.WeakKeyDictionary()
 
 
@@ -211,6 +211,11 @@ def questions_of(attempt: Attempt) -> dict[str, Question]:
     return parsed
 
 
+def forget_parsed(attempt: Attempt) -> None:
+    """Drop the parsed questions kept for ``attempt`` (after a regrade changed its snapshot)."""
+    _PARSED.pop(attempt, None)
+
+
 def _without_choice_shuffle(question: Question) -> Question:
     if isinstance(question, SingleChoice | MultipleResponse):
         return question.model_copy(update={"shuffle": False})
@@ -221,6 +226,39 @@ def _without_choice_shuffle(question: Question) -> Question:
         ]
         return question.model_copy(update={"gaps": gaps})
     return question
+
+
+def _kept_order(new: list[dict[str, Any]], old: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``new`` in ``old``'s order where their ids are in both; the rest after, as they come."""
+    place = {entry["id"]: n for n, entry in enumerate(old)}
+    kept = sorted((e for e in new if e["id"] in place), key=lambda e: place[e["id"]])
+    return kept + [e for e in new if e["id"] not in place]
+
+
+def refreshed_view(old: Mapping[str, Any], question: Question, seed: int) -> dict[str, Any]:
+    """The learner view of ``question`` (a new version) in place of ``old`` in a layout.
+
+    Used after a regrade replaced the question in an attempt's snapshot, so
+    the attempt's review shows the text, points and choices it was graded
+    with.  Choices, matching answers and ordering items keep the order the
+    learner saw; ones the new version added follow them.
+
+    :param old: the question's entry in ``Attempt.layout``.
+    :param question: the version the attempt now holds.
+    :param seed: the attempt's seed (:func:`attempt_seed`), for any new part's place.
+    """
+    rng = random.Random(seed)  # noqa: S311 - as in start()
+    view = learner_view(_without_choice_shuffle(question), rng=rng)
+    for key in ("choices", "answers", "items"):
+        if key in view:
+            view[key] = _kept_order(view[key], list(old.get(key) or []))
+    if "gaps" in view:
+        old_gaps = {g.get("id"): g for g in old.get("gaps") or []}
+        for gap in view["gaps"]:
+            if "choices" in gap:
+                before = old_gaps.get(gap["id"], {}).get("choices") or []
+                gap["choices"] = _kept_order(gap["choices"], list(before))
+    return view
 
 
 def answers_of(sess: Session, attempt: Attempt) -> dict[str, Answer]:
@@ -621,6 +659,22 @@ def _total(attempt: Attempt, stored: Mapping[str, Answer | _Scored], cfg: QuizCo
         attempt.passed = None
     else:
         attempt.passed = _fraction(attempt) + 1e-9 >= cfg.passing_score
+
+
+def total(attempt: Attempt, stored: Mapping[str, Answer], cfg: QuizConfig) -> None:
+    """Recompute an attempt's score, status and pass mark from its graded answers."""
+    _total(attempt, stored, cfg)
+
+
+def graded(
+    sess: Session, attempt: Attempt, user: User, item: Item, course: Course
+) -> ProgressOutcome | None:
+    """Once ``attempt`` is fully graded, record its score events and the learner's progress.
+
+    As after a submit or a mark: the best graded attempt counts.  Returns
+    None while answers still wait for a grader.
+    """
+    return _graded(sess, attempt, user, item, course)
 
 
 def _graded(

@@ -66,7 +66,9 @@ class Attempt(Base):
     frozen when the attempt starts: ``layout`` holds what the learner is
     shown (learner views only), ``snapshot`` the questions with their answer
     keys as they were then, so editing the bank never changes a running or
-    finished attempt.  ``score`` and ``max_score`` are in points.
+    finished attempt by itself; an instructor's explicit regrade
+    (:mod:`plugins.quiz.regrade`) re-grades submitted ones with the current
+    key.  ``score`` and ``max_score`` are in points.
     """
 
     __tablename__ = "quiz_attempts"

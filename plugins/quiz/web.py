@@ -5,7 +5,8 @@ every question on one page and save with a plain form (a small ES module
 saves on change without a reload; the page works without JavaScript),
 confirm the submit, then see the result the review policy allows.  Staff
 mark essays, read the gradebook and the item analysis, and manage the
-question bank (GIFT import and export).
+question bank: filtered and paged here with GIFT import and export, edited
+question by question in :mod:`plugins.quiz.web_bank`.
 
 Every page checks the same permissions as the JSON API
 (:mod:`plugins.quiz.api`), and another learner's attempt is a 404 as there.
@@ -18,6 +19,8 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import math
+import re
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -33,6 +36,7 @@ from flask import url_for
 from flask_babel import gettext
 from markupsafe import Markup
 from markupsafe import escape
+from sqlalchemy import func
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 from werkzeug.datastructures import MultiDict
@@ -40,6 +44,8 @@ from werkzeug.wrappers.response import Response as BaseResponse
 
 from core import db
 from core import rbac
+from core.api import decode_cursor
+from core.api import encode_cursor
 from core.auth import current_user
 from core.db import utcnow
 from core.errors import Problem
@@ -75,6 +81,39 @@ MAX_GIFT_UPLOAD = 2 * 1024 * 1024
 
 
 # ---------------------------------------------------------------- helpers
+
+_WHOLE = re.compile(r"[0-9]{1,9}")
+# Digits with at most one separator: "2", "2.5", ",5", "1e-3".  ASCII only: str.isdigit()
+# and float() also take "²", "٣", "1_000", "nan" and "inf".
+_DECIMAL = re.compile(r"[+-]?(?:[0-9]+(?:[.,][0-9]*)?|[.,][0-9]+)(?:[eE][+-]?[0-9]{1,3})?")
+_THOUSANDS = re.compile(r"[+-]?[0-9]+,[0-9]{3}(?:[eE].*)?")
+
+
+def whole_number(raw: str | None) -> int | None:
+    """A form's or query's count, index or version: 0 to 999,999,999 in ASCII digits, else None.
+
+    One rule for every number a page reads from a URL or a hidden input, so
+    "²" (which ``str.isdigit`` accepts and ``int`` refuses) or a 5,000-digit
+    string is a bad value, never a 500.
+    """
+    if raw is None or not _WHOLE.fullmatch(raw):
+        return None
+    return int(raw)
+
+
+def decimal_number(raw: str) -> float | None:
+    """A number typed by a person (a decimal point or comma), or None if it is not one.
+
+    A comma is read as the decimal separator only when it is the one separator
+    and is not followed by exactly three digits: "1,000" is ambiguous (a
+    thousand, or one?) and is refused rather than stored as 1.0.  Not-a-number
+    and infinities are refused too.
+    """
+    value = raw.strip()
+    if len(value) > 40 or not _DECIMAL.fullmatch(value) or _THOUSANDS.fullmatch(value):
+        return None
+    number = float(value.replace(",", "."))
+    return number if math.isfinite(number) else None
 
 
 def _user() -> User | None:
@@ -143,9 +182,10 @@ def responses_from_form(layout: list[dict[str, Any]], form: MultiDict[str, str])
 def _apply_move(responses: dict[str, Any], move: str) -> str | None:
     """Move one ordering item up or down (``"<question>:<index>:up"``); return the question."""
     parts = move.split(":")
-    if len(parts) != 3 or parts[2] not in ("up", "down") or not parts[1].isdigit():
+    index = whole_number(parts[1]) if len(parts) == 3 else None
+    if index is None or parts[2] not in ("up", "down"):
         return None
-    qid, index, direction = parts[0], int(parts[1]), parts[2]
+    qid, direction = parts[0], parts[2]
     order = responses.get(qid)
     if not isinstance(order, list) or not 0 <= index < len(order):
         return None
@@ -532,19 +572,36 @@ def grading(course_id: str) -> Page:
     return _render_grading(course)
 
 
+#: Answers per page of the grading queue.
+GRADING_PAGE = 50
+
+
 def _render_grading(
     course: Course, errors: dict[str, str] | None = None, status: int = 200
 ) -> tuple[str, int]:
     sess = db.session()
-    rows = sess.execute(
+    cursor = request.args.get("after", "")[:100]
+    try:
+        after = decode_cursor(cursor)
+    except Problem:
+        after = None
+    stmt = (
         select(Answer, Attempt, Item, User)
         .join(Attempt, Attempt.id == Answer.attempt_id)
         .join(Item, Item.id == Attempt.item_id)
         .join(User, User.id == Attempt.user_id)
         .where(Attempt.course_id == course.id, Answer.needs_grading.is_(True))
         .order_by(Answer.id)
-        .limit(100)
     )
+    if after is not None:
+        stmt = stmt.where(Answer.id > after)
+    rows = list(sess.execute(stmt.limit(GRADING_PAGE + 1)))
+    next_url = None
+    if len(rows) > GRADING_PAGE:
+        rows = rows[:GRADING_PAGE]
+        next_url = url_for(
+            "quiz_web.grading", course_id=course.public_id, after=encode_cursor(rows[-1][0].id)
+        )
     entries = []
     for answer, attempt, item, learner in rows:
         question = parse_question(attempt.snapshot[answer.question_id])
@@ -564,6 +621,12 @@ def _render_grading(
             "quiz/grading.html",
             course=course,
             entries=entries,
+            next_url=next_url,
+            first_url=url_for("quiz_web.grading", course_id=course.public_id)
+            if after is not None
+            else None,
+            # the page's own cursor: a mark sent from it comes back to it
+            after=cursor if after is not None else None,
             errors=errors or {},
             values=request.form if request.method == "POST" else {},
             rich=rich,
@@ -581,9 +644,8 @@ def mark(attempt_id: str, question_id: str) -> Page:
     sess = db.session()
     key = f"{attempt.public_id}-{question_id}"
     feedback = request.form.get("feedback", "")
-    try:
-        points = float(request.form.get("points", ""))
-    except ValueError:
+    points = decimal_number(request.form.get("points", ""))
+    if points is None:
         return _render_grading(course, {key: gettext("Enter the points as a number.")}, 422)
     if len(feedback) > 10_000:
         return _render_grading(course, {key: gettext("The feedback is too long.")}, 422)
@@ -607,7 +669,13 @@ def mark(attempt_id: str, question_id: str) -> Page:
         return _render_grading(course, {key: str(exc.detail)}, exc.status)
     api._finish(outcome)
     flash(gettext("Mark saved for %(name)s.", name=learner.display_name), "success")
-    return redirect(url_for("quiz_web.grading", course_id=course.public_id))
+    # Back to the page the mark was sent from (its cursor, if it is one).
+    cursor = request.args.get("after", "")[:100]
+    try:
+        after = cursor if decode_cursor(cursor) is not None else None
+    except Problem:
+        after = None
+    return redirect(url_for("quiz_web.grading", course_id=course.public_id, after=after))
 
 
 @bp.get("/teach/courses/<course_id>/quiz/gradebook")
@@ -639,6 +707,25 @@ def bank(course_id: str) -> Page:
     return _render_bank(user, course)
 
 
+#: Questions per page of the bank.
+BANK_PAGE = 50
+
+
+def _bank_filters() -> dict[str, str]:
+    args = request.args
+    return {
+        "q": args.get("q", "").strip()[:100],
+        "type": args.get("type", "").strip()[:30],
+        "category": args.get("category", "").strip().strip("/")[:255],
+        "tag": args.get("tag", "").strip()[:50],
+    }
+
+
+def _page_number() -> int:
+    number = whole_number(request.args.get("page"))
+    return max(1, number) if number is not None else 1
+
+
 def _render_bank(
     user: User,
     course: Course,
@@ -646,19 +733,72 @@ def _render_bank(
     message: str | None = None,
     status: int = 200,
 ) -> tuple[str, int]:
-    rows = list(
-        db.session().scalars(
-            select(BankQuestion)
-            .where(BankQuestion.course_id == course.id)
-            .order_by(BankQuestion.category, BankQuestion.id)
-            .limit(500)
+    from plugins.quiz.web_bank import TYPE_LABELS
+
+    filters = _bank_filters()
+    number = _page_number()
+    sess = db.session()
+    # Only the listed columns: bodies are large JSON.
+    columns = select(
+        BankQuestion.id,
+        BankQuestion.public_id,
+        BankQuestion.title,
+        BankQuestion.type,
+        BankQuestion.category,
+        BankQuestion.tags,
+        BankQuestion.version,
+    )
+    stmt = api.bank_filtered(
+        columns, course, qtype=filters["type"], category=filters["category"], q=filters["q"]
+    ).order_by(BankQuestion.category, BankQuestion.id)
+    shown: list[Any]
+    if filters["tag"]:
+        # Tags are a JSON list, matched here rather than in dialect-specific SQL.
+        rows = [r for r in sess.execute(stmt) if filters["tag"] in (r.tags or [])]
+        total = len(rows)
+        pages = max(1, -(-total // BANK_PAGE))
+        number = min(number, pages)
+        shown = rows[(number - 1) * BANK_PAGE : number * BANK_PAGE]
+    else:
+        total = sess.scalar(select(func.count()).select_from(stmt.order_by(None).subquery())) or 0
+        pages = max(1, -(-total // BANK_PAGE))
+        number = min(number, pages)
+        shown = list(sess.execute(stmt.offset((number - 1) * BANK_PAGE).limit(BANK_PAGE)))
+    in_course = BankQuestion.course_id == course.id
+    bank_size = sess.scalar(select(func.count(BankQuestion.id)).where(in_course)) or 0
+    categories = list(
+        sess.scalars(
+            select(BankQuestion.category)
+            .where(in_course, BankQuestion.category != "")
+            .distinct()
+            .order_by(BankQuestion.category)
         )
     )
+    tags = sorted(
+        {t for row in sess.scalars(select(BankQuestion.tags).where(in_course)) for t in row or []}
+    )
+    args: dict[str, Any] = {k: v for k, v in filters.items() if v}
     return (
         render_template(
             "quiz/bank.html",
             course=course,
-            rows=rows,
+            rows=shown,
+            total=total,
+            per_page=BANK_PAGE,
+            bank_size=bank_size,
+            filters=filters,
+            categories=categories,
+            tags=tags,
+            types=list(TYPE_LABELS.items()),
+            type_labels=TYPE_LABELS,
+            page=number,
+            pages=pages,
+            prev_url=url_for("quiz_web.bank", course_id=course.public_id, page=number - 1, **args)
+            if number > 1
+            else None,
+            next_url=url_for("quiz_web.bank", course_id=course.public_id, page=number + 1, **args)
+            if number < pages
+            else None,
             can_edit=rbac.can(user, "quiz.bank.edit", course),
             problems=problems or [],
             message=message,
@@ -800,3 +940,7 @@ _VERSION = _static_version()
 @bp.app_template_global("quiz_asset")
 def _asset(name: str) -> str:
     return asset(name)
+
+
+# The bank editor's pages register on this blueprint.
+from plugins.quiz import web_bank  # noqa: E402,F401
