@@ -21,12 +21,15 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import hashlib
+import heapq
 import json
 import logging
 import re
 import uuid
 import zlib
+from collections import Counter
 from collections.abc import Callable
 from collections.abc import Iterable
 from collections.abc import Mapping
@@ -45,7 +48,6 @@ from sqlalchemy import Double
 from sqlalchemy import Integer
 from sqlalchemy import Select
 from sqlalchemy import Table
-from sqlalchemy import and_
 from sqlalchemy import bindparam
 from sqlalchemy import cast
 from sqlalchemy import column
@@ -53,13 +55,10 @@ from sqlalchemy import delete
 from sqlalchemy import event
 from sqlalchemy import func
 from sqlalchemy import insert
-from sqlalchemy import literal
 from sqlalchemy import literal_column
-from sqlalchemy import or_
 from sqlalchemy import select
 from sqlalchemy import table
 from sqlalchemy import text
-from sqlalchemy import union_all
 from sqlalchemy import update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
@@ -612,45 +611,52 @@ def _clean_filters(filters: Mapping[str, str]) -> dict[str, str]:
     return out
 
 
-def _candidates(
-    sess: Session, words: list[str], filters: Mapping[str, str], *, ranked: bool
-) -> Select[Any]:
-    """The entries a search reads: ``id`` and, if ``ranked``, ``rank`` (lower is better).
+def _browsed(filters: Mapping[str, str], *columns: ColumnElement[Any]) -> Select[Any]:
+    """Every entry a search without words lists (``columns`` of it), newest first."""
+    entries = CatalogEntry.__table__
+    stmt = select(*columns).where(entries.c.deleted.is_(False))
+    return _filtered(stmt, filters).order_by(entries.c.id.desc())
 
-    With words, at most :data:`MATCH_SCAN` + 1 matches, the most recently
-    indexed first (the full-text indexes hand them out in that order, so
-    nothing else is read); without words, every entry passing the filters
-    (unordered, never ranked).
+
+_Match = tuple[int, float, str, str, str, str]
+"""One match a search with words read: id, rank (lower is better), then the :data:`FACETS`."""
+
+
+def _scan(
+    sess: Session, words: list[str], filters: Mapping[str, str], params: dict[str, Any]
+) -> list[_Match]:
+    """The matches a search with words reads, in one statement (one full-text match).
+
+    At most :data:`MATCH_SCAN` + 1, the most recently indexed first (the
+    full-text indexes hand them out in that order, so nothing else is read),
+    each with its rank and facet values: both the page and the facet counts
+    are worked out from these rows.
     """
     entries = CatalogEntry.__table__
-    if not words:
-        return _filtered(select(entries.c.id).where(entries.c.deleted.is_(False)), filters)
+    facet_columns = [entries.c[name] for name in FACETS]
     if _is_postgres(sess):
         query = func.to_tsquery(literal_column("'simple'::regconfig"), bindparam("tsq"))
-        pg = _filtered(
-            select(entries.c.id).where(entries.c.deleted.is_(False), _PG_VECTOR.op("@@")(query)),
-            filters,
-        )
-        if ranked:
-            # real -> double precision, so the value in a cursor compares
-            # equal to the row's own when it comes back.
-            pg = pg.add_columns(cast(-func.ts_rank_cd(_PG_VECTOR, query), Double()).label("rank"))
-        return pg.order_by(entries.c.id.desc()).limit(MATCH_SCAN + 1)
-    match = _FTS_MATCH.op("MATCH")(bindparam("fts"))
-    if filters:
+        # real -> double precision, so the value in a cursor compares equal
+        # to the row's own when it comes back.
+        rank: ColumnElement[Any] = cast(-func.ts_rank_cd(_PG_VECTOR, query), Double())
         stmt = _filtered(
-            select(_FTS.c.rowid.label("id"))
-            .select_from(_FTS.join(entries, entries.c.id == _FTS.c.rowid))
-            .where(match),
+            select(entries.c.id, rank, *facet_columns).where(
+                entries.c.deleted.is_(False), _PG_VECTOR.op("@@")(query)
+            ),
             filters,
-        )
+        ).order_by(entries.c.id.desc())
     else:
-        # Deleted rows have no text, so they never match: the full-text
-        # index alone answers, without reading a row per match.
-        stmt = select(_FTS.c.rowid.label("id")).where(match)
-    if ranked:
-        stmt = stmt.add_columns(func.bm25(_FTS_MATCH, *SQLITE_WEIGHTS).label("rank"))
-    return stmt.order_by(_FTS.c.rowid.desc()).limit(MATCH_SCAN + 1)
+        # Deleted rows have no text, so they never match.
+        stmt = _filtered(
+            select(_FTS.c.rowid, func.bm25(_FTS_MATCH, *SQLITE_WEIGHTS), *facet_columns)
+            .select_from(_FTS.join(entries, entries.c.id == _FTS.c.rowid))
+            .where(_FTS_MATCH.op("MATCH")(bindparam("fts"))),
+            filters,
+        ).order_by(_FTS.c.rowid.desc())
+    # Rows as the driver returns them (ints, floats, strings: the columns are
+    # not nullable), fetched at once: up to MATCH_SCAN + 1 of them.
+    rows: list[Any] = list(sess.execute(stmt.limit(MATCH_SCAN + 1), params).all())
+    return rows
 
 
 def _filtered(stmt: Select[Any], filters: Mapping[str, str]) -> Select[Any]:
@@ -696,6 +702,9 @@ def search(
 
     payload = _decode_cursor(cursor, fingerprint) if cursor else None
     params = _params(sess, words, clean)
+    # The page and the facets of a search with words come from one scan of
+    # its matches, run at most once, and only if either is not cached.
+    scan = functools.cache(lambda: _scan(sess, words, clean, params))
     version = sess.scalar(select(_STATE.c.version).where(_STATE.c.id == 1))
     # Words and filter values match case-insensitively: one cache entry for all spellings.
     same_search = [[w.lower() for w in words], sorted((k, v.lower()) for k, v in clean.items())]
@@ -707,15 +716,15 @@ def search(
             version,
             "page",
             [*same_search, MATCH_SCAN, after, limit],
-            lambda: _ranked_page(sess, words, clean, after, limit, params),
+            lambda: _ranked_page(sess, words, clean, after, limit, params, scan),
             lambda stored: [(int(i), float(r)) for i, r in stored],
         )
     else:
         # Newest first, straight down the primary key.
-        browse_stmt = _candidates(sess, words, clean, ranked=False)
+        browse_stmt = _browsed(clean, entries.c.id)
         if payload is not None:
             browse_stmt = browse_stmt.where(entries.c.id < payload["i"])
-        browse_stmt = browse_stmt.order_by(entries.c.id.desc()).limit(limit + 1)
+        browse_stmt = browse_stmt.limit(limit + 1)
         ranked_ids = [(row[0], 0.0) for row in sess.execute(browse_stmt, params)]
     more = len(ranked_ids) > limit
     ranked_ids = ranked_ids[:limit]
@@ -737,7 +746,7 @@ def search(
         version,
         "facets",
         [*same_search, MATCH_SCAN if words else FACET_SCAN],
-        lambda: _facets(sess, words, clean, params),
+        lambda: _facets(sess, words, clean, params, scan),
         lambda stored: (
             {name: [(str(v), int(n)) for v, n in stored[0][name]] for name in FACETS},
             bool(stored[1]),
@@ -833,16 +842,17 @@ def _ranked_page(
     after: tuple[float, int] | None,
     limit: int,
     params: dict[str, Any],
+    scan: Callable[[], list[_Match]] | None = None,
 ) -> list[tuple[int, float]]:
-    """Up to ``limit + 1`` matches after ``(rank, id)``: best first, the id breaking ties."""
-    inner = _candidates(sess, words, filters, ranked=True).subquery("hits")
-    stmt = select(inner.c.id, inner.c.rank)
+    """Up to ``limit + 1`` matches after ``(rank, id)``: best first, the id breaking ties.
+
+    :param scan: returns the search's matches (:func:`_scan` when omitted).
+    """
+    matches = scan() if scan is not None else _scan(sess, words, filters, params)
+    ranked = ((match[1], match[0]) for match in matches)
     if after is not None:
-        stmt = stmt.where(
-            or_(inner.c.rank > after[0], and_(inner.c.rank == after[0], inner.c.id > after[1]))
-        )
-    stmt = stmt.order_by(inner.c.rank, inner.c.id).limit(limit + 1)
-    return [(int(row[0]), float(row[1])) for row in sess.execute(stmt, params)]
+        ranked = (pair for pair in ranked if pair > after)
+    return [(entry_id, rank) for rank, entry_id in heapq.nsmallest(limit + 1, ranked)]
 
 
 def _cached(
@@ -880,45 +890,34 @@ def _cached(
 
 
 def _facets(
-    sess: Session, words: list[str], filters: Mapping[str, str], params: dict[str, Any]
+    sess: Session,
+    words: list[str],
+    filters: Mapping[str, str],
+    params: dict[str, Any],
+    scan: Callable[[], list[_Match]] | None = None,
 ) -> tuple[dict[str, list[tuple[str, int]]], bool]:
-    # One statement: at most MATCH_SCAN + 1 matches are read once (a
-    # materialised CTE holding the four facet columns) and grouped per facet.
-    entries = CatalogEntry.__table__
-    matched = _candidates(sess, words, filters, ranked=False)
-    scan = MATCH_SCAN if words else FACET_SCAN
-    if not words:
-        matched = matched.order_by(entries.c.id.desc()).limit(scan + 1)
-    ids = matched.subquery("matched")
-    rows = (
-        select(*(entries.c[name] for name in FACETS))
-        .select_from(entries.join(ids, ids.c.id == entries.c.id))
-        .cte("facet_rows")
-        .prefix_with("MATERIALIZED")
-    )
-    total = select(
-        literal("").label("facet"), literal("").label("value"), func.count().label("n")
-    ).select_from(rows)
-    branches = [
-        select(
-            literal(name).label("facet"),
-            rows.c[name].label("value"),
-            func.count().label("n"),
-        )
-        .where(rows.c[name] != "")
-        .group_by(rows.c[name])
-        for name in FACETS
-    ]
-    counts: dict[str, list[tuple[str, int]]] = {name: [] for name in FACETS}
-    scanned = 0
-    for facet, value, n in sess.execute(union_all(total, *branches), params):
-        if facet == "":
-            scanned = int(n)
-        else:
-            counts[facet].append((str(value), int(n)))
-    exact = scanned <= scan
-    facets = {
-        name: sorted(values, key=lambda pair: (-pair[1], pair[0]))[:FACET_VALUES]
-        for name, values in counts.items()
-    }
-    return facets, exact
+    """Facet counts over a search's matches, and whether they count every one.
+
+    With words, over the rows :func:`_scan` read (at most :data:`MATCH_SCAN`
+    + 1); without, over the :data:`FACET_SCAN` + 1 newest entries passing
+    the filters, read straight down the primary key.
+
+    :param scan: returns the search's matches (:func:`_scan` when omitted).
+    """
+    values: list[tuple[str, ...]]
+    if words:
+        matches = scan() if scan is not None else _scan(sess, words, filters, params)
+        values = [match[2:] for match in matches]
+        limit = MATCH_SCAN
+    else:
+        entries = CatalogEntry.__table__
+        limit = FACET_SCAN
+        stmt = _browsed(filters, *(entries.c[name] for name in FACETS)).limit(limit + 1)
+        values = [tuple(row) for row in sess.execute(stmt, params)]
+    columns = list(zip(*values, strict=True)) if values else [() for _ in FACETS]
+    facets: dict[str, list[tuple[str, int]]] = {}
+    for name, column_values in zip(FACETS, columns, strict=True):
+        counts = Counter(column_values)
+        counts.pop("", None)
+        facets[name] = sorted(counts.items(), key=lambda pair: (-pair[1], pair[0]))[:FACET_VALUES]
+    return facets, len(values) <= limit

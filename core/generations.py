@@ -29,9 +29,11 @@ import fcntl
 import logging
 import mmap
 import os
+import queue
 import struct
 import threading
 import uuid
+import weakref
 import zlib
 from collections.abc import Iterable
 from pathlib import Path
@@ -57,6 +59,7 @@ class Generations:
     def __init__(self, path: Path | None) -> None:
         self._lock = threading.Lock()
         self._fd: int | None = None
+        self._path = path
         self.relay: RedisRelay | None = None
         if path is None:
             self._map: mmap.mmap | bytearray = bytearray(_SIZE)
@@ -71,6 +74,16 @@ class Generations:
             os.close(fd)
             raise
         self._fd = fd
+        # flock() locks belong to the open file, which a forked child shares
+        # with its parent: each process locks through a descriptor of its own.
+        ref = weakref.ref(self)
+        os.register_at_fork(after_in_child=lambda: _reopen_in_child(ref))
+
+    def _after_fork(self) -> None:
+        self._lock = threading.Lock()
+        if self._fd is not None and self._path is not None:
+            os.close(self._fd)
+            self._fd = os.open(self._path, os.O_RDWR)
 
     def read(self, slot: int) -> int:
         """The current value of ``slot``."""
@@ -114,15 +127,23 @@ class Generations:
             self._fd = None
 
 
+def _reopen_in_child(ref: weakref.ref[Generations]) -> None:
+    generations = ref()
+    if generations is not None:
+        generations._after_fork()
+
+
 class RedisRelay:
     """Publishes counter moves on Redis and applies other processes' moves here.
 
-    Each process has an origin id and skips its own messages.  The listening
-    thread starts in the process that first publishes or reads through
-    :meth:`ensure_listening` (after a fork, in the child), reconnects with a
-    growing pause, and never raises into requests; a failed publish is
-    logged.  Other processes of this machine apply a message too: that only
-    invalidates the same entries once more.
+    Each process has an origin id and skips its own messages.  Its two
+    threads start with its first use (after a fork, in the child): a sender
+    that publishes what :meth:`publish` queued — so a slow or unreachable
+    Redis never holds up a flush that holds database locks — and a listener
+    that applies other processes' moves, reconnecting with a growing pause.
+    Neither raises into requests; failures are logged.  Other processes of
+    this machine apply a message too: that only invalidates the same
+    entries once more.
     """
 
     def __init__(self, url: str, channel: str, generations: Generations) -> None:
@@ -133,47 +154,66 @@ class RedisRelay:
         self.generations = generations
         self._origin = ""
         self._pid = 0
+        self._start_lock = threading.Lock()
         self._ready = threading.Event()
+        self._outbox: queue.SimpleQueue[list[int] | None] = queue.SimpleQueue()
         self._closed = False
         self._pubsub: Any = None
         generations.relay = self
 
     def close(self) -> None:
-        """Stop listening (the thread ends once its connection closes)."""
+        """Stop both threads (the listener once its connection closes)."""
         self._closed = True
         self._origin = ""
+        self._outbox.put(None)
         if self._pubsub is not None:
             with contextlib.suppress(Exception):  # a broken connection is closed anyway
                 self._pubsub.close()
 
     def ensure_listening(self) -> None:
-        """Start this process's listening thread if it is not running."""
+        """Start this process's threads if they are not running."""
         pid = os.getpid()
         if self._pid == pid or self._closed:
             return
-        self._pid = pid
-        self._origin = uuid.uuid4().hex
-        self._ready = threading.Event()
-        threading.Thread(target=self._listen, name="trivium-generations", daemon=True).start()
+        with self._start_lock:
+            if self._pid == pid:
+                return
+            self._origin = uuid.uuid4().hex
+            self._ready = threading.Event()
+            self._outbox = queue.SimpleQueue()
+            self._pid = pid
+            origin = self._origin
+            for target in (self._listen, self._send):
+                threading.Thread(
+                    target=target, args=(origin,), name="trivium-generations", daemon=True
+                ).start()
 
     def publish(self, slots: list[int]) -> None:
-        """Tell the other processes that these slots moved."""
+        """Queue these slots' moves for the other processes (never blocks)."""
         self.ensure_listening()
-        message = self._origin + " " + ",".join(map(str, slots))
-        try:
-            self._redis.publish(self.channel, message)
-        except Exception as exc:  # the cache's time limit still bounds staleness
-            log.warning("generations relay=publish_failed error=%s", type(exc).__name__)
+        self._outbox.put(slots)
 
     def wait_ready(self, timeout: float) -> bool:
-        """Wait until this process's thread is subscribed (tests, startup)."""
+        """Wait until this process's listener is subscribed (tests, startup)."""
         self.ensure_listening()
         return self._ready.wait(timeout)
 
-    def _listen(self) -> None:
+    def _alive(self, origin: str) -> bool:
+        return not self._closed and origin == self._origin and self._pid == os.getpid()
+
+    def _send(self, origin: str) -> None:
+        while self._alive(origin):
+            slots = self._outbox.get()
+            if slots is None:
+                return
+            try:
+                self._redis.publish(self.channel, origin + " " + ",".join(map(str, slots)))
+            except Exception as exc:  # the cache's time limit still bounds staleness
+                log.warning("generations relay=publish_failed error=%s", type(exc).__name__)
+
+    def _listen(self, origin: str) -> None:
         pause = 0.5
-        origin = self._origin
-        while self._pid == os.getpid() and origin == self._origin and not self._closed:
+        while self._alive(origin):
             try:
                 pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
                 self._pubsub = pubsub
@@ -181,20 +221,22 @@ class RedisRelay:
                 self._ready.set()
                 pause = 0.5
                 for message in pubsub.listen():
-                    self._apply(message.get("data"))
+                    if not self._alive(origin):
+                        return
+                    self._apply(origin, message.get("data"))
             except Exception as exc:
                 self._ready.clear()
-                if self._closed:
+                if not self._alive(origin):
                     return
                 log.warning("generations relay=listen_failed error=%s", type(exc).__name__)
                 threading.Event().wait(pause)
                 pause = min(pause * 2, 30.0)
 
-    def _apply(self, data: Any) -> None:
+    def _apply(self, origin: str, data: Any) -> None:
         if not isinstance(data, bytes):
             return
-        origin, _, rest = data.decode("ascii", "replace").partition(" ")
-        if origin == self._origin or not rest:
+        sender, _, rest = data.decode("ascii", "replace").partition(" ")
+        if sender == origin or not rest:
             return
         try:
             slots = sorted({int(s) % SLOTS for s in rest.split(",")})

@@ -66,6 +66,7 @@ from core.models import Enrolment
 from core.models import Item
 from core.models import Module
 from core.models import Progress
+from core.models import User
 
 T = TypeVar("T", bound=Base)
 
@@ -172,9 +173,14 @@ class ReadCache:
         return _Entry(value, slots, stamps, time.monotonic() + self.ttl)
 
     @staticmethod
-    def _bounded(table: dict[Any, _Entry], limit: int = MAX_ENTRIES) -> None:
+    def _bounded(table: dict[Any, Any], limit: int = MAX_ENTRIES) -> None:
+        # Other threads insert meanwhile: iterating may fail, which only
+        # means this eviction waits for the next insert.
         while len(table) >= limit:
-            table.pop(next(iter(table)), None)
+            try:
+                del table[next(iter(table))]
+            except (RuntimeError, StopIteration, KeyError):
+                return
 
     # -------------------------------------------------------------- items
 
@@ -319,6 +325,8 @@ def _keys_of(sess: Session, obj: object) -> list[Key]:
         return [standing_key(obj.user_id, obj.course_id), user_key(obj.user_id)]
     if isinstance(obj, Progress):  # completions change "my courses" counts
         return [user_key(obj.user_id)] if obj.user_id is not None else []
+    if isinstance(obj, User):  # rights and activity of cached token owners
+        return [user_key(obj.id)] if obj.id is not None else []
     return []
 
 

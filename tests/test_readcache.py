@@ -7,6 +7,7 @@ database and the change counters file, and nothing in memory.
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import time
 import uuid
@@ -20,8 +21,10 @@ from flask.testing import FlaskClient
 from sqlalchemy import select
 
 from core import create_app
+from core import operator
 from core import rbac
 from core import readcache
+from core.cache import MemoryCache
 from core.db import get_db
 from core.generations import SLOTS
 from core.generations import Generations
@@ -59,9 +62,20 @@ def world(client: FlaskClient, users: Users) -> tuple[Person, Person, Any]:
 
 
 def _warm(client: FlaskClient, path: str, who: Person) -> Any:
-    # the first load only notes the item's course; the second one is kept
+    # the first load only notes the item's course (the token's owner, the
+    # page's courses); the second one is kept — and the test checks it is
     ok(call(client, "GET", path, who.headers))
-    return ok(call(client, "GET", path, who.headers))
+    body = ok(call(client, "GET", path, who.headers))
+    cache = client.application.extensions["trivium.readcache"]
+    if isinstance(client.application.extensions["trivium.cache"], MemoryCache):
+        tokens = client.application.extensions["trivium.tokens.local"]
+        assert len(tokens.entries) >= 1
+    if path.startswith("/items/"):
+        assert cache.item(path.split("/")[2]) is not None
+        assert cache._standings
+    elif path == "/me/courses":
+        assert cache._lists
+    return body
 
 
 def test_generations_are_shared_through_the_file(tmp_path: Path) -> None:
@@ -179,6 +193,42 @@ def test_revoked_token_is_refused_by_every_process(
     resp = call(client, "DELETE", f"/me/tokens/{token_id}", learner.headers)
     assert resp.status_code in {200, 204}, resp.get_data(as_text=True)
     problem(call(other, "GET", f"/items/{course.items[0]}", learner.headers), 401)
+
+
+def test_demoted_admin_loses_rights_in_every_process(
+    app: Flask, users: Users, other: FlaskClient
+) -> None:
+    boss = person(users, admin=True)
+    deputy = person(users, admin=True)
+    ok(call(other, "GET", "/plugins", deputy.headers))
+    ok(call(other, "GET", "/plugins", deputy.headers))
+    tokens = other.application.extensions["trivium.tokens.local"]
+    assert len(tokens.entries) == 1
+    with app.test_request_context("/"), get_db(app).session() as sess:
+        operator.set_admin(
+            sess, sess.get_one(User, boss.user.id), sess.get_one(User, deputy.user.id), False
+        )
+    problem(call(other, "GET", "/plugins", deputy.headers), 403)
+
+
+def test_counters_are_exact_across_forked_processes(tmp_path: Path) -> None:
+    gens = Generations(tmp_path / "generations")
+    slot = slot_of(("course", 1))
+    context = multiprocessing.get_context("fork")
+
+    def work() -> None:
+        for _ in range(3000):
+            gens.bump([slot])
+
+    workers = [context.Process(target=work) for _ in range(3)]
+    for w in workers:
+        w.start()
+    work()
+    for w in workers:
+        w.join(60)
+        assert w.exitcode == 0
+    assert gens.read(slot) == 4 * 3000
+    gens.close()
 
 
 def test_an_uncommitted_change_never_reaches_the_cache(

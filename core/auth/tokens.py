@@ -14,6 +14,8 @@ process (decoded, checked against the token's change counter of
   :func:`forget_token`, which takes effect at once in every process sharing a
   Redis cache; with the in-process cache, at once in every process of the
   machine (and within ``token_cache_seconds`` on other machines);
+* with the in-process cache, any committed change to the owner's user row
+  (rights, deactivation) applies at once on the machine too;
 * a deactivation or privilege change made directly in the database reaches
   requests within ``token_cache_seconds`` (call :func:`forget_user_tokens`
   after such a change to make it immediate where the cache is shared);
@@ -149,20 +151,22 @@ def user_for_token(sess: Session, plaintext: str) -> User | None:
     if local is not None:
         found = local.get(digest)
         if found is None:
-            stamp = local.stamp(digest)
+            stamps = local.stamps(digest)
             found = _lookup(sess, digest)
             if found is None:
                 return None
-            local.keep(digest, found, stamp, ttl)
+            local.keep(digest, found, stamps, ttl)
     else:
         if ttl:
             raw = get_cache().get(_CACHE_PREFIX + digest)
             found = _decode(raw) if raw is not None else None
         if found is None:
+            moved = _token_counter(digest)
             found = _lookup(sess, digest)
             if found is None:
                 return None
-            if ttl:
+            # not if the token was revoked (forget_token) during the lookup
+            if ttl and _token_counter(digest) == moved:
                 get_cache().set(_CACHE_PREFIX + digest, _encode(*found), ttl)
     user, expires_at = found
     if expires_at is not None and expires_at <= utcnow():
@@ -173,33 +177,63 @@ def user_for_token(sess: Session, plaintext: str) -> User | None:
 class _LocalTokens:
     """Decoded token owners, for a process whose instance cache is in-process anyway.
 
-    Saves decoding the cached bytes on every request; a revocation moves the
-    token's counter (:mod:`core.generations`), which every process of the
-    machine sees at once, so this layer never outlives a :func:`forget_token`.
+    Saves decoding the cached bytes on every request.  An entry is checked
+    against two change counters (:mod:`core.generations`), read before its
+    owner was loaded: the token's, which :func:`forget_token` moves, and its
+    owner's, which any committed change to the user row moves (rights,
+    deactivation).  The owner is known from an earlier load in this process
+    (the first load only notes it), so a change is never missed, on any
+    process of the machine.
     """
 
     def __init__(self, generations: Generations) -> None:
         self.generations = generations
-        self.entries: dict[str, tuple[tuple[dict[str, Any], datetime | None], float, int]] = {}
+        self.entries: dict[
+            str, tuple[tuple[dict[str, Any], datetime | None], float, tuple[int, ...]]
+        ] = {}
+        self.owners: dict[str, int] = {}
+
+    def _slots(self, digest: str) -> tuple[int, ...] | None:
+        owner = self.owners.get(digest)
+        if owner is None:
+            return None
+        return _slot(digest), slot_of(readcache.user_key(owner))
 
     def get(self, digest: str) -> tuple[dict[str, Any], datetime | None] | None:
         entry = self.entries.get(digest)
-        if entry is None:
+        slots = self._slots(digest)
+        if entry is None or slots is None:
             return None
-        found, until, stamp = entry
-        if until <= time.monotonic() or self.generations.read(_slot(digest)) != stamp:
+        found, until, stamps = entry
+        if until <= time.monotonic() or tuple(map(self.generations.read, slots)) != stamps:
             return None
         return found
 
-    def stamp(self, digest: str) -> int:
-        return self.generations.read(_slot(digest))
+    def stamps(self, digest: str) -> tuple[int, ...] | None:
+        slots = self._slots(digest)
+        return None if slots is None else tuple(map(self.generations.read, slots))
 
     def keep(
-        self, digest: str, found: tuple[dict[str, Any], datetime | None], stamp: int, ttl: int
+        self,
+        digest: str,
+        found: tuple[dict[str, Any], datetime | None],
+        stamps: tuple[int, ...] | None,
+        ttl: int,
     ) -> None:
+        owner: int = found[0]["id"]
+        if stamps is None or self.owners.get(digest) != owner:
+            if len(self.owners) >= 100_000:
+                self.owners.clear()
+            self.owners[digest] = owner
+            return
         if len(self.entries) >= 100_000:
             self.entries.clear()
-        self.entries[digest] = (found, time.monotonic() + ttl, stamp)
+        self.entries[digest] = (found, time.monotonic() + ttl, stamps)
+
+
+def _token_counter(digest: str) -> int | None:
+    cache = readcache.current() if has_app_context() else None
+    return None if cache is None else cache.generations.read(_slot(digest))
 
 
 def _slot(digest: str) -> int:
@@ -226,8 +260,8 @@ def _moved(digests: list[str]) -> None:
 def forget_token(token_hash: str) -> None:
     """Drop a token from the cache (call after revoking it, once committed)."""
     if has_app_context():
+        _moved([token_hash])  # first: a lookup running now then does not store
         get_cache().delete(_CACHE_PREFIX + token_hash)
-        _moved([token_hash])
 
 
 def forget_user_tokens(sess: Session, user_id: int) -> None:
@@ -236,9 +270,9 @@ def forget_user_tokens(sess: Session, user_id: int) -> None:
         return
     cache = get_cache()
     hashes = list(sess.scalars(_USER_TOKEN_HASHES, {"user_id": user_id}))
+    _moved(hashes)
     for token_hash in hashes:
         cache.delete(_CACHE_PREFIX + token_hash)
-    _moved(hashes)
 
 
 @hookimpl(trylast=True)

@@ -195,6 +195,7 @@ def set_admin(user_id: str) -> ResponseReturnValue:
         flash(exc.detail, "error")
         return _back_to(account)
     sess.commit()
+    forget_user_tokens(sess, account.id)  # their API tokens carry the rights
     if value:
         flash(
             gettext("%(name)s is now a site administrator.", name=account.display_name), "success"
@@ -216,6 +217,7 @@ def set_creator(user_id: str) -> ResponseReturnValue:
     value = _flag()
     operator.set_course_creator(sess, admin, account, value)
     sess.commit()
+    forget_user_tokens(sess, account.id)  # their API tokens carry the rights
     if value:
         flash(gettext("%(name)s may create courses.", name=account.display_name), "success")
     else:
