@@ -25,11 +25,19 @@ class CacheNonceStore:
 
     def __init__(self, cache: Cache) -> None:
         self._cache = cache
+        self._last = ("", "", _digest("", ""))
 
-    @staticmethod
-    def _key(kind: str, keyid: str, nonce: str) -> str:
-        digest = hashlib.sha256(f"{keyid}\n{nonce}".encode()).hexdigest()
-        return f"federation:nonce:{kind}:{digest}"
+    def _digest(self, keyid: str, nonce: str) -> str:
+        # A verifier asks seen() then claim() for the same pair: hash it once.
+        last = self._last
+        if last[0] == keyid and last[1] == nonce:
+            return last[2]
+        digest = _digest(keyid, nonce)
+        self._last = (keyid, nonce, digest)
+        return digest
+
+    def _key(self, kind: str, keyid: str, nonce: str) -> str:
+        return f"federation:nonce:{kind}:{self._digest(keyid, nonce)}"
 
     def seen(self, keyid: str, nonce: str) -> bool:
         """Whether ``keyid`` already used ``nonce``."""
@@ -37,7 +45,12 @@ class CacheNonceStore:
 
     def claim(self, keyid: str, nonce: str, ttl: int) -> bool:
         """Record the nonce for ``ttl`` seconds; False if it was already claimed."""
-        if self._cache.incr(self._key("claim", keyid, nonce), ttl) != 1:
+        digest = self._digest(keyid, nonce)  # both keys name the same (key, nonce) pair
+        if self._cache.incr(f"federation:nonce:claim:{digest}", ttl) != 1:
             return False
-        self._cache.set(self._key("seen", keyid, nonce), b"1", ttl)
+        self._cache.set(f"federation:nonce:seen:{digest}", b"1", ttl)
         return True
+
+
+def _digest(keyid: str, nonce: str) -> str:
+    return hashlib.sha256(f"{keyid}\n{nonce}".encode()).hexdigest()

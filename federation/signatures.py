@@ -29,6 +29,8 @@ from collections.abc import Mapping
 from collections.abc import Sequence
 from dataclasses import dataclass
 from dataclasses import replace
+from functools import cached_property
+from functools import lru_cache
 from typing import ClassVar
 from typing import Protocol
 from urllib.parse import urlsplit
@@ -276,14 +278,36 @@ class Component:
     name: str
     params: sfv.Params = ()
 
-    @property
+    @cached_property
     def identity(self) -> tuple[str, frozenset[tuple[str, sfv.BareItem]]]:
         """Two identifiers are the same component whatever their parameter order."""
         return self.name, frozenset(self.params)
 
     def identifier(self) -> str:
         """The serialised component identifier, e.g. ``"@method";req``."""
+        if not self.params:
+            return _bare_identifier(self.name)
         return sfv.serialize_item(sfv.Item(self.name, self.params))
+
+
+@lru_cache(maxsize=64)
+def _bare_identifier(name: str) -> str:
+    # Keyed by the name alone: parameters are never part of the key, where
+    # True and 1 would be the same.
+    return sfv.serialize_bare_item(name)
+
+
+@lru_cache(maxsize=64)
+def _bare_component(name: str) -> Component:
+    # Components are immutable: one instance per name serves every message.
+    return Component(name)
+
+
+@lru_cache(maxsize=8)
+def _identities(
+    components: tuple[Component, ...],
+) -> frozenset[tuple[str, frozenset[tuple[str, sfv.BareItem]]]]:
+    return frozenset(c.identity for c in components)
 
 
 REQUEST_COMPONENTS = (
@@ -338,22 +362,30 @@ def component_value(component: Component, message: Message) -> str:
 
     :raise MalformedSignature: the component is absent or not supported.
     """
-    unsupported = {key for key, _ in component.params} - {"req", "key"}
+    if not component.params:  # the usual case: the message's own field or derived value
+        if component.name.startswith("@"):
+            return _derived(component.name, message)
+        plain = message.field(component.name)
+        if plain is None:
+            raise MalformedSignature(f"covered field {component.name!r} is absent")
+        return plain
+    params = dict(component.params)
+    unsupported = set(params) - {"req", "key"}
     if unsupported:
         raise MalformedSignature(f"unsupported component parameters {sorted(unsupported)}")
     source: Message = message
-    if dict(component.params).get("req") is True:
+    if params.get("req") is True:
         if not isinstance(message, HttpResponse):
             raise MalformedSignature(";req is only defined for responses")
         source = message.request
     if component.name.startswith("@"):
-        if "key" in dict(component.params):
+        if "key" in params:
             raise MalformedSignature(f"{component.name} takes no key parameter")
         return _derived(component.name, source)
     value = source.field(component.name)
     if value is None:
         raise MalformedSignature(f"covered field {component.name!r} is absent")
-    key = dict(component.params).get("key")
+    key = params.get("key")
     if key is None:
         return value
     if not isinstance(key, str):
@@ -380,18 +412,24 @@ def signature_base(components: Sequence[Component], params: sfv.Params, message:
         or a value cannot appear in a signature base.
     """
     lines = []
+    identifiers = []
     seen: set[tuple[str, frozenset[tuple[str, sfv.BareItem]]]] = set()
     for component in components:
-        if component.identity in seen:
+        identity = component.identity
+        if identity in seen:
             raise MalformedSignature(f"component {component.identifier()} appears twice")
-        seen.add(component.identity)
+        seen.add(identity)
         value = component_value(component, message)
+        identifier = component.identifier()
         if "\n" in value or "\r" in value:
-            raise MalformedSignature(f"{component.identifier()} contains a line break")
-        lines.append(f"{component.identifier()}: {value}")
-    inner = sfv.InnerList(tuple(sfv.Item(c.name, c.params) for c in components), params)
+            raise MalformedSignature(f"{identifier} contains a line break")
+        lines.append(f"{identifier}: {value}")
+        identifiers.append(identifier)
     try:
-        lines.append(f'"@signature-params": {sfv.serialize_inner_list(inner)}')
+        # The inner list of the covered components with the parameters, as
+        # sfv.serialize_inner_list writes it, from the identifiers above.
+        inner = "(" + " ".join(identifiers) + ")" + sfv.serialize_params(params)
+        lines.append(f'"@signature-params": {inner}')
     except sfv.StructuredFieldError as exc:
         raise MalformedSignature(f"signature parameters: {exc}") from exc
     base = "\n".join(lines)
@@ -490,7 +528,10 @@ def parse_signature(signature_input: str, signature: str, label: str = LABEL) ->
     for item in member.items:
         if not isinstance(item.value, str) or item.value != item.value.lower():
             raise MalformedSignature("component identifiers are lower-case strings")
-        components.append(Component(item.value, item.params))
+        if item.params:
+            components.append(Component(item.value, item.params))
+        else:
+            components.append(_bare_component(item.value))
     return SignatureInput(label, tuple(components), member.params, value.value)
 
 
@@ -506,14 +547,14 @@ class _Profile:
 
 def _profile(sig: SignatureInput, expected: Sequence[Component]) -> _Profile:
     covered = [c.identity for c in sig.components]
-    if len(set(covered)) != len(covered) or set(covered) != {c.identity for c in expected}:
+    if len(set(covered)) != len(covered) or set(covered) != _identities(tuple(expected)):
         wanted = " ".join(c.identifier() for c in expected)
         raise MalformedSignature(f"the signature must cover exactly ({wanted})")
-    names = [name for name, _ in sig.params]
-    if len(names) != len(set(names)) or set(names) != _PROFILE_PARAMS:
+    params = dict(sig.params)
+    if len(params) != len(sig.params) or params.keys() != _PROFILE_PARAMS:
         raise MalformedSignature(f"signature parameters must be {sorted(_PROFILE_PARAMS)}")
-    created, keyid = sig.param("created"), sig.param("keyid")
-    alg, nonce, tag = sig.param("alg"), sig.param("nonce"), sig.param("tag")
+    created, keyid = params["created"], params["keyid"]
+    alg, nonce, tag = params["alg"], params["nonce"], params["tag"]
     if isinstance(created, bool) or not isinstance(created, int) or created < 0:
         raise MalformedSignature("created must be a non-negative integer")
     if not isinstance(keyid, str) or not keyid.startswith(("https://", "http://")):
@@ -674,6 +715,24 @@ class VerifyPolicy:
         return 2 * self.max_age + 1
 
 
+_DEFAULT_POLICY = VerifyPolicy()
+_SIGNATURE_FIELDS = {
+    "signature-input": "Signature-Input",
+    "signature": "Signature",
+    "content-digest": "Content-Digest",
+}
+
+
+def _signature_fields_of(headers: Headers) -> dict[str, str | None]:
+    """The three fields a verifier reads, as :func:`_field` gives each, in one pass."""
+    found: dict[str, list[str]] = {name: [] for name in _SIGNATURE_FIELDS.values()}
+    for key, value in headers:
+        name = _SIGNATURE_FIELDS.get(key.lower())
+        if name is not None:
+            found[name].append(value.strip())
+    return {name: ", ".join(values) if values else None for name, values in found.items()}
+
+
 @dataclass(frozen=True)
 class Verified:
     """A message that passed verification: who signed it, with which key, when."""
@@ -697,9 +756,7 @@ def _verify(
     # 1. Size: refuse oversized input before parsing any of it.
     if len(message.body) > policy.max_body_bytes:
         raise MessageTooLarge(f"body larger than {policy.max_body_bytes} bytes")
-    fields = {
-        name: message.field(name) for name in ("Signature-Input", "Signature", "Content-Digest")
-    }
+    fields = _signature_fields_of(message.headers)
     for name, value in fields.items():
         if value is not None and len(value) > policy.max_field_bytes:
             raise MessageTooLarge(f"{name} larger than {policy.max_field_bytes} bytes")
@@ -786,7 +843,7 @@ def verify_request(
         trust=trust,
         nonces=nonces,
         now=now,
-        policy=policy or VerifyPolicy(),
+        policy=policy or _DEFAULT_POLICY,
         expected_peer=expected_peer,
     )
 
@@ -814,6 +871,6 @@ def verify_response(
         trust=trust,
         nonces=None,
         now=now,
-        policy=policy or VerifyPolicy(),
+        policy=policy or _DEFAULT_POLICY,
         expected_peer=expected_peer,
     )

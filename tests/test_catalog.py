@@ -213,6 +213,41 @@ def test_facets_and_ranked_pages_are_cached_until_the_index_changes(
     assert languages() == [("de", 1), ("it", 1)]
 
 
+def test_a_search_with_words_reads_its_matches_once(app: Flask, sess: Session, owner: User) -> None:
+    for n in range(3):
+        make_course(sess, owner, f"Botany {n}", language="en", level="beginner")
+    make_course(sess, owner, "Botany advanced", language="de", level="advanced")
+    statements: list[str] = []
+
+    def record(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        statements.append(statement)
+
+    def full_text_matches() -> int:
+        found = sum(" MATCH " in s or "@@" in s for s in statements)
+        statements.clear()
+        return found
+
+    engine = get_db(app).engine
+    sa.event.listen(engine, "before_cursor_execute", record)
+    try:
+        page = catalog.search(sess, "botany", limit=2)
+        # The page and the facets both come from one match of the index.
+        assert full_text_matches() == 1
+        assert len(page.entries) == 2 and page.next_cursor is not None
+        assert page.facets["language"] == [("en", 3), ("de", 1)]
+        assert page.facets["level"] == [("beginner", 3), ("advanced", 1)]
+        assert page.facets_exact and page.ranking_exact
+        assert catalog.search(sess, "botany", limit=2) == page  # both cached
+        assert full_text_matches() == 0
+        rest = catalog.search(sess, "botany", limit=2, cursor=page.next_cursor)
+        assert full_text_matches() == 1  # the next page; its facets were cached
+        assert rest.facets == page.facets and rest.next_cursor is None
+        seen = {hit.title for hit in page.entries + rest.entries}
+        assert seen == {"Botany 0", "Botany 1", "Botany 2", "Botany advanced"}
+    finally:
+        sa.event.remove(engine, "before_cursor_execute", record)
+
+
 @pytest.mark.parametrize("q", ["course", None])
 def test_filters_match_whole_values_whatever_their_characters(sess: Session, q: str | None) -> None:
     catalog.apply_changes(

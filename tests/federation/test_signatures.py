@@ -369,6 +369,23 @@ def test_a_forgery_does_not_burn_the_nonce_of_the_real_message() -> None:
 # ---------------------------------------------------------------- order and parsing
 
 
+def test_fields_are_read_whatever_their_case_and_over_several_lines() -> None:
+    req = signed()
+    values = {name.lower(): value for name, value in req.headers}
+    split = (
+        ("content-type", values["content-type"]),
+        ("CONTENT-DIGEST", values["content-digest"]),
+        ("signature-input", 'other=("@method");created=1'),
+        ("SIGNATURE-INPUT", values["signature-input"]),
+        ("Signature", "  " + values["signature"] + " "),
+    )
+    assert verify(replace(req, headers=split)).keyid == KEYID
+    # A second line is part of the field's value: its sha-256 member is the one checked.
+    extra = (*split, ("content-digest", "sha-256=:" + "A" * 43 + "=:"))
+    with pytest.raises(sig.DigestMismatch):
+        verify(replace(req, headers=extra))
+
+
 def test_size_is_checked_before_anything_else() -> None:
     policy = sig.VerifyPolicy(max_body_bytes=16)
     unsigned = request(b"x" * 17)
