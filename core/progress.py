@@ -50,9 +50,9 @@ from core.courses import content_type_for
 from core.courses import lookup_item
 from core.courses import plugin_host
 from core.courses import view_item
+from core.db import LeanRead
 from core.db import core_execute
 from core.db import new_public_id
-from core.db import read_first
 from core.db import utcnow
 from core.errors import Conflict
 from core.errors import Forbidden
@@ -181,6 +181,7 @@ _FIND = select(Progress).where(Progress.user_id == _USER_ID, Progress.item_id ==
 _STATE = select(
     Progress.status, Progress.score, Progress.data, Progress.updated_at, Progress.completed_at
 ).where(Progress.user_id == _USER_ID, Progress.item_id == _ITEM_ID)
+_STATE_READ = LeanRead(_STATE)
 
 
 # The report endpoint loads the item, the caller's standing and their stored
@@ -229,7 +230,7 @@ def _stored_state(sess: Session, user: User, item: Item) -> Any:
         return memo.pop(key)
     # outside the request's transaction if it has none (a completion reads
     # again under its lock)
-    return read_first(sess, _STATE, {"user_id": user.id, "item_id": item.id})
+    return _STATE_READ.first(sess, {"user_id": user.id, "item_id": item.id})
 
 
 def _lock_enrolment(sess: Session, user: User, course: Course) -> Enrolment | None:
