@@ -308,12 +308,13 @@ _COURSE_FOR_VIEWER = _COURSE.add_columns(rbac.VIEWER_ROLE, rbac.VIEWER_STATUS)
 # (core.db.attach): on the learner's hot paths the ORM's per-row loading of
 # three entities cost more than the query itself.
 _ITEM_PARTS = tuple((model, tuple(model.__table__.columns)) for model in (Item, Course, Module))
+_ITEM_COLUMNS = tuple(c for _, columns in _ITEM_PARTS for c in columns)
 _ITEM_KEYS = tuple(
     (model, tuple(sa_mapper(model).get_property_by_column(c).key for c in columns))
     for model, columns in _ITEM_PARTS
 )
 _ITEM = (
-    select(*(c for _, columns in _ITEM_PARTS for c in columns))
+    select(*_ITEM_COLUMNS)
     .select_from(
         Item.__table__.join(Course.__table__, Course.id == Item.course_id).join(
             Module.__table__, Module.id == Item.module_id
@@ -378,6 +379,16 @@ def get_item(sess: Session, public_id: str, viewer: User | None = None) -> tuple
     return row[0], row[1]
 
 
+def _item_parts(row: Any) -> list[dict[str, Any]]:
+    """The item's, course's and module's column values of an :data:`_ITEM` row."""
+    parts: list[dict[str, Any]] = []
+    start = 0
+    for _model, keys in _ITEM_KEYS:
+        parts.append(dict(zip(keys, row[start : start + len(keys)], strict=True)))
+        start += len(keys)
+    return parts
+
+
 def view_item(sess: Session, public_id: str, viewer: User) -> tuple[Item, Course]:
     """Like :func:`get_item` with a viewer, for reading: served from :mod:`core.readcache`.
 
@@ -398,11 +409,7 @@ def view_item(sess: Session, public_id: str, viewer: User) -> tuple[Item, Course
         found = read_first(sess, _ITEM, {"public_id": public_id})
         if found is None:
             raise ItemNotFound("no such item")
-        parts: list[dict[str, Any]] = []
-        start = 0
-        for _model, keys in _ITEM_KEYS:
-            parts.append(dict(zip(keys, found[start : start + len(keys)], strict=True)))
-            start += len(keys)
+        parts = _item_parts(found)
         row = readcache.ItemRow(item=parts[0], course=parts[1], module=parts[2])
         cache.keep_item(sess, public_id, row, stamp)
     item, _module, course = row.objects()
@@ -428,15 +435,12 @@ def lookup_item(
         row = core_execute(sess, statement, params).first()
     if row is None:
         raise ItemNotFound("no such item")
-    objects: list[Any] = []
-    start = 0
-    for model, keys in _ITEM_KEYS:
-        objects.append(
-            attach(sess, model, dict(zip(keys, row[start : start + len(keys)], strict=True)))
-        )
-        start += len(keys)
-    item, course, module = objects
+    parts = _item_parts(row)
+    item = attach(sess, Item, parts[0])
+    course = attach(sess, Course, parts[1])
+    module = attach(sess, Module, parts[2])
     set_committed_value(item, "module", module)
+    start = len(_ITEM_COLUMNS)
     if viewer is not None:
         rbac.remember(sess, viewer, course, row[start], row[start + 1])
     return (item, course, module, *row[start:])

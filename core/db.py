@@ -158,15 +158,25 @@ def read_first(sess: Session, statement: Executable, params: dict[str, Any]) -> 
     Once the session holds a connection (or has changes pending), the read
     runs in its transaction, so it sees the session's own writes.
     """
+    engine = _apart(sess)
+    if engine is None:
+        return core_execute(sess, statement, params).first()
+    with engine.connect() as conn:
+        return conn.execute(statement, params).first()
+
+
+def _apart(sess: Session) -> Engine | None:
+    """The engine to read from apart from ``sess``, or None if the read belongs in it.
+
+    A session that holds no connection and has nothing to flush has no
+    writes of its own a read could miss.
+    """
     bind = sess.get_bind()
-    if (
-        isinstance(bind, Engine)
-        and not sess.info.get(_CONNECTED)
-        and not (sess.new or sess.dirty or sess.deleted)
-    ):
-        with bind.connect() as conn:
-            return conn.execute(statement, params).first()
-    return core_execute(sess, statement, params).first()
+    if not isinstance(bind, Engine) or has_connection(sess):
+        return None
+    if sess.new or sess.dirty or sess.deleted:
+        return None
+    return bind
 
 
 class LeanRead:
@@ -200,14 +210,8 @@ class LeanRead:
 
     def first(self, sess: Session, params: dict[str, Any]) -> Any:
         """The first row (or None), outside ``sess``'s transaction if it has none yet."""
-        bind = sess.get_bind()
-        if (
-            not isinstance(bind, Engine)
-            or has_connection(sess)
-            or sess.new
-            or sess.dirty
-            or sess.deleted
-        ):
+        bind = _apart(sess)
+        if bind is None:
             return core_execute(sess, self.statement, params).first()
         sql, order, processors, row_type = self._prepared.get(bind.dialect.name) or self._prepare(
             bind.dialect
