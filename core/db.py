@@ -193,29 +193,39 @@ class LeanRead:
 
     def __init__(self, statement: Select[Any]) -> None:
         self.statement = statement
-        self._prepared: dict[str, tuple[str, list[str] | None, list[Any], type[Any]]] = {}
+        self._prepared: dict[str, tuple[str, list[str] | None, type[Any]]] = {}
+        #: Result processors per dialect, made from the first cursor's
+        #: description (some drivers' types need the column's type code).
+        self._processors: dict[str, list[Any]] = {}
 
-    def _prepare(self, dialect: Dialect) -> tuple[str, list[str] | None, list[Any], type[Any]]:
+    def _prepare(self, dialect: Dialect) -> tuple[str, list[str] | None, type[Any]]:
         compiled = self.statement.compile(dialect=dialect)
         order = list(compiled.positiontup) if compiled.positional and compiled.positiontup else None
-        processors = [
-            column.type.dialect_impl(dialect).result_processor(dialect, None)
-            for column in self.statement.selected_columns
-        ]
         names = [str(column.key) for column in self.statement.selected_columns]
         row_type = namedtuple("LeanRow", names)  # type: ignore[misc]
-        prepared = (compiled.string, order, processors, row_type)
+        prepared = (compiled.string, order, row_type)
         self._prepared[dialect.name] = prepared
         return prepared
+
+    def _processors_for(self, dialect: Dialect, description: Any) -> list[Any]:
+        processors = self._processors.get(dialect.name)
+        if processors is None:
+            processors = [
+                column.type.dialect_impl(dialect).result_processor(dialect, described[1])
+                for column, described in zip(
+                    self.statement.selected_columns, description, strict=True
+                )
+            ]
+            self._processors[dialect.name] = processors
+        return processors
 
     def first(self, sess: Session, params: dict[str, Any]) -> Any:
         """The first row (or None), outside ``sess``'s transaction if it has none yet."""
         bind = _apart(sess)
         if bind is None:
             return core_execute(sess, self.statement, params).first()
-        sql, order, processors, row_type = self._prepared.get(bind.dialect.name) or self._prepare(
-            bind.dialect
-        )
+        dialect = bind.dialect
+        sql, order, row_type = self._prepared.get(dialect.name) or self._prepare(dialect)
         args: Any = [params[name] for name in order] if order is not None else params
         raw = bind.raw_connection()
         try:
@@ -223,6 +233,7 @@ class LeanRead:
             try:
                 cursor.execute(sql, args)
                 row = cursor.fetchone()
+                processors = self._processors_for(dialect, cursor.description)
             finally:
                 cursor.close()
         finally:
