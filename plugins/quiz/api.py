@@ -787,12 +787,7 @@ def export_gift(course_id: str) -> ResponseReturnValue:
     """The GIFT text as JSON with the skipped questions, or as a ``.gift`` download."""
     _, course = load_course(course_id, "quiz.bank.view")
     query = parse_query(ExportQuery)
-    stmt = select(BankQuestion).where(BankQuestion.course_id == course.id)
-    if query.category:
-        cat = query.category.strip("/")
-        stmt = stmt.where(
-            (BankQuestion.category == cat) | BankQuestion.category.startswith(cat + "/")
-        )
+    stmt = bank_filtered(select(BankQuestion), course, category=query.category)
     rows = [
         r
         for r in db.session().scalars(stmt.order_by(BankQuestion.category, BankQuestion.id))
