@@ -71,7 +71,6 @@ from core.models import User
 T = TypeVar("T", bound=Base)
 
 _EXTENSION = "trivium.readcache"
-_WROTE = "trivium.readcache.wrote"
 _PENDING = "trivium.readcache.pending"
 
 #: Most entries a process keeps of each kind (the oldest go first past it):
@@ -211,7 +210,7 @@ class ReadCache:
         stamp: tuple[int, tuple[int, ...]] | None,
     ) -> None:
         """Store ``row`` as loaded by ``sess`` after :meth:`item_stamp` gave ``stamp``."""
-        if not self.enabled or sess.info.get(_WROTE):
+        if not self.enabled or sess.info.get(_PENDING):
             return
         course_id: int = row.course["id"]
         if stamp is None or stamp[0] != course_id:
@@ -241,7 +240,7 @@ class ReadCache:
         self, sess: Session, user_id: int, course_id: int, value: Any, stamp: tuple[int, ...]
     ) -> None:
         """Store a standing loaded by ``sess`` after reading ``stamp``."""
-        if not self.enabled or sess.info.get(_WROTE):
+        if not self.enabled or sess.info.get(_PENDING):
             return
         self._bounded(self._standings)
         self._standings[(user_id, course_id)] = self._entry(
@@ -282,7 +281,7 @@ class ReadCache:
         Kept only if it lists no course whose counter was not read before the
         load; otherwise its courses are noted for the next load.
         """
-        if not self.enabled or sess.info.get(_WROTE):
+        if not self.enabled or sess.info.get(_PENDING):
             return
         courses, slots, stamps = stamp
         listed = tuple(course_ids)
@@ -338,7 +337,6 @@ def touch(sess: Session, keys: Iterable[Key]) -> None:
     keys = list(keys)
     if not keys:
         return
-    sess.info[_WROTE] = True
     sess.info.setdefault(_PENDING, set()).update(keys)
     generations: Generations | None = sess.info.get(_EXTENSION)
     if generations is not None:
@@ -362,7 +360,6 @@ def _after_commit(sess: Session) -> None:
 def _after_transaction_end(sess: Session, transaction: SessionTransaction) -> None:
     if transaction.parent is None:  # the outermost transaction: committed or not
         sess.info.pop(_PENDING, None)
-        sess.info.pop(_WROTE, None)
 
 
 def listen(database: Database, generations: Generations) -> None:
