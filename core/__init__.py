@@ -11,8 +11,11 @@ to record an operator's action), ``core.web.forms.FormState`` (what the form
 macros of ``macros/forms.html`` render), ``core.reports.csv_cell`` (formula-safe
 CSV cells), ``core.cache``, ``core.config.Settings``,
 ``core.catalog`` (``search``, ``apply_changes``, ``delete_source``,
-``local_changes``, ``local_head``)); nothing
-else of core is part of the contract.
+``local_changes``, ``local_head``, ``reindex_local``), ``core.courses``
+(``create_course``, ``change_status``, to create courses as an operator's
+command would) and ``core.demo`` (``DemoInstance``, handed to the
+``demo_instances_started`` hook, and the demo accounts such as
+``INSTRUCTOR``)); nothing else of core is part of the contract.
 """
 
 from __future__ import annotations

@@ -534,19 +534,40 @@ def _run_worker_processes(
 @click.option(
     "--path",
     type=click.Path(file_okay=False, path_type=Path),
-    help="Instance folder (default: --instance, else instances/demo).",
+    help="Instance folder (default: --instance, else instances/demo); with --peers, "
+    "the folder of their folders (default: instances/demo-network).",
 )
-@click.option("--bind", default="127.0.0.1:8000", show_default=True, help="For a new instance.")
+@click.option(
+    "--bind",
+    help="Address of a new instance (default: 127.0.0.1:8000); with --peers, of the "
+    "first, the others on the next ports (default: 127.0.0.1:8101).",
+)
+@click.option(
+    "--peers",
+    type=click.IntRange(2, 3),
+    metavar="N",
+    help="Start N demo instances of their own (2 or 3) and let plugins join them: "
+    "with federation, each catalog lists the others' courses.",
+)
 @click.option("--serve/--no-serve", "serve_it", default=True, help="Serve it afterwards.")
 @click.pass_context
-def demo(ctx: click.Context, path: Path | None, bind: str, serve_it: bool) -> None:
-    """Create a demo instance with sample data (once), then serve it."""
+def demo(
+    ctx: click.Context, path: Path | None, bind: str | None, peers: int | None, serve_it: bool
+) -> None:
+    """Create a demo instance with sample data (once), then serve it.
+
+    With --peers N: N demo instances, each served by a process of its own and
+    joined together by plugins (federation peers them).  Ctrl-C stops them.
+    """
     from core import demo as demo_data
     from core import serve as server
 
+    if peers is not None:
+        _demo_network(ctx, peers, path or demo_data.NETWORK_ROOT, bind, serve_it)
+        return
     root = path or _state(ctx).instance or demo_data.DEFAULT_PATH
     try:
-        instance = demo_data.prepare(root, bind=bind)
+        instance = demo_data.prepare(root, bind=bind or "127.0.0.1:8000")
     except _startup_errors() as exc:
         raise click.ClickException(str(exc)) from exc
     ctx.call_on_close(lambda: close_app(instance.app))
@@ -554,12 +575,64 @@ def demo(ctx: click.Context, path: Path | None, bind: str, serve_it: bool) -> No
         click.echo(f"Created the demo instance in {instance.path}.")
     click.echo("Added the sample data." if instance.seeded else "Sample data already present.")
     click.echo(f"\nTrivium demo: {instance.url}")
-    click.echo(f"Password of every demo account: {demo_data.DEMO_PASSWORD}")
-    for role, email in demo_data.logins():
-        click.echo(f"  {role:<10}  {email}")
+    _demo_logins()
     if serve_it:
         click.echo("")
         server.run(instance.app)
+
+
+def _demo_network(
+    ctx: click.Context, count: int, root: Path, bind: str | None, serve_it: bool
+) -> None:
+    """``trivium demo --peers N``: N demo instances, served, joined by plugins."""
+    from core import demo as demo_data
+
+    try:
+        instances = demo_data.prepare_network(count, root, bind=bind or demo_data.NETWORK_BIND)
+    except demo_data.BadBindAddress as exc:
+        raise click.BadParameter(str(exc), ctx=ctx, param_hint="'--bind'") from exc
+    except _startup_errors() as exc:
+        raise click.ClickException(str(exc)) from exc
+    for instance in instances:
+        ctx.call_on_close(lambda app=instance.app: close_app(app))
+    for instance in instances:
+        done = "added its sample data" if instance.seeded else "sample data already present"
+        made = "created" if instance.created else "reused"
+        click.echo(f"{instance.name}: {made} {instance.path}, {done}.")
+    if not serve_it:
+        click.echo(f"Prepared {count} demo instances; plugins join them when they are served.")
+        return
+    # SIGTERM stops the servers as Ctrl-C does (each runs in a session of its own).
+    previous = signal.signal(signal.SIGTERM, signal.default_int_handler)
+    try:
+        with demo_data.serving(instances) as servers:
+            lines = demo_data.join(instances)
+            click.echo(f"\nTrivium demo, {count} instances:")
+            for instance in instances:
+                click.echo(f"  {instance.name:<34} {instance.url}")
+            for line in lines:
+                click.echo(line)
+            _demo_logins()
+            click.echo("Server logs: serve.log in each folder. Ctrl-C stops them.")
+            exited = demo_data.wait_exit(servers)
+            raise click.ClickException(
+                f"the server of {exited.instance.name} exited; see {exited.log_path}"
+            )
+    except KeyboardInterrupt:
+        click.echo("\nStopped.")
+    except (demo_data.PortInUse, demo_data.ServerFailed) as exc:
+        raise click.ClickException(str(exc)) from exc
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _demo_logins() -> None:
+    """Print the demo accounts and their password."""
+    from core import demo as demo_data
+
+    click.echo(f"Password of every demo account: {demo_data.DEMO_PASSWORD}")
+    for role, email in demo_data.logins():
+        click.echo(f"  {role:<10}  {email}")
 
 
 BUILTIN_COMMANDS = frozenset(cli.commands)

@@ -2,12 +2,28 @@
 
 Running it again reuses the instance and adds nothing: the data is written in
 one transaction, only when the demo administrator does not exist yet.
+
+``trivium demo --peers N`` prepares N such instances, each with a folder,
+name and port of its own (:func:`prepare_network`), serves each with a
+``trivium serve`` process (:func:`serving`), and then lets plugins join them
+together through the ``demo_instances_started`` hook (:func:`join`): the
+federation plugin peers them, so that each catalog lists the others' courses.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -18,6 +34,7 @@ from flask import Flask
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from core import catalog
 from core import create_app
 from core import schema
 from core.config import Settings
@@ -37,6 +54,7 @@ from core.plugins import PluginHost
 log = logging.getLogger(__name__)
 
 DEFAULT_PATH = Path("instances") / "demo"
+NAME = "Trivium Demo University"
 #: Every demo account has this password; the instance is for trying Trivium out.
 DEMO_PASSWORD = "demo-password-123"  # noqa: S105
 ADMIN = "admin@demo.test"
@@ -85,25 +103,74 @@ PROGRESS = {
 }
 
 
+#: Where ``trivium demo --peers N`` keeps its instances, one folder each.
+NETWORK_ROOT = Path("instances") / "demo-network"
+#: The first network instance's address; the others take the next ports.
+NETWORK_BIND = "127.0.0.1:8101"
+#: ``(folder, name)`` of each instance of a demo network, in port order.
+NETWORK = (
+    ("north", "Northern University"),
+    ("south", "Southern Institute of Technology"),
+    ("east", "Eastern College of Arts"),
+)
+#: How many instances ``--peers`` may ask for.
+MIN_PEERS = 2
+MAX_PEERS = len(NETWORK)
+#: The hook that lets plugins join the instances of a demo network.
+JOIN_HOOK = "demo_instances_started"
+#: Upper bounds of waiting for a server to answer, and to stop (seconds; a
+#: stopping server gives its requests and jobs gunicorn's 30 s graceful timeout).
+STARTUP_TIMEOUT = 60.0
+STOP_TIMEOUT = 35.0
+
+
+class BadBindAddress(ValueError):
+    """``--bind`` is not ``HOST:PORT`` with room for every instance's port."""
+
+
+class PortInUse(Exception):
+    """Something already listens where a demo instance is to be served."""
+
+
+class ServerFailed(Exception):
+    """A demo instance's server exited or did not answer in time."""
+
+
 @dataclass(frozen=True)
 class DemoInstance:
-    """The outcome of :func:`prepare`."""
+    """A prepared demo instance (the outcome of :func:`prepare`).
+
+    :ivar app: the instance's app in this process, on the database its server uses.
+    :ivar path: the instance folder.
+    :ivar url: the instance's base URL.
+    :ivar name: the instance's name (``[instance] name``).
+    :ivar created: the folder was created by this run.
+    :ivar seeded: the sample data was added by this run.
+    """
 
     app: Flask
     path: Path
     url: str
+    name: str
     created: bool
     seeded: bool
 
 
 def prepare(
-    path: str | os.PathLike[str] = DEFAULT_PATH, *, bind: str = "127.0.0.1:8000"
+    path: str | os.PathLike[str] = DEFAULT_PATH,
+    *,
+    bind: str = "127.0.0.1:8000",
+    name: str = NAME,
 ) -> DemoInstance:
-    """Create (if needed), migrate and fill the demo instance at ``path``."""
+    """Create (if needed), migrate and fill the demo instance at ``path``.
+
+    :param bind: the address of a new instance (an existing one keeps its own).
+    :param name: the name of a new instance.
+    """
     root = Path(path)
     created = False
     if not (root / "instance.toml").exists():
-        write_instance(root, name="Trivium Demo University", base_url=f"http://{bind}", bind=bind)
+        write_instance(root, name=name, base_url=f"http://{bind}", bind=bind)
         created = True
     app = create_app(root)
     schema.upgrade(app)
@@ -111,7 +178,14 @@ def prepare(
     settings: Settings = app.extensions["trivium.settings"]
     url = settings.instance.base_url
     log.info("demo=ready path=%s created=%s seeded=%s", root, created, seeded)
-    return DemoInstance(app=app, path=root, url=url, created=created, seeded=seeded)
+    return DemoInstance(
+        app=app,
+        path=root,
+        url=url,
+        name=settings.instance.name,
+        created=created,
+        seeded=seeded,
+    )
 
 
 def logins() -> list[tuple[str, str]]:
@@ -122,12 +196,14 @@ def logins() -> list[tuple[str, str]]:
 def seed(app: Flask) -> bool:
     """Add the demo users, course, enrolments and progress unless already there.
 
+    The course is listed in the instance's catalog.
+
     :return: True if data was added.
     """
     settings: Settings = app.extensions["trivium.settings"]
     host: PluginHost = app.extensions["trivium.plugins"]
     page = host.content_type("page")
-    with get_db(app).session() as sess:
+    with app.app_context(), get_db(app).session() as sess:
         if sess.scalar(select(User.id).where(User.email == ADMIN)) is not None:
             return False
         hasher = password_hasher(settings.accounts.hash_profile)
@@ -171,6 +247,7 @@ def seed(app: Flask) -> bool:
                 sess.add(item)
                 items.append(item)
         sess.flush()
+        catalog.index_course(sess, course)
 
         for learner in learners:
             sess.add(Enrolment(course_id=course.id, user_id=learner.id, status="active"))
@@ -220,3 +297,202 @@ def _progress(user: User, item: Item, status: str, now: datetime) -> Progress:
         data={"scroll": 1.0 if completed else 0.4},
         completed_at=now if completed else None,
     )
+
+
+# ---------------------------------------------------------------- a demo network
+
+
+def network_binds(bind: str, count: int) -> list[str]:
+    """The addresses of ``count`` network instances: ``bind`` and the next ports.
+
+    :raise BadBindAddress: ``bind`` is not ``HOST:PORT`` or the ports run out.
+    """
+    host, sep, port_text = bind.rpartition(":")
+    if not sep or not host or not port_text.isdigit():
+        raise BadBindAddress(f"{bind!r} is not HOST:PORT, e.g. {NETWORK_BIND}")
+    port = int(port_text)
+    if not 1 <= port <= 65536 - count:
+        raise BadBindAddress(f"{bind!r}: {count} ports from {port} on do not fit in 1-65535")
+    return [f"{host}:{port + n}" for n in range(count)]
+
+
+def prepare_network(
+    count: int, root: str | os.PathLike[str] = NETWORK_ROOT, *, bind: str = NETWORK_BIND
+) -> list[DemoInstance]:
+    """Prepare the first ``count`` instances of :data:`NETWORK`, one folder each under ``root``.
+
+    Each is a demo instance (:func:`prepare`) with the name :data:`NETWORK`
+    gives it.  A new one is bound to its port from ``bind`` on; an existing
+    folder is reused as it is, with nothing added twice.
+
+    :raise ValueError: ``count`` is not between :data:`MIN_PEERS` and :data:`MAX_PEERS`.
+    :raise BadBindAddress: checked before any folder is written.
+    """
+    if not MIN_PEERS <= count <= MAX_PEERS:
+        raise ValueError(f"a demo network has {MIN_PEERS} to {MAX_PEERS} instances, not {count}")
+    binds = network_binds(bind, count)
+    return [
+        prepare(Path(root) / folder, bind=address, name=name)
+        for (folder, name), address in zip(NETWORK, binds, strict=False)
+    ]
+
+
+@dataclass(frozen=True)
+class Server:
+    """The ``trivium serve`` process of one demo instance."""
+
+    instance: DemoInstance
+    process: subprocess.Popen[bytes]
+    log_path: Path
+
+
+@contextlib.contextmanager
+def serving(
+    instances: Sequence[DemoInstance], *, timeout: float = STARTUP_TIMEOUT
+) -> Iterator[list[Server]]:
+    """Serve each instance by a ``trivium serve`` process of its own until the block ends.
+
+    Each server binds the instance's ``[server] bind`` and writes its log to
+    ``serve.log`` in the instance folder.  However the block ends, the
+    servers are stopped by their process ids (:func:`stop`).
+
+    :raise PortInUse: an address is taken (checked before any server starts).
+    :raise ServerFailed: a server exited, or did not answer within ``timeout`` seconds.
+    """
+    for instance in instances:
+        _check_free(_bind_of(instance))
+    servers: list[Server] = []
+    try:
+        for instance in instances:
+            servers.append(start_server(instance))
+        for server in servers:
+            wait_ready(server, timeout)
+        yield servers
+    finally:
+        stop(servers)
+
+
+def start_server(instance: DemoInstance) -> Server:
+    """Start ``trivium --instance PATH serve`` for ``instance``."""
+    path = instance.path.resolve()
+    log_path = path / "serve.log"
+    command = [*_trivium(), "--instance", str(path), "serve", "--workers", "1", "--threads", "4"]
+    with log_path.open("wb") as log_file:
+        # A session of its own: Ctrl-C in the terminal reaches only this
+        # process, which then stops the servers itself, by their ids.
+        process = subprocess.Popen(  # noqa: S603 (our own command, no shell)
+            command, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    log.info("demo=serving instance=%s pid=%d log=%s", instance.url, process.pid, log_path)
+    return Server(instance=instance, process=process, log_path=log_path)
+
+
+def wait_ready(server: Server, timeout: float = STARTUP_TIMEOUT) -> None:
+    """Wait until the server answers ``/healthz`` (any HTTP status counts).
+
+    :raise ServerFailed: the server exited, or did not answer within ``timeout`` seconds.
+    """
+    name, url = server.instance.name, server.instance.url
+    deadline = time.monotonic() + timeout
+    while True:
+        code = server.process.poll()
+        if code is not None:
+            raise ServerFailed(f"the server of {name} exited ({code}); see {server.log_path}")
+        try:
+            with urllib.request.urlopen(url + "/healthz", timeout=2):  # noqa: S310 (http only)
+                return
+        except urllib.error.HTTPError:
+            return
+        except OSError:
+            pass
+        if time.monotonic() > deadline:
+            raise ServerFailed(
+                f"{name} did not answer at {url} within {timeout:.0f} s; see {server.log_path}"
+            )
+        time.sleep(0.2)
+
+
+def join(instances: Sequence[DemoInstance]) -> list[str]:
+    """Let plugins join the served instances together (the ``demo_instances_started`` hook).
+
+    The hook is called through the first instance's plugin host; a plugin
+    that raises is logged and skipped.
+
+    :return: lines for the user: what the plugins did, which failed, or that
+        none connected the instances.
+    """
+    host: PluginHost = instances[0].app.extensions["trivium.plugins"]
+    earlier = {id(failure) for failure in host.failures}
+    results = host.call(JOIN_HOOK, instances=list(instances))
+    lines = [line for result in results for line in _lines(result)]
+    failed = [f for f in host.failures if f.hook == JOIN_HOOK and id(f) not in earlier]
+    for failure in failed:
+        lines.append(f"The {failure.plugin} plugin failed ({failure.error}); see the log.")
+    if not lines:
+        lines.append("No plugin connected them: each is a demo instance of its own.")
+    return lines
+
+
+def wait_exit(servers: Sequence[Server], poll: float = 0.5) -> Server:
+    """Block until one of the servers exits; return it."""
+    while True:
+        for server in servers:
+            if server.process.poll() is not None:
+                return server
+        time.sleep(poll)
+
+
+def stop(servers: Sequence[Server]) -> None:
+    """Stop the servers: SIGTERM to each by its process id, then wait for them.
+
+    A server still running after :data:`STOP_TIMEOUT` seconds is killed with
+    its workers (its own session, whose id is the server's process id).
+    """
+    for server in servers:
+        if server.process.poll() is None:
+            os.kill(server.process.pid, signal.SIGTERM)
+    for server in servers:
+        try:
+            server.process.wait(timeout=STOP_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            log.warning("demo=stop pid=%d status=hung action=kill", server.process.pid)
+            with contextlib.suppress(ProcessLookupError):  # it exited meanwhile
+                os.killpg(server.process.pid, signal.SIGKILL)
+            server.process.wait(timeout=STOP_TIMEOUT)
+        log.info("demo=stopped instance=%s pid=%d", server.instance.url, server.process.pid)
+
+
+def _lines(result: object) -> list[str]:
+    """A hook result as lines: a string is one line, a list one per member."""
+    if isinstance(result, str):
+        return [result]
+    if isinstance(result, list | tuple):
+        return [str(line) for line in result]
+    return [str(result)]
+
+
+def _bind_of(instance: DemoInstance) -> str:
+    settings: Settings = instance.app.extensions["trivium.settings"]
+    return settings.server.bind
+
+
+def _check_free(bind: str) -> None:
+    """:raise PortInUse: nothing may listen at ``bind`` yet (an old demo, say)."""
+    host, _, port = bind.rpartition(":")
+    host = host.strip("[]")
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        # As the server will: an address left in TIME_WAIT by a previous run is free.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, int(port)))
+        except (OSError, ValueError) as exc:
+            raise PortInUse(f"cannot serve at {bind} (is another demo running?): {exc}") from exc
+
+
+def _trivium() -> list[str]:
+    """The ``trivium`` command of this Python environment."""
+    script = Path(sys.executable).parent / "trivium"
+    if script.exists():
+        return [str(script)]
+    return [sys.executable, "-c", "from core.cli import main; main()"]

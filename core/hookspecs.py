@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 
     from core.config import Settings
     from core.content import ContentType
+    from core.demo import DemoInstance
     from core.events import LearningEvent
     from core.models import Course
     from core.models import User
@@ -88,6 +89,31 @@ def init_instance(path: str, settings: Settings) -> None:
     :return: ignored.
 
     .. versionadded:: 0.1
+    """
+
+
+@hookspec
+def demo_instances_started(instances: list[DemoInstance]) -> list[str] | None:
+    """Join the instances of ``trivium demo --peers N`` together.
+
+    Called once per run of ``trivium demo --peers N`` (never for a single
+    demo instance), in the command's own process, when every instance is
+    served by a ``trivium serve`` process of its own and answers at its
+    ``url``; through the plugin host of the first instance.  Each instance
+    holds core's demo accounts and sample course (see ``core.demo``); a
+    second run reuses the folders, so keep what a previous run added.  No
+    application context is active: push ``instance.app.app_context()`` to
+    use an instance's database (the same one its server uses; jobs queued
+    there run in its server).  An implementation that raises is logged and
+    named to the user; the instances keep running.
+
+    :param instances: the :class:`core.demo.DemoInstance` values (``app``,
+        ``path``, ``url``, ``name``), in port order.
+    :return: lines telling the user what the plugin did; None or ``[]`` if it
+        did nothing.  When no plugin returns a line, the command says that no
+        plugin connected the instances.
+
+    .. versionadded:: 0.2
     """
 
 

@@ -5,6 +5,7 @@ package, and these are its hook implementations.
 """
 
 from federation.plugin import catalog_changed
+from federation.plugin import demo_instances_started
 from federation.plugin import init_instance
 from federation.plugin import register_actors
 from federation.plugin import register_blueprints
@@ -15,6 +16,7 @@ from federation.plugin import template_slot
 
 __all__ = [
     "catalog_changed",
+    "demo_instances_started",
     "init_instance",
     "register_actors",
     "register_blueprints",

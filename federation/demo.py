@@ -1,43 +1,36 @@
-"""A demo network: three demo instances on 127.0.0.1, peered, sharing their catalogs.
+"""Federation's part of ``trivium demo --peers N``: the demo instances become a network.
 
-    .venv/bin/python -m federation.demo    # ports 8101-8103, folders in instances/demo-network
+Core prepares and serves the demo instances, then calls the
+``demo_instances_started`` hook (federation/plugin.py), which runs
+:func:`join_network`: every instance adds every other as a peer and approves
+it, each gets federated courses of its own, then each pulls its peers'
+catalogs and tells them that its own changed, so within seconds a learner on
+any of them finds every instance's courses in its catalog.  Running it again
+adds nothing twice.
 
-Each instance is core's demo instance (the same accounts and sample course,
-see ``trivium demo``) under its own name and port, plus federated courses of
-its own.  The instances are served by ``trivium serve`` processes this
-command starts (and stops, by their ids, on Ctrl-C), peered and approved both
-ways, and told that their peers' catalogs changed, so within seconds a
-learner on any of them finds every instance's courses in its catalog.
-
-Running it again reuses the folders: nothing is added twice.
+``python -m federation.demo [OPTIONS]`` is short for ``trivium demo --peers 3
+[OPTIONS]``.
 """
 
 from __future__ import annotations
 
 import logging
-import os
-import signal
-import subprocess
 import sys
-import time
-import urllib.error
-import urllib.request
+from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
-import click
 from flask import Flask
 from sqlalchemy import select
 
 from core import catalog
 from core import courses
 from core import demo as core_demo
-from core.config import write_instance
 from core.db import get_db
+from core.demo import DemoInstance
 from core.models import Course
 from core.models import User
+from core.tasks import enqueue_on_commit
 from federation.client import PeerRequestError
-from federation.config import federation_settings
 from federation.inbox import deliver
 from federation.inbox import new_activity
 from federation.models import FederationPeer
@@ -45,219 +38,187 @@ from federation.peers import PeerError
 from federation.peers import add_peer
 from federation.peers import approve_peer
 from federation.signed import peer_client
+from federation.sync import SYNC
 
-__all__ = ["NETWORK", "demo_network"]
+__all__ = ["COURSES", "DemoCourse", "join_network"]
 
 log = logging.getLogger(__name__)
 
-DEFAULT_ROOT = Path("instances") / "demo-network"
-
 
 @dataclass(frozen=True)
-class DemoPeer:
-    """One instance of the demo network and the courses it federates."""
+class DemoCourse:
+    """A federated course of a demo instance."""
 
-    slug: str
-    name: str
-    courses: tuple[tuple[str, str, str, str, str], ...]
-    """``(title, summary, subject, language, level)``."""
+    title: str
+    summary: str
+    subject: str
+    language: str
+    level: str
 
 
-NETWORK = (
-    DemoPeer(
-        "north",
-        "Northern University",
-        (
-            (
-                "Marine Biology",
-                "Life in the oceans, from plankton to whales.",
-                "Biology",
-                "en",
-                "beginner",
-            ),
-            (
-                "Introduction to Statistics",
-                "Data, uncertainty and inference.",
-                "Mathematics",
-                "en",
-                "beginner",
-            ),
+#: The federated courses of the demo instances, by position: the n-th instance
+#: gets the n-th set (core names them Northern University, Southern Institute
+#: of Technology, Eastern College of Arts).
+COURSES: tuple[tuple[DemoCourse, ...], ...] = (
+    (
+        DemoCourse(
+            "Marine Biology",
+            "Life in the oceans, from plankton to whales.",
+            "Biology",
+            "en",
+            "beginner",
+        ),
+        DemoCourse(
+            "Introduction to Statistics",
+            "Data, uncertainty and inference.",
+            "Mathematics",
+            "en",
+            "beginner",
         ),
     ),
-    DemoPeer(
-        "south",
-        "Southern Institute of Technology",
-        (
-            (
-                "Applied Cryptography",
-                "Signatures, key exchange and protocols in practice.",
-                "Computing",
-                "en",
-                "advanced",
-            ),
-            (
-                "Robotik für Einsteiger",
-                "Sensoren, Motoren und Regelung.",
-                "Engineering",
-                "de",
-                "beginner",
-            ),
+    (
+        DemoCourse(
+            "Applied Cryptography",
+            "Signatures, key exchange and protocols in practice.",
+            "Computing",
+            "en",
+            "advanced",
+        ),
+        DemoCourse(
+            "Robotik für Einsteiger",
+            "Sensoren, Motoren und Regelung.",
+            "Engineering",
+            "de",
+            "beginner",
         ),
     ),
-    DemoPeer(
-        "east",
-        "Eastern College of Arts",
-        (
-            ("Medieval History", "Europe from 500 to 1500.", "History", "en", "intermediate"),
-            (
-                "Histoire de l'art moderne",
-                "De l'impressionnisme au cubisme.",
-                "Art",
-                "fr",
-                "intermediate",
-            ),
+    (
+        DemoCourse("Medieval History", "Europe from 500 to 1500.", "History", "en", "intermediate"),
+        DemoCourse(
+            "Histoire de l'art moderne",
+            "De l'impressionnisme au cubisme.",
+            "Art",
+            "fr",
+            "intermediate",
         ),
     ),
 )
 
 
-def _prepare(peer: DemoPeer, root: Path, port: int) -> Flask:
-    path = root / peer.slug
-    if not (path / "instance.toml").exists():
-        url = f"http://127.0.0.1:{port}"
-        write_instance(path, name=peer.name, base_url=url, bind=f"127.0.0.1:{port}")
-        with (path / "instance.toml").open("a") as toml:
-            toml.write(
-                "\n[plugins.federation]\nallow_http_peers = true\ncatalog_sync_interval = 60\n"
-            )
-    instance = core_demo.prepare(path, bind=f"127.0.0.1:{port}")
-    app = instance.app
+def join_network(instances: Sequence[DemoInstance]) -> list[str]:
+    """Peer the served demo instances both ways, give them courses, let them pull.
+
+    :return: lines for the user.
+    :raise federation.peers.PeerError: an instance refused to be added as a peer.
+    :raise federation.client.PeerRequestError: an instance did not answer.
+    """
+    urls = [instance.url for instance in instances]
+    others = [[url for url in urls if url != instance.url] for instance in instances]
+    # Everyone approves everyone before anyone pulls: a peer that does not
+    # know the puller yet would refuse its signed request (and it would back off).
+    for instance, theirs in zip(instances, others, strict=True):
+        peer_with(instance.app, instance.url, theirs)
+    lines = [
+        "Federation: the instances are peers of each other (approved both ways); "
+        "within seconds each catalog lists the others' federated courses:"
+    ]
+    for n, instance in enumerate(instances):
+        own = COURSES[n % len(COURSES)]
+        add_courses(instance.app, own)
+        lines.append(f"  {instance.name}: {', '.join(course.title for course in own)}")
+    for instance, theirs in zip(instances, others, strict=True):
+        pull(instance.app, theirs)
+        lines += announce(instance.app, instance.url, theirs)
+    return lines
+
+
+def add_courses(app: Flask, wanted: Sequence[DemoCourse]) -> int:
+    """Create and publish the federated courses the instance lacks (by title).
+
+    They belong to the demo instructor; an instance without one gets none.
+
+    :return: how many were added.
+    """
+    added = 0
     with app.app_context(), get_db(app).session() as sess:
         instructor = sess.scalar(select(User).where(User.email == core_demo.INSTRUCTOR))
-        assert instructor is not None
-        for title, summary, subject, language, level in peer.courses:
-            if sess.scalar(select(Course.id).where(Course.title == title)) is not None:
+        if instructor is None:
+            log.warning("demo=courses status=skipped reason=no_instructor")
+            return 0
+        for course in wanted:
+            if sess.scalar(select(Course.id).where(Course.title == course.title)) is not None:
                 continue
-            course = courses.create_course(
+            created = courses.create_course(
                 sess,
                 instructor,
                 {
-                    "title": title,
-                    "summary": summary,
-                    "subject": subject,
-                    "language": language,
-                    "level": level,
+                    "title": course.title,
+                    "summary": course.summary,
+                    "subject": course.subject,
+                    "language": course.language,
+                    "level": course.level,
                     "visibility": "federated",
                 },
             )
-            courses.change_status(sess, instructor, course, "publish")
+            courses.change_status(sess, instructor, created, "publish")
+            added += 1
+        # Entries of folders prepared by earlier versions, and of a renamed instance.
         catalog.reindex_local(sess)
-    return app
+    return added
 
 
-def _serve(path: Path, port: int) -> subprocess.Popen[bytes]:
-    trivium = Path(sys.executable).parent / "trivium"
-    command = [str(trivium), "--instance", str(path), "serve", "--bind", f"127.0.0.1:{port}"]
-    command += ["--workers", "1", "--threads", "4"]
-    return subprocess.Popen(command, start_new_session=True)  # noqa: S603 (our own CLI)
+def peer_with(app: Flask, own: str, others: Sequence[str]) -> None:
+    """Add each of ``others`` as a peer of the instance (unless known) and approve it.
+
+    ``http://`` peers are accepted here whatever ``allow_http_peers`` says:
+    the demo instances are served over plain HTTP, and it is the operator's
+    own command that joins them.
+    """
+    with app.app_context(), get_db(app).session() as sess, peer_client(sess) as client:
+        for other in others:
+            peer = sess.scalar(select(FederationPeer).where(FederationPeer.base_url == other))
+            if peer is None:
+                peer = add_peer(sess, client, other, own_id=own, allow_http=True)
+            approve_peer(peer)
 
 
-def _wait_ready(url: str, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(url + "/healthz", timeout=2):  # noqa: S310 (loopback)
-                return
-        except urllib.error.HTTPError:
-            return
-        except OSError:
-            time.sleep(0.3)
-    raise click.ClickException(f"{url} did not start within {timeout:.0f} s")
+def pull(app: Flask, others: Sequence[str]) -> None:
+    """Queue a pull of each peer's catalog (peers among ``others``), run by the instance's server.
+
+    A peer approved just now is pulled then rather than at the scheduler's
+    next tick; for a peer whose pull is not due (a second run) the job does
+    nothing, and the ``catalog.changed`` notification decides.
+    """
+    with app.app_context(), get_db(app).session() as sess:
+        query = select(FederationPeer.id).where(FederationPeer.base_url.in_(others))
+        for peer_pk in sess.scalars(query).all():
+            enqueue_on_commit(sess, SYNC, peer_pk)
 
 
-def _peer_all(apps: list[Flask], urls: list[str]) -> None:
-    for app, own in zip(apps, urls, strict=True):
-        policy = federation_settings(app.extensions["trivium.settings"])
-        with app.app_context(), get_db(app).session() as sess, peer_client(sess) as client:
-            for other in urls:
-                if other == own:
-                    continue
-                peer = sess.scalar(select(FederationPeer).where(FederationPeer.base_url == other))
-                if peer is None:
-                    peer = add_peer(
-                        sess, client, other, own_id=own, allow_http=policy.allow_http_peers
-                    )
-                approve_peer(peer)
-    # Everyone approved everyone: now say "my catalog changed" so each pulls at once.
-    for app, own in zip(apps, urls, strict=True):
-        with app.app_context(), get_db(app).session() as sess:
-            for peer in sess.scalars(select(FederationPeer)):
-                try:
-                    deliver(sess, peer, new_activity(own, "catalog.changed"))
-                except (PeerRequestError, PeerError) as exc:
-                    click.echo(f"  {own} could not notify {peer.base_url}: {exc}", err=True)
+def announce(app: Flask, own: str, others: Sequence[str]) -> list[str]:
+    """Tell the approved peers among ``others`` that the instance's catalog changed.
+
+    :return: a line for each peer that could not be told.
+    """
+    lines = []
+    with app.app_context(), get_db(app).session() as sess:
+        query = select(FederationPeer).where(FederationPeer.base_url.in_(others))
+        for peer in sess.scalars(query).all():
+            try:
+                deliver(sess, peer, new_activity(own, "catalog.changed"))
+            except (PeerRequestError, PeerError) as exc:
+                log.warning("demo=announce peer=%s error=%s", peer.base_url, exc)
+                lines.append(f"  {own} could not notify {peer.base_url}: {exc}")
+    return lines
 
 
-def _stop(processes: list[subprocess.Popen[bytes]]) -> None:
-    for process in processes:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGTERM)
-    for process in processes:
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait(timeout=5)
+def main(args: Sequence[str] | None = None) -> None:
+    """``python -m federation.demo [OPTIONS]``: ``trivium demo --peers 3 [OPTIONS]``."""
+    from core.cli import cli
 
-
-@click.command("demo-network", context_settings={"help_option_names": ["-h", "--help"]})
-@click.option(
-    "--root",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=DEFAULT_ROOT,
-    show_default=True,
-    help="Folder holding one instance folder per peer.",
-)
-@click.option("--port", default=8101, show_default=True, help="Port of the first instance.")
-@click.option(
-    "--count", type=click.IntRange(2, len(NETWORK)), default=len(NETWORK), show_default=True
-)
-@click.option("--serve/--no-serve", "serve_it", default=True, help="Serve them afterwards.")
-def demo_network(root: Path, port: int, count: int, serve_it: bool) -> None:
-    """Start peered demo instances on 127.0.0.1 that share their course catalogs."""
-    peers = NETWORK[:count]
-    urls = [f"http://127.0.0.1:{port + n}" for n in range(count)]
-    apps = [_prepare(peer, root, port + n) for n, peer in enumerate(peers)]
-    for app in apps:
-        get_db(app).dispose()
-    if not serve_it:
-        click.echo(f"Prepared {count} instances in {root}.")
-        return
-    processes = [_serve(root / peer.slug, port + n) for n, peer in enumerate(peers)]
-    # A SIGTERM stops the servers as Ctrl-C does (they run in sessions of their own).
-    signal.signal(signal.SIGTERM, signal.default_int_handler)
-    try:
-        for url in urls:
-            _wait_ready(url)
-        _peer_all(apps, urls)
-        click.echo("\nTrivium demo network (peered, catalogs shared):")
-        for peer, url in zip(peers, urls, strict=True):
-            click.echo(f"  {peer.name:<34} {url}")
-        click.echo(f"Password of every demo account: {core_demo.DEMO_PASSWORD}")
-        for role, email in core_demo.logins():
-            click.echo(f"  {role:<10}  {email}")
-        click.echo("Each catalog lists every instance's federated courses. Ctrl-C stops them.")
-        while all(process.poll() is None for process in processes):
-            time.sleep(0.5)
-        raise click.ClickException("an instance's server exited")
-    except KeyboardInterrupt:
-        click.echo("\nStopping.")
-    finally:
-        _stop(processes)
-        for app in apps:
-            get_db(app).dispose()
+    rest = list(sys.argv[1:] if args is None else args)
+    cli(["demo", "--peers", "3", *rest], prog_name="python -m federation.demo")
 
 
 if __name__ == "__main__":
-    logging.basicConfig(level=logging.WARNING)
-    demo_network()
+    main()

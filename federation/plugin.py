@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 from typing import Any
 
 import click
@@ -29,8 +30,12 @@ from federation import wellknown
 from federation.config import federation_settings
 from federation.keys import ensure_keys
 
+if TYPE_CHECKING:
+    from core.demo import DemoInstance
+
 __all__ = [
     "catalog_changed",
+    "demo_instances_started",
     "init_instance",
     "register_actors",
     "register_blueprints",
@@ -51,6 +56,14 @@ _ANNOUNCE_QUEUED = "federation.catalog_announce_queued"
 def init_instance(path: str, settings: Settings) -> None:
     """Generate the new instance's keys (kept if they exist: ``init --force``)."""
     ensure_keys(path)
+
+
+@hookimpl
+def demo_instances_started(instances: list[DemoInstance]) -> list[str]:
+    """Make the instances of ``trivium demo --peers N`` a network (federation/demo.py)."""
+    from federation import demo  # only the demo command needs it
+
+    return demo.join_network(instances)
 
 
 @hookimpl
