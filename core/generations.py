@@ -36,6 +36,7 @@ import uuid
 import weakref
 import zlib
 from collections.abc import Iterable
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +45,7 @@ log = logging.getLogger(__name__)
 SLOTS = 1 << 14
 _SLOT = struct.Struct("<Q")
 _SIZE = SLOTS * _SLOT.size
+_WRAP = 0xFFFFFFFFFFFFFFFF
 
 Key = tuple[str, int] | tuple[str, int, int]
 
@@ -53,23 +55,26 @@ def slot_of(key: Key) -> int:
     return zlib.crc32(repr(key).encode()) % SLOTS
 
 
-class Generations:
-    """A table of counters in a shared file (or in memory with ``path=None``)."""
+class SharedFile:
+    """A file of fixed size mapped into every process that opens it, with a lock across them.
 
-    def __init__(self, path: Path | None) -> None:
+    With ``path=None`` it is plain memory of this process (and its lock a
+    thread lock).
+    """
+
+    def __init__(self, path: Path | None, size: int) -> None:
         self._lock = threading.Lock()
         self._fd: int | None = None
         self._path = path
-        self.relay: RedisRelay | None = None
         if path is None:
-            self._map: mmap.mmap | bytearray = bytearray(_SIZE)
+            self.map: mmap.mmap | bytearray = bytearray(size)
             return
         path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
         try:
-            if os.fstat(fd).st_size < _SIZE:
-                os.ftruncate(fd, _SIZE)
-            self._map = mmap.mmap(fd, _SIZE)
+            if os.fstat(fd).st_size < size:
+                os.ftruncate(fd, size)
+            self.map = mmap.mmap(fd, size)
         except BaseException:
             os.close(fd)
             raise
@@ -85,52 +90,81 @@ class Generations:
             os.close(self._fd)
             self._fd = os.open(self._path, os.O_RDWR)
 
-    def read(self, slot: int) -> int:
-        """The current value of ``slot``."""
-        value: int = _SLOT.unpack_from(self._map, slot * _SLOT.size)[0]
-        return value
-
-    def bump(self, slots: Iterable[int]) -> None:
-        """Add one to each slot (once each), visible to every process at once.
-
-        With a :class:`RedisRelay`, other machines are told too.
-        """
-        unique = sorted(set(slots))
-        if not unique:
-            return
-        self.bump_here(unique)
-        if self.relay is not None:
-            self.relay.publish(unique)
-
-    def bump_here(self, unique: list[int]) -> None:
-        """Add one to each of these distinct slots on this machine only."""
+    @contextlib.contextmanager
+    def locked(self) -> Iterator[None]:
+        """Hold the lock: one thread of one process at a time."""
         with self._lock:
             if self._fd is not None:
                 fcntl.flock(self._fd, fcntl.LOCK_EX)
             try:
-                for slot in unique:
-                    offset = slot * _SLOT.size
-                    current = _SLOT.unpack_from(self._map, offset)[0]
-                    _SLOT.pack_into(self._map, offset, (current + 1) & 0xFFFFFFFFFFFFFFFF)
+                yield
             finally:
                 if self._fd is not None:
                     fcntl.flock(self._fd, fcntl.LOCK_UN)
 
     def close(self) -> None:
-        """Unmap the file (and stop relaying)."""
-        if self.relay is not None:
-            self.relay.close()
-        if isinstance(self._map, mmap.mmap):
-            self._map.close()
+        """Unmap the file."""
+        if isinstance(self.map, mmap.mmap):
+            self.map.close()
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
 
 
-def _reopen_in_child(ref: weakref.ref[Generations]) -> None:
-    generations = ref()
-    if generations is not None:
-        generations._after_fork()
+def _reopen_in_child(ref: weakref.ref[SharedFile]) -> None:
+    shared = ref()
+    if shared is not None:
+        shared._after_fork()
+
+
+class Generations:
+    """A table of counters in a shared file (or in memory with ``path=None``)."""
+
+    def __init__(self, path: Path | None) -> None:
+        self._file = SharedFile(path, _SIZE)
+        self._map = self._file.map
+        self.relay: RedisRelay | None = None
+
+    def read(self, slot: int) -> int:
+        """The current value of ``slot``."""
+        value: int = _SLOT.unpack_from(self._map, slot * _SLOT.size)[0]
+        return value
+
+    def bump(self, slots: Iterable[int]) -> dict[int, int]:
+        """Add one to each slot (once each), visible to every process at once.
+
+        With a :class:`RedisRelay`, other machines are told too.
+
+        :return: each slot's value just before this move (so the caller knows
+            whether anyone else moved it since it last read it).
+        """
+        unique = sorted(set(slots))
+        if not unique:
+            return {}
+        before = self.bump_here(unique)
+        if self.relay is not None:
+            self.relay.publish(unique)
+        return before
+
+    def bump_here(self, unique: list[int]) -> dict[int, int]:
+        """Add one to each of these distinct slots on this machine only.
+
+        :return: each slot's value just before the move.
+        """
+        before: dict[int, int] = {}
+        with self._file.locked():
+            for slot in unique:
+                offset = slot * _SLOT.size
+                current = _SLOT.unpack_from(self._map, offset)[0]
+                before[slot] = current
+                _SLOT.pack_into(self._map, offset, (current + 1) & _WRAP)
+        return before
+
+    def close(self) -> None:
+        """Unmap the file (and stop relaying)."""
+        if self.relay is not None:
+            self.relay.close()
+        self._file.close()
 
 
 class RedisRelay:

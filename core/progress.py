@@ -14,6 +14,7 @@ for the course and, after the caller commits, :func:`announce` calls the
 
 from __future__ import annotations
 
+import copy
 import logging
 import math
 from collections.abc import Mapping
@@ -73,10 +74,10 @@ from core.models import Module
 from core.models import Progress
 from core.models import User
 from core.progress_buffer import ProgressBuffer
-from core.progress_buffer import ProgressRecord
 from core.progress_buffer import current_buffer
 from core.progress_buffer import newest
 from core.progress_buffer import write as write_progress
+from core.progress_states import ProgressRecord
 
 log = logging.getLogger(__name__)
 
@@ -158,7 +159,8 @@ def state_of(row: Any) -> ProgressState:
     if row is None:
         return ProgressState()
     status: Any = row.status
-    return ProgressState(status=status, score=row.score, data=dict(row.data or {}))
+    # a copy all the way down: content types may change the state they are given
+    return ProgressState(status=status, score=row.score, data=copy.deepcopy(row.data or {}))
 
 
 def item_view(item: Item, course: Course) -> ItemView:
@@ -228,9 +230,30 @@ def _stored_state(sess: Session, user: User, item: Item) -> Any:
     key = (user.id, item.id)
     if key in memo:
         return memo.pop(key)
-    # outside the request's transaction if it has none (a completion reads
-    # again under its lock)
-    return _STATE_READ.first(sess, {"user_id": user.id, "item_id": item.id})
+    cache = readcache.current()
+    if cache is None:
+        # outside the request's transaction if it has none (a completion
+        # reads again under its lock)
+        return _STATE_READ.first(sess, {"user_id": user.id, "item_id": item.id})
+    cached = cache.progress(user.id, item.id)
+    if cached is not None:
+        return cached[0]
+    stamp = cache.progress_stamp(user.id)
+    row = _STATE_READ.first(sess, {"user_id": user.id, "item_id": item.id})
+    record = None
+    if row is not None:
+        record = ProgressRecord(
+            user_id=user.id,
+            item_id=item.id,
+            course_id=item.course_id,
+            status=row.status,
+            score=row.score,
+            data=row.data,
+            updated_at=row.updated_at,
+            completed_at=row.completed_at,
+        )
+    cache.keep_progress(sess, user.id, item.id, record, stamp)
+    return record
 
 
 def _lock_enrolment(sess: Session, user: User, course: Course) -> Enrolment | None:
@@ -421,6 +444,7 @@ def _heartbeat(
     event, row = _progressed_event(user, item, course, new, now)
     if buffer.write_through:
         write_progress(sess.connection(), [record], [row])
+        readcache.touch(sess, [readcache.progress_key(user.id)])
     else:
         buffer.add(record, row)
     log.debug("event verb=progressed object=%s user=%s", event.object, user.public_id)

@@ -46,14 +46,15 @@ the request's own transaction.
 from __future__ import annotations
 
 import atexit
+import functools
 import logging
 import os
 import threading
 import time
 import weakref
+from collections.abc import Callable
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 from typing import cast
 
@@ -71,10 +72,12 @@ from sqlalchemy.dialects import postgresql
 from sqlalchemy.dialects import sqlite
 from sqlalchemy.exc import IntegrityError
 
+from core import readcache
 from core.config import ProgressSection
 from core.db import get_db
 from core.models import Event
 from core.models import Progress
+from core.progress_states import ProgressRecord
 
 log = logging.getLogger(__name__)
 
@@ -87,35 +90,17 @@ _EVENTS = cast(Table, Event.__table__)
 MAX_BACKOFF = 5.0
 
 
-@dataclass(frozen=True)
-class ProgressRecord:
-    """A learner's progress on one item with the columns of a ``progress`` row.
+def upserted(stored: Any, record: ProgressRecord) -> Any:
+    """The stored row after the batch upsert wrote ``record`` over ``stored`` (None: no row).
 
-    Buffered heartbeats are records; reads hand out stored rows and records
-    alike (:func:`newest`).
+    The rule of the upsert's condition: a complete row, or one updated later
+    than the record, stays as it was.
     """
-
-    user_id: int
-    item_id: int
-    course_id: int
-    status: str
-    score: float | None
-    data: dict[str, Any]
-    updated_at: datetime
-    completed_at: datetime | None = None
-
-    def values(self) -> dict[str, Any]:
-        """The row's column values."""
-        return {
-            "user_id": self.user_id,
-            "item_id": self.item_id,
-            "course_id": self.course_id,
-            "status": self.status,
-            "score": self.score,
-            "data": self.data,
-            "updated_at": self.updated_at,
-            "completed_at": self.completed_at,
-        }
+    if stored is None:
+        return record
+    if stored.completed_at is None and stored.updated_at <= record.updated_at:
+        return record
+    return stored
 
 
 def newest(stored: Any, buffered: ProgressRecord | None) -> Any:
@@ -284,8 +269,18 @@ def write(
 class ProgressBuffer:
     """Heartbeats waiting to be written and the thread writing them (per app and process)."""
 
-    def __init__(self, engine: Engine, settings: ProgressSection) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        settings: ProgressSection,
+        written: Callable[[dict[tuple[int, int], ProgressRecord]], None] | None = None,
+    ) -> None:
+        """
+        :param written: called after each commit with the records it wrote (by
+            user and item id), such as :meth:`core.readcache.ReadCache.progress_written`.
+        """
         self.engine = engine
+        self._written = written
         self.flush_ms = settings.flush_ms
         self.flush_rows = settings.flush_rows
         self.max_rows = settings.max_buffered_rows
@@ -382,6 +377,7 @@ class ProgressBuffer:
         try:
             with self.engine.begin() as conn:
                 write(conn, batch.values(), events)
+            self._announce(batch)
             batch.clear()
             events.clear()
             return count
@@ -395,6 +391,7 @@ class ProgressBuffer:
             try:
                 with self.engine.begin() as conn:
                     write(conn, [batch[key]], ())
+                self._announce({key: batch[key]})
             except IntegrityError as exc:
                 log.warning("progress_buffer=row_dropped key=%s error=%s", key, exc.orig)
             del batch[key]
@@ -406,6 +403,14 @@ class ProgressBuffer:
                 log.warning("progress_buffer=event_dropped error=%s", exc.orig)
             del events[0]
         return count
+
+    def _announce(self, written: dict[tuple[int, int], ProgressRecord]) -> None:
+        if self._written is None or not written:
+            return
+        try:
+            self._written(written)
+        except Exception:  # the rows are committed: never write them again
+            log.exception("progress_buffer=announce_failed rows=%d", len(written))
 
     # ------------------------------------------------------------ the thread
 
@@ -486,7 +491,16 @@ def get_buffer(app: Flask | None = None) -> ProgressBuffer:
             buffer = target.extensions.get(EXTENSION)
             if buffer is None:
                 settings = target.extensions["trivium.settings"]
-                buffer = ProgressBuffer(get_db(target).engine, settings.progress)
+                cache = readcache.for_app(target)
+                buffer = ProgressBuffer(
+                    get_db(target).engine,
+                    settings.progress,
+                    written=(
+                        None
+                        if cache is None
+                        else functools.partial(cache.progress_written, merge=upserted)
+                    ),
+                )
                 target.extensions[EXTENSION] = buffer
     return buffer
 

@@ -8,7 +8,11 @@ database each time:
 
 * :meth:`ReadCache.item` — an item's, its module's and its course's columns,
   by the item's public id;
-* :meth:`ReadCache.standing` — a user's :class:`core.rbac.Access` in a course.
+* :meth:`ReadCache.standing` — a user's :class:`core.rbac.Access` in a course;
+* :meth:`ReadCache.progress` — a learner's stored progress on an item, which
+  every heartbeat reads before applying the next report.  These live in a
+  table shared by the machine's processes (:mod:`core.progress_states`),
+  since a learner's heartbeats go to any of them.
 
 **Exactness.**  Each entry records the change counters
 (:mod:`core.generations`) of what it was built from: the course for items,
@@ -39,7 +43,9 @@ from __future__ import annotations
 
 import copy
 import time
+from collections.abc import Callable
 from collections.abc import Iterable
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -67,6 +73,8 @@ from core.models import Item
 from core.models import Module
 from core.models import Progress
 from core.models import User
+from core.progress_states import ProgressRecord
+from core.progress_states import ProgressStates
 
 T = TypeVar("T", bound=Base)
 
@@ -94,6 +102,11 @@ def standing_key(user_id: int, course_id: int) -> Key:
 def user_key(user_id: int) -> Key:
     """The counter of everything about one user's courses (enrolments, roles)."""
     return ("user", user_id)
+
+
+def progress_key(user_id: int) -> Key:
+    """The counter of a user's stored progress, on any item."""
+    return ("progress", user_id)
 
 
 #: Moves when any course is created, deleted or changes status: lists that
@@ -142,9 +155,12 @@ class _Entry:
 class ReadCache:
     """The per-process cache; one per app (``app.extensions``)."""
 
-    def __init__(self, generations: Generations, ttl: float) -> None:
+    def __init__(
+        self, generations: Generations, ttl: float, states: ProgressStates | None = None
+    ) -> None:
         self.generations = generations
         self.ttl = ttl
+        self.states = states
         self._items: dict[str, _Entry] = {}
         self._course_of: dict[str, int] = {}
         self._standings: dict[tuple[int, int], _Entry] = {}
@@ -293,6 +309,57 @@ class ReadCache:
         self._bounded(self._lists, MAX_LISTS)
         self._lists[(user_id, page)] = _Entry(value, slots, stamps, time.monotonic() + self.ttl)
 
+    # ------------------------------------------------------------ progress
+
+    def progress(self, user_id: int, item_id: int) -> tuple[ProgressRecord | None] | None:
+        """``(row,)``: the learner's stored progress on the item (None: none), if known.
+
+        From the machine's table (:mod:`core.progress_states`); a fresh copy.
+        """
+        if not self.enabled or self.states is None:
+            return None
+        return self.states.get(user_id, item_id)
+
+    def progress_stamp(self, user_id: int) -> int:
+        """Read the learner's progress counter *before* reading a stored row."""
+        return self.generations.read(slot_of(progress_key(user_id)))
+
+    def keep_progress(
+        self,
+        sess: Session,
+        user_id: int,
+        item_id: int,
+        row: ProgressRecord | None,
+        stamp: int,
+    ) -> None:
+        """Keep a row (or None) read by ``sess`` after :meth:`progress_stamp` gave ``stamp``.
+
+        Not from a session that wrote progress: its rows may be rolled back.
+        """
+        if not self.enabled or self.states is None or sess.info.get(_PENDING):
+            return
+        self.states.keep(row, user_id, item_id, stamp)
+
+    def progress_written(
+        self,
+        rows: Mapping[tuple[int, int], ProgressRecord],
+        merge: Callable[[ProgressRecord | None, ProgressRecord], ProgressRecord | None],
+    ) -> None:
+        """Move the counters of learners whose ``rows`` (by user and item id) were just committed.
+
+        See :meth:`core.progress_states.ProgressStates.written`.
+        """
+        if self.states is None:
+            self.generations.bump(slot_of(progress_key(user_id)) for user_id, _ in rows)
+            return
+        self.states.written(rows, merge)
+
+
+def for_app(app: Flask) -> ReadCache | None:
+    """``app``'s cache (also when turned off), for code running outside a request."""
+    cache: ReadCache | None = app.extensions.get(_EXTENSION)
+    return cache
+
 
 def current() -> ReadCache | None:
     """The current app's cache, or None outside an app or when turned off."""
@@ -323,7 +390,9 @@ def _keys_of(sess: Session, obj: object) -> list[Key]:
             return []
         return [standing_key(obj.user_id, obj.course_id), user_key(obj.user_id)]
     if isinstance(obj, Progress):  # completions change "my courses" counts
-        return [user_key(obj.user_id)] if obj.user_id is not None else []
+        if obj.user_id is None:
+            return []
+        return [user_key(obj.user_id), progress_key(obj.user_id)]
     if isinstance(obj, User):  # rights and activity of cached token owners
         return [user_key(obj.id)] if obj.id is not None else []
     return []
@@ -385,10 +454,14 @@ def init_app(
     :param redis_url: the instance's Redis cache, if any: counter moves are
         then relayed between machines on ``channel`` (see :mod:`core.generations`).
     """
-    generations = Generations(Path(instance_path) / "run" / "generations")
+    run = Path(instance_path) / "run"
+    generations = Generations(run / "generations")
     if redis_url:
         RedisRelay(redis_url, channel, generations)
-    cache = ReadCache(generations, ttl)
+    states = ProgressStates(
+        run / "progress-states", generations, lambda user_id: slot_of(progress_key(user_id)), ttl
+    )
+    cache = ReadCache(generations, ttl, states)
     app.extensions[_EXTENSION] = cache
     listen(database, generations)
     return cache

@@ -32,7 +32,7 @@ from core.models import Item
 from core.models import Progress
 from core.models import User
 from core.progress_buffer import ProgressBuffer
-from core.progress_buffer import ProgressRecord
+from core.progress_states import ProgressRecord
 from tests.conftest import Users
 from tests.conftest import base_config
 from tests.course_helpers import Course
