@@ -3,7 +3,11 @@
 Serves a seeded instance with ``trivium serve`` (gunicorn gthread) and the bare
 app with the same gunicorn settings, then drives each with wrk at 64
 connections for a bounded time: "my courses", "get item", "record progress",
-and the bare endpoint.  The last line is ``ratio=<x>``: the slowest learner
+and the bare endpoint.  Each row also gives the server's CPU time per request
+(all its processes, read from /proc) and, in brackets, the bare endpoint's over
+the row's: that ratio moves much less than req/s when other work shares the
+machine (it leaves out wrk's own share, so it reads lower than req/s would on
+a quiet machine).  The last line is ``ratio=<x>``: the slowest learner
 endpoint's req/s over the bare endpoint's (target >= 0.5; p99 target < 50 ms).
 
 Usage: ./dev bench api [--seconds 10] [--learners 500] [--workers 2] [--threads 8]
@@ -111,8 +115,8 @@ def main() -> None:
         instance = new_instance(Path(tmp))
         data = seed(instance, args.learners)
         try:
-            _, port = serve_instance(instance, **shape)
-            _, bare_port = serve_wsgi("bare_app:app", **shape)
+            server, port = serve_instance(instance, **shape)
+            bare_server, bare_port = serve_wsgi("bare_app:app", **shape)
             wait_ready(f"http://127.0.0.1:{port}/api/v1/openapi.json")
             wait_ready(f"http://127.0.0.1:{bare_port}/bare")
             script = Path(__file__).parent / "learner.lua"
@@ -134,6 +138,7 @@ def main() -> None:
                     f"http://127.0.0.1:{bare_port}/bare",
                     seconds=args.seconds,
                     connections=args.connections,
+                    server=bare_server,
                 )
             ]
             for mode, label in (
@@ -149,6 +154,7 @@ def main() -> None:
                         connections=args.connections,
                         script=script,
                         script_env={"BENCH_DATA": str(data), "BENCH_MODE": mode},
+                        server=server,
                     )
                 )
         finally:
@@ -163,7 +169,8 @@ def main() -> None:
     )
     for r in results:
         ratio = r.requests_per_s / bare.requests_per_s
-        print(r.line() + ("" if r is bare else f"  ratio {ratio:.2f}"))
+        cpu_ratio = bare.server_cpu_us / r.server_cpu_us if r.server_cpu_us else 0.0
+        print(r.line() + ("" if r is bare else f"  ratio {ratio:.2f} (CPU {cpu_ratio:.2f})"))
     bad = [r for r in results if r.non_2xx or r.errors]
     if bad:
         print("WARNING: failed requests in: " + ", ".join(r.name for r in bad))

@@ -52,6 +52,24 @@ class Server:
             start_new_session=True,
         )
 
+    def cpu_seconds(self) -> float:
+        """CPU time (user + system) used so far by the live processes of our session.
+
+        The server and its workers: what serving cost, whatever else the
+        machine runs meanwhile.  Linux only (reads ``/proc``); 0.0 elsewhere.
+        """
+        total = 0
+        tick = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                fields = stat.read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue  # ended meanwhile
+            # after the command: state ppid pgrp session ... utime(12) stime(13)
+            if int(fields[3]) == self.proc.pid:
+                total += int(fields[11]) + int(fields[12])
+        return total / tick
+
     def stop(self) -> None:
         """SIGTERM our process group, then SIGKILL after a grace period."""
         if self.proc.poll() is not None:
@@ -74,12 +92,16 @@ class WrkResult:
     p99_ms: float
     non_2xx: int
     errors: int
+    requests: int = 0
+    server_cpu_us: float = 0.0
+    """Server CPU time per request (all its processes), if the server was given."""
 
     def line(self) -> str:
         """One printed row."""
+        cpu = f"  server CPU {self.server_cpu_us:>5.0f} us/req" if self.server_cpu_us else ""
         return (
             f"{self.name:<22} {self.requests_per_s:>9.0f} req/s  p50 {self.p50_ms:>7.1f} ms  "
-            f"p99 {self.p99_ms:>7.1f} ms  non-2xx {self.non_2xx}  socket errors {self.errors}"
+            f"p99 {self.p99_ms:>7.1f} ms  non-2xx {self.non_2xx}  socket errors {self.errors}" + cpu
         )
 
 
@@ -110,13 +132,18 @@ def run_wrk(
     threads: int = 2,
     script: Path | None = None,
     script_env: dict[str, str] | None = None,
+    server: Server | None = None,
 ) -> WrkResult:
-    """Run wrk against ``url`` for a bounded time and parse its report."""
+    """Run wrk against ``url`` for a bounded time and parse its report.
+
+    Given the ``server``, also the server's CPU time per request.
+    """
     argv = [need_wrk(), f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--latency"]
     argv += ["--timeout", "10s"]
     if script is not None:
         argv += ["-s", str(script)]
     argv.append(url)
+    cpu_before = server.cpu_seconds() if server is not None else 0.0
     out = subprocess.run(
         argv,
         capture_output=True,
@@ -128,6 +155,8 @@ def run_wrk(
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
     p50 = _ms(re.search(r"\s50%\s+(\S+)", out).group(1))  # type: ignore[union-attr]
     p99 = _ms(re.search(r"\s99%\s+(\S+)", out).group(1))  # type: ignore[union-attr]
+    cpu = server.cpu_seconds() - cpu_before if server is not None else 0.0
+    done = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
     non2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
     errs = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
     return WrkResult(
@@ -137,6 +166,8 @@ def run_wrk(
         p99_ms=p99,
         non_2xx=int(non2xx.group(1)) if non2xx else 0,
         errors=sum(int(g) for g in errs.groups()) if errs else 0,
+        requests=done,
+        server_cpu_us=cpu / done * 1e6 if done and server is not None else 0.0,
     )
 
 
