@@ -157,3 +157,24 @@ def test_gunicorn_gets_the_server_section(tmp_path: Path) -> None:
     assert (options["workers"], options["threads"]) == (3, 4)
     assert options["worker_connections"] == 32
     assert gunicorn_options(create_app(tmp_path, config), workers=1)["workers"] == 1
+
+
+def test_the_master_freezes_what_it_built_before_the_workers_fork(tmp_path: Path) -> None:
+    import gc
+    from types import SimpleNamespace
+
+    from core import create_app
+    from core.serve import gunicorn_options
+    from tests.conftest import base_config
+
+    options = gunicorn_options(create_app(tmp_path, base_config(tmp_path)))
+    gc.unfreeze()
+    assert gc.get_freeze_count() == 0
+    try:
+        options["when_ready"](
+            SimpleNamespace(cfg=SimpleNamespace(bind=["x"], workers=1, threads=1))
+        )
+        # the app and its modules are in the permanent generation now
+        assert gc.get_freeze_count() > 10_000
+    finally:
+        gc.unfreeze()
