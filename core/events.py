@@ -29,7 +29,7 @@ from sqlalchemy import Table
 from sqlalchemy import insert
 from sqlalchemy.orm import Session
 
-from core.db import new_public_id
+from core.db import new_time_ordered_id
 from core.db import utcnow
 from core.models import Course
 from core.models import Event
@@ -233,7 +233,7 @@ class NewEvent:
 def _build(new: NewEvent, home_page: str) -> LearningEvent:
     course = new.course
     return LearningEvent(
-        id=new_public_id(),
+        id=new_time_ordered_id(),
         actor=Actor(id=new.user.public_id, name=new.user.display_name, home_page=home_page),
         verb=verb_iri(new.verb),
         object=_object_iri(new.object_id),

@@ -53,7 +53,7 @@ from core.courses import plugin_host
 from core.courses import view_item
 from core.db import LeanRead
 from core.db import core_execute
-from core.db import new_public_id
+from core.db import new_time_ordered_id
 from core.db import utcnow
 from core.errors import Conflict
 from core.errors import Forbidden
@@ -460,7 +460,7 @@ def _progressed_event(
     if new.score is not None:
         result["score"] = {"raw": new.score}
     event = LearningEvent(
-        id=new_public_id(),
+        id=new_time_ordered_id(),
         actor=Actor(id=user.public_id, name=user.display_name, home_page=base_url() + "/"),
         verb=VERBS["progressed"],
         object=item_iri(item),

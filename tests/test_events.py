@@ -349,3 +349,21 @@ def test_record_events_with_a_bad_event_stores_none(
         sess.commit()
         assert db.session().scalar(select(Event)) is None
     assert tracker.events == []
+
+
+def test_event_ids_are_uuid7_growing_with_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    import uuid
+
+    from core import db
+
+    clock = iter([1_700_000_000_000_000_000, 1_700_000_000_001_000_000])
+    monkeypatch.setattr(db.time, "time_ns", lambda: next(clock))
+    first, second = db.new_time_ordered_id(), db.new_time_ordered_id()
+    for value in (first, second):
+        parsed = uuid.UUID(hex=value)
+        assert parsed.version == 7 and parsed.variant == uuid.RFC_4122
+        assert len(value) == 32 and value == parsed.hex
+    assert int(first[:12], 16) == 1_700_000_000_000  # the time in ms leads
+    assert first < second  # a later ms sorts after, whatever the random bits
+    monkeypatch.undo()
+    assert len({db.new_time_ordered_id() for _ in range(1000)}) == 1000
