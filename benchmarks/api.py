@@ -9,8 +9,11 @@ the row's: that ratio moves much less than req/s when other work shares the
 machine (it leaves out wrk's own share, so it reads lower than req/s would on
 a quiet machine).  The last line is ``ratio=<x>``: the slowest learner
 endpoint's req/s over the bare endpoint's (target >= 0.5; p99 target < 50 ms).
+A last run posts ``--batch`` heartbeats per request (``POST /me/progress``, a
+player catching up) and prints the heartbeats ingested per second (DESIGN.md:
+>= 5,000/s); it is not one of the ratio's endpoints.
 
-Usage: ./dev bench api [--seconds 10] [--learners 500] [--workers 2] [--threads 8]
+Usage: ./dev bench api [--seconds 10] [--learners 500] [--workers 2] [--threads 8] [--batch 20]
 """
 
 from __future__ import annotations
@@ -108,8 +111,10 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--threads", type=int, default=8)
     parser.add_argument("--connections", type=int, default=64)
+    parser.add_argument("--batch", type=int, default=20, help="reports per batch request")
     args = parser.parse_args()
     shape = {"workers": args.workers, "threads": args.threads, "connections": args.connections}
+    batch = str(args.batch)
 
     with tempfile.TemporaryDirectory(prefix="trivium-bench-") as tmp:
         instance = new_instance(Path(tmp))
@@ -124,13 +129,13 @@ def main() -> None:
             # warm both servers (imports, pools, caches: every learner's
             # requests once in each worker) before measuring: steady state
             run_wrk("warm", f"http://127.0.0.1:{bare_port}/bare", seconds=2)
-            for mode in ("courses", "item", "progress"):
+            for mode in ("courses", "item", "progress", "batch"):
                 run_wrk(
                     "warm",
                     base,
                     seconds=2,
                     script=script,
-                    script_env={"BENCH_DATA": str(data), "BENCH_MODE": mode},
+                    script_env={"BENCH_DATA": str(data), "BENCH_MODE": mode, "BENCH_BATCH": batch},
                 )
             results = [
                 run_wrk(
@@ -157,6 +162,15 @@ def main() -> None:
                         server=server,
                     )
                 )
+            batched = run_wrk(
+                f"POST {args.batch} reports",
+                base,
+                seconds=args.seconds,
+                connections=args.connections,
+                script=script,
+                script_env={"BENCH_DATA": str(data), "BENCH_MODE": "batch", "BENCH_BATCH": batch},
+                server=server,
+            )
         finally:
             stop_all()
 
@@ -171,7 +185,11 @@ def main() -> None:
         ratio = r.requests_per_s / bare.requests_per_s
         cpu_ratio = bare.server_cpu_us / r.server_cpu_us if r.server_cpu_us else 0.0
         print(r.line() + ("" if r is bare else f"  ratio {ratio:.2f} (CPU {cpu_ratio:.2f})"))
-    bad = [r for r in results if r.non_2xx or r.errors]
+    print(
+        batched.line()
+        + f"  = {batched.requests_per_s * args.batch:,.0f} heartbeats/s (target >= 5,000)"
+    )
+    bad = [r for r in [*results, batched] if r.non_2xx or r.errors]
     if bad:
         print("WARNING: failed requests in: " + ", ".join(r.name for r in bad))
     worst = min(results[1:], key=lambda r: r.requests_per_s)

@@ -1,5 +1,6 @@
 -- wrk script: each request picks the next learner's token and item.
--- BENCH_DATA: file of "token item_id" lines; BENCH_MODE: courses | item | progress
+-- BENCH_DATA: file of "token item_id" lines; BENCH_MODE: courses | item | progress | batch
+-- (batch: BENCH_BATCH reports on the item in one POST /me/progress, as a player catching up)
 local mode = os.getenv("BENCH_MODE")
 local rows = {}
 for line in io.lines(os.getenv("BENCH_DATA")) do
@@ -7,6 +8,7 @@ for line in io.lines(os.getenv("BENCH_DATA")) do
   rows[#rows + 1] = { token = token, item = item }
 end
 local counter = 0
+local batch = tonumber(os.getenv("BENCH_BATCH") or "20")
 
 request = function()
   counter = counter + 1
@@ -16,6 +18,15 @@ request = function()
     return wrk.format("GET", "/api/v1/me/courses", headers)
   elseif mode == "item" then
     return wrk.format("GET", "/api/v1/items/" .. row.item, headers)
+  elseif mode == "batch" then
+    headers["Content-Type"] = "application/json"
+    local reports = {}
+    for n = 1, batch do
+      reports[n] = '{"item_id": "' .. row.item .. '", "status": "in_progress", "data": {"scroll": '
+        .. n / batch .. '}}'
+    end
+    local body = '{"reports": [' .. table.concat(reports, ", ") .. ']}'
+    return wrk.format("POST", "/api/v1/me/progress", headers, body)
   else
     headers["Content-Type"] = "application/json"
     local body = '{"status": "in_progress", "data": {"scroll": ' .. (counter % 100) / 100 .. '}}'

@@ -18,6 +18,7 @@ import copy
 import logging
 import math
 from collections.abc import Mapping
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from types import MappingProxyType
@@ -73,7 +74,6 @@ from core.models import Item
 from core.models import Module
 from core.models import Progress
 from core.models import User
-from core.progress_buffer import ProgressBuffer
 from core.progress_buffer import current_buffer
 from core.progress_buffer import newest
 from core.progress_buffer import write as write_progress
@@ -310,7 +310,7 @@ def report_progress(
     course: Course,
     report: Mapping[str, Any],
     *,
-    buffer: ProgressBuffer | None = None,
+    buffer: HeartbeatSink | None = None,
 ) -> ProgressOutcome:
     """Apply a learner's report on ``item`` and the course completion rule.
 
@@ -339,6 +339,98 @@ def report_progress(
         if not attempt.complete and (current is None or current.completed_at is None):
             return _heartbeat(sess, user, item, course, attempt.new, buffer)
     return _report_now(sess, user, item, course, report, buffer, attempt)
+
+
+class HeartbeatSink(Protocol):
+    """Where :func:`report_progress` leaves heartbeats: a :class:`ProgressBuffer` or a batch."""
+
+    @property
+    def write_through(self) -> bool: ...
+
+    def has_room(self) -> bool: ...
+
+    def get(self, user_id: int, item_id: int) -> ProgressRecord | None: ...
+
+    def add(self, record: ProgressRecord, event: dict[str, Any]) -> None: ...
+
+
+#: Most reports one :func:`report_many` call (one batch request) applies.
+MAX_BATCH = 100
+
+
+class _Batch:
+    """The heartbeats of one :func:`report_many` call, written together at its end."""
+
+    write_through = False
+
+    def __init__(self, buffer: HeartbeatSink | None) -> None:
+        self.buffer = buffer
+        self.records: dict[tuple[int, int], ProgressRecord] = {}
+        self.events: list[dict[str, Any]] = []
+
+    def has_room(self) -> bool:
+        return True
+
+    def get(self, user_id: int, item_id: int) -> ProgressRecord | None:
+        mine = self.records.get((user_id, item_id))
+        if mine is not None or self.buffer is None:
+            return mine
+        return self.buffer.get(user_id, item_id)
+
+    def add(self, record: ProgressRecord, event: dict[str, Any]) -> None:
+        self.records[(record.user_id, record.item_id)] = record
+        self.events.append(event)
+
+
+def report_many(
+    sess: Session,
+    user: User,
+    reports: Sequence[tuple[Item, Course, Mapping[str, Any]]],
+    *,
+    buffer: HeartbeatSink | None = None,
+) -> list[ProgressOutcome]:
+    """Apply one learner's reports in order, all of them or none (a player catching up).
+
+    First each report is applied to the state it would meet (a report sees
+    the ones before it on the same item) and each course is checked as
+    :func:`report_progress` would, storing nothing: a report that would be
+    refused stops the whole batch before any write or event.  Then each is
+    applied for real, as :func:`report_progress` does, except that
+    heartbeats do not wait in ``buffer``: they are written in ``sess``'s
+    transaction at the end, a few statements for all of them.  Flushes but
+    does not commit; after committing, pass each outcome to :func:`announce`.
+
+    :param reports: (item, its course, the learner's fields) in the order sent.
+    :param buffer: the process's buffer, whose waiting heartbeats the
+        reports build on.
+    :raise NotEnrolled: (and the other errors of :func:`report_progress`).
+    """
+    states: dict[int, ProgressState] = {}
+    for item, course, report in reports:
+        _check_reportable(sess, user, course)
+        if item.id not in states:
+            waiting = buffer.get(user.id, item.id) if buffer is not None else None
+            states[item.id] = state_of(newest(_stored_state(sess, user, item), waiting))
+        states[item.id] = _apply(item, course, states[item.id], report).new
+    batch = _Batch(buffer)
+    outcomes = [
+        report_progress(sess, user, item, course, report, buffer=batch)
+        for item, course, report in reports
+    ]
+    if batch.records or batch.events:
+        write_progress(sess.connection(), batch.records.values(), batch.events)
+        readcache.touch(sess, [readcache.progress_key(user.id)])
+    return outcomes
+
+
+def _check_reportable(sess: Session, user: User, course: Course) -> None:
+    # the checks _report_now makes under its lock, without it
+    if rbac.access(sess, user, course).enrolment_status != "active":
+        raise NotEnrolled("only enrolled learners report progress")
+    if course.status == "archived":
+        raise CourseReadOnly("this course is archived: progress can no longer change")
+    if course.status != "published":
+        raise NotEnrolled("this course is not open")
 
 
 class InvalidResult(ValueError):
@@ -429,7 +521,7 @@ def _heartbeat(
     item: Item,
     course: Course,
     new: ProgressState,
-    buffer: ProgressBuffer,
+    buffer: HeartbeatSink,
 ) -> ProgressOutcome:
     now = utcnow()
     record = ProgressRecord(
@@ -488,7 +580,7 @@ def _report_now(
     item: Item,
     course: Course,
     report: Mapping[str, Any],
-    buffer: ProgressBuffer | None,
+    buffer: HeartbeatSink | None,
     attempt: _Applied | None,
     *,
     server_state: ProgressState | None = None,

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
+from collections.abc import Iterator
 from datetime import datetime
 from typing import Any
 from typing import Literal
@@ -32,9 +34,11 @@ from core.api.courses import load_course
 from core.api.courses import load_item
 from core.api.courses import user_brief
 from core.auth import require_user
+from core.errors import Problem
 from core.errors import ValidationFailed
 from core.events import UnknownVerb
 from core.events import verb_iri
+from core.models import Course
 from core.models import Event
 from core.models import Item
 from core.models import Module
@@ -216,6 +220,75 @@ def report(item_id: str) -> ResponseReturnValue:
         sess.commit()  # a buffered heartbeat may not have touched the database
     svc.announce(outcome)
     return json_response(out)
+
+
+class BatchReport(ProgressReport):
+    """One report of a batch: the item, then what :class:`ProgressReport` holds."""
+
+    item_id: str = Field(min_length=1, max_length=64)
+
+
+class ProgressBatch(Body):
+    """Reports on several items at once, applied in order (a player catching up)."""
+
+    reports: list[BatchReport] = Field(min_length=1, max_length=svc.MAX_BATCH)
+
+
+class ProgressBatchOut(BaseModel):
+    """The stored progress after each report, in the order sent."""
+
+    items: list[ProgressReportOut]
+
+
+@bp.post("/me/progress")
+@operation(
+    "Report your progress on several items at once",
+    tags=TAGS,
+    body=ProgressBatch,
+    response=ProgressBatchOut,
+    errors=(404, 409),
+)
+def report_batch() -> ResponseReturnValue:
+    """Apply up to ``MAX_BATCH`` reports in order, all of them or none.
+
+    A report that would be refused (unknown item, not enrolled, refused by the
+    content type) refuses the batch with its problem, naming the report by its
+    index (``report``), and nothing is stored.
+    """
+    user = require_user()
+    sess = db.session()
+    data = parse_body(ProgressBatch)
+    loaded: list[tuple[Item, Course, dict[str, Any]]] = []
+    for n, entry in enumerate(data.reports):
+        with _naming_report(n):
+            item, course = svc.load_item_for_report(sess, entry.item_id, user)
+            rbac.require(user, "progress.own", course, what="item")
+        loaded.append((item, course, entry.model_dump(exclude_none=True, exclude={"item_id"})))
+    outcomes = svc.report_many(sess, user, loaded, buffer=progress_buffer.get_buffer())
+    out = ProgressBatchOut(
+        items=[
+            ProgressReportOut(
+                **progress_out(item, outcome.progress).model_dump(),
+                item_completed=outcome.item_completed,
+                course_completed=outcome.course_completed,
+            )
+            for (item, _, _), outcome in zip(loaded, outcomes, strict=True)
+        ]
+    )
+    sess.commit()
+    for outcome in outcomes:
+        svc.announce(outcome)
+    return json_response(out)
+
+
+@contextlib.contextmanager
+def _naming_report(n: int) -> Iterator[None]:
+    try:
+        yield
+    except Problem as exc:
+        exc.detail = f"reports[{n}]: {exc.detail}"
+        exc.extra["report"] = n
+        raise
 
 
 @bp.get("/items/<item_id>/progress")
