@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import re
 import uuid
 from collections.abc import Callable
 from collections.abc import Iterable
@@ -138,7 +139,7 @@ class LearningEvent:
         if activity is not None:
             obj["definition"] = {"type": ADL_ACTIVITIES + activity}
         statement: dict[str, Any] = {
-            "id": str(uuid.UUID(hex=self.id)),
+            "id": _uuid_text(self.id),
             "actor": self.actor.to_agent(),
             "verb": {"id": self.verb, "display": {"en-US": self.verb_name}},
             "object": obj,
@@ -159,6 +160,17 @@ class LearningEvent:
             }
         statement["context"] = context
         return statement
+
+
+_HEX_ID = re.compile(r"[0-9a-f]{32}")
+
+
+def _uuid_text(hex_id: str) -> str:
+    """The UUID of a 32-digit hex id in its hyphenated form (as ``str(uuid.UUID(...))``)."""
+    if _HEX_ID.fullmatch(hex_id) is None:
+        return str(uuid.UUID(hex=hex_id))
+    h = hex_id
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
 def _is_iri(value: str) -> bool:

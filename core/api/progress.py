@@ -259,11 +259,16 @@ def report_batch() -> ResponseReturnValue:
     sess = db.session()
     data = parse_body(ProgressBatch)
     loaded: list[tuple[Item, Course, dict[str, Any]]] = []
+    items: dict[str, tuple[Item, Course]] = {}
     for n, entry in enumerate(data.reports):
         with _naming_report(n):
-            item, course = svc.load_item_for_report(sess, entry.item_id, user)
-            rbac.require(user, "progress.own", course, what="item")
-        loaded.append((item, course, entry.model_dump(exclude_none=True, exclude={"item_id"})))
+            found = items.get(entry.item_id)
+            if found is None:  # each item is loaded and checked once
+                found = svc.load_item_for_report(sess, entry.item_id, user)
+                rbac.require(user, "progress.own", found[1], what="item")
+                items[entry.item_id] = found
+        report = entry.model_dump(exclude_none=True, exclude={"item_id"})
+        loaded.append((found[0], found[1], report))
     outcomes = svc.report_many(sess, user, loaded, buffer=progress_buffer.get_buffer())
     out = ProgressBatchOut(
         items=[
