@@ -13,6 +13,7 @@ Ed25519 verification of the same base in the same run; the last line is
     .venv/bin/python benchmarks/federation.py                     # 100,000 / 1,000,000
     .venv/bin/python benchmarks/federation.py --courses 5000 --index 50000   # quick
     .venv/bin/python benchmarks/federation.py --keep /tmp/fed    # build once, then search again
+    .venv/bin/python benchmarks/federation.py --keep /tmp/fed --only search   # search alone
 """
 
 from __future__ import annotations
@@ -340,6 +341,11 @@ def main() -> None:
     parser.add_argument("--queries", type=int, default=300)
     parser.add_argument("--verifications", type=int, default=3000)
     parser.add_argument(
+        "--only",
+        choices=("search",),
+        help="run only this part (with --keep, on the kept instances once they are built)",
+    )
+    parser.add_argument(
         "--keep",
         type=Path,
         metavar="DIR",
@@ -363,6 +369,8 @@ def main() -> None:
             b, total = build(args.keep, args)
             built.write_text(json.dumps({"entries": total}))
         search(b, total, args)
+    if args.only == "search":
+        return
 
     signed_rate, raw_rate = verification_rates(args.verifications)
     print(

@@ -11,6 +11,10 @@ triggers) or PostgreSQL's full-text search (a GIN expression index over a
 weighted ``tsvector``), with the same behaviour on both: every word of the
 query must match, the last one as a prefix (search as you type); the title
 weighs most, then summary, subject and institution, then the description.
+On SQLite, a word held by many entries (as an unfinished last word of a
+few letters often is) only narrows the matches and does not rank them
+(:data:`RANKED_PREFIX_MATCHES`, :data:`RANKED_WORD_MATCHES`): they are
+ranked by the other words, or listed newest first when none is left.
 
 Local rows are never removed: a course that stops being public keeps a row
 marked ``deleted`` with its text blanked, and every change takes the next
@@ -90,6 +94,7 @@ __all__ = [
     "index_course",
     "local_changes",
     "local_head",
+    "optimize_index",
     "reindex_local",
     "search",
 ]
@@ -116,11 +121,38 @@ MATCH_SCAN = 2_000
 """A search with words reads at most this many matches, the most recently indexed first.
 
 It ranks them and counts their facets; a broader search (more matches than
-this) says so with ``ranking_exact`` and ``facets_exact`` False.  This bounds
-the work per search whatever the size of the index: ranking a match costs a
-few microseconds, so ranking all 200,000 matches of a short prefix in an
-index of a million would take most of a second.
+this) says so with ``ranking_exact`` and ``facets_exact`` False.  This
+bounds the work per search whatever the size of the index: ranking a match
+costs a few microseconds, so ranking all 200,000 matches of a short prefix
+in an index of a million would take most of a second.  The words' own
+statistics are the other cost of ranking: SQLite's bm25 counts every entry
+holding each word it ranks, which is why a word held by many entries (an
+unfinished last word of two to six letters often is) only narrows the
+matches (:data:`RANKED_PREFIX_MATCHES`, :data:`RANKED_WORD_MATCHES`).
 """
+RANKED_PREFIX_MATCHES = 500
+"""On SQLite, an unfinished last word ranks the matches only if at most this many entries hold it.
+
+bm25 weighs each word it ranks by counting every entry that holds it: for
+two to six letters beginning words of most of the index that is a pass over
+nearly all of it (about 150 ms in a million entries), for a word that,
+being nearly everywhere, would barely move the order anyway.  The bound is
+low because a rare word's matches lie scattered over the index and bm25
+reads each one's length: ranking 2,000 of them took 15 to 30 ms in a
+million entries, 500 take a few.  A broader unfinished word only narrows
+the matches, which are ranked by the complete words; alone, it lists them
+newest first.  PostgreSQL's ``ts_rank_cd`` keeps no statistics over the
+index and ranks every word.
+"""
+RANKED_WORD_MATCHES = 50_000
+"""On SQLite, a complete word ranks the matches only if at most about this many entries hold it.
+
+Held by more (a word like "introduction" in a large index), it weighs
+little in bm25 and counting its entries would cost most of the search;
+it then only narrows the matches, like a broad unfinished word.
+"""
+WORD_SAMPLE = 1_000
+"""How many of a word's entries are read to tell how many hold it (:func:`_holders`)."""
 MAX_QUERY_WORDS = 12
 MAX_WORD = 64
 
@@ -289,11 +321,17 @@ class CatalogPage:
     ``MATCH_SCAN + 1`` most recently indexed matches and ``facets_exact`` is
     False (show them as "about", or as "among the most recent").
 
+    Results are ranked by the words of the query, the newest first among
+    equals; on SQLite a word held by many entries only narrows them
+    (:data:`RANKED_PREFIX_MATCHES`, :data:`RANKED_WORD_MATCHES`).
     ``ranking_exact`` is False when a search with words matched more than
     :data:`MATCH_SCAN` entries: the results are then the best-ranked of the
     ``MATCH_SCAN + 1`` most recently indexed matches, and paging ends there
-    (ask for more words or a filter).  A search without words lists every
-    entry, newest first, and is always exact.
+    (ask for more words or a filter).  It is False too when no word is left
+    to rank by (a broad unfinished word alone, typically): the matches then
+    come newest first (show them so until the word is complete).  A
+    search without words lists every entry, newest first, and is always
+    exact.
     ``next_cursor`` is None on the last page.
     """
 
@@ -422,6 +460,23 @@ def reindex_local(sess: Session) -> int:
     for course in sess.scalars(select(Course).order_by(Course.id)):
         changed += index_course(sess, course)
     return changed
+
+
+def optimize_index(sess: Session) -> bool:
+    """Merge SQLite's full-text index into one segment (flushes, never commits).
+
+    FTS5 adds entries to the index in segments that it merges a few at a
+    time as it goes, so this is rarely needed: searches of a million entries
+    loaded in bulk were no faster after it.  It takes a while on a large
+    index (about half a minute for a million) and writes the index anew.
+    PostgreSQL's GIN index needs no such step.
+
+    :return: whether there was anything to do (False on PostgreSQL).
+    """
+    if _is_postgres(sess):
+        return False
+    sess.execute(text("INSERT INTO catalog_entries_fts(catalog_entries_fts) VALUES('optimize')"))
+    return True
 
 
 def local_head(sess: Session) -> int:
@@ -621,16 +676,20 @@ def _browsed(filters: Mapping[str, str], *columns: ColumnElement[Any]) -> Select
 _Match = tuple[int, float, str, str, str, str]
 """One match a search with words read: id, rank (lower is better), then the :data:`FACETS`."""
 
+_UNRANKED: ColumnElement[Any] = literal_column("0.0", Double())
+
 
 def _scan(
     sess: Session, words: list[str], filters: Mapping[str, str], params: dict[str, Any]
 ) -> list[_Match]:
-    """The matches a search with words reads, in one statement (one full-text match).
+    """The matches a search with words reads, each with its rank and facet values.
 
     At most :data:`MATCH_SCAN` + 1, the most recently indexed first (the
-    full-text indexes hand them out in that order, so nothing else is read),
-    each with its rank and facet values: both the page and the facet counts
-    are worked out from these rows.
+    full-text indexes hand them out in that order, so nothing else is read):
+    both the page and the facet counts are worked out from these rows.
+    PostgreSQL ranks them in the same statement; SQLite in a second one
+    (:func:`_sqlite_ranks`), or not at all when no word ranks (``ranked``
+    missing from ``params``): every rank is then 0.
     """
     entries = CatalogEntry.__table__
     facet_columns = [entries.c[name] for name in FACETS]
@@ -648,7 +707,7 @@ def _scan(
     else:
         # Deleted rows have no text, so they never match.
         stmt = _filtered(
-            select(_FTS.c.rowid, func.bm25(_FTS_MATCH, *SQLITE_WEIGHTS), *facet_columns)
+            select(_FTS.c.rowid, _UNRANKED, *facet_columns)
             .select_from(_FTS.join(entries, entries.c.id == _FTS.c.rowid))
             .where(_FTS_MATCH.op("MATCH")(bindparam("fts"))),
             filters,
@@ -656,7 +715,36 @@ def _scan(
     # Rows as the driver returns them (ints, floats, strings: the columns are
     # not nullable), fetched at once: up to MATCH_SCAN + 1 of them.
     rows: list[Any] = list(sess.execute(stmt.limit(MATCH_SCAN + 1), params).all())
+    if rows and "ranked" in params:
+        ranks = _sqlite_ranks(sess, [row[0] for row in rows], params["ranked"])
+        rows = [(row[0], ranks.get(row[0], 0.0), *row[2:]) for row in rows]
     return rows
+
+
+_RANK_IDS: ColumnElement[Any] = literal_column("value")
+# A unary plus makes rowid an expression: SQLite then checks the list on each
+# row the full-text index hands out instead of asking the index once per id
+# (which would count the words' statistics anew for each).
+_ROWID_VALUE: ColumnElement[Any] = literal_column("+rowid")
+
+
+def _sqlite_ranks(sess: Session, ids: list[int], ranked: str) -> dict[int, float]:
+    """bm25 of the ranking words (``ranked``) for the matches ``ids`` a scan read (lower is better).
+
+    A full-text match of its own, with only the ranking words in it: bm25
+    counts every entry holding each phrase of its match to weigh it, and a
+    broad unfinished last word or a filter's value may be in most of the index.
+    The rowid range keeps the pass over the words' entries to the span of
+    the matches read; the list (as JSON) picks them out.
+    """
+    stmt = select(_FTS.c.rowid, func.bm25(_FTS_MATCH, *SQLITE_WEIGHTS)).where(
+        _FTS_MATCH.op("MATCH")(bindparam("ranked")),
+        _FTS.c.rowid >= bindparam("low"),
+        _FTS.c.rowid <= bindparam("high"),
+        _ROWID_VALUE.in_(select(_RANK_IDS).select_from(func.json_each(bindparam("ids")))),
+    )
+    params = {"ranked": ranked, "low": min(ids), "high": max(ids), "ids": json.dumps(ids)}
+    return {int(row[0]): float(row[1]) for row in sess.execute(stmt, params)}
 
 
 def _filtered(stmt: Select[Any], filters: Mapping[str, str]) -> Select[Any]:
@@ -685,7 +773,9 @@ def search(
     their staff and learners find them through :func:`core.courses.catalog`.
 
     :param q: words to look for (each must match; the last one as a prefix); None or blank
-        lists every entry, newest change first.
+        lists every entry, newest change first.  Matches are ranked by the words, on
+        SQLite only by those held by few enough entries (:data:`RANKED_PREFIX_MATCHES`);
+        query syntax of SQLite or PostgreSQL is plain text.
     :param filters: exact (case-insensitive) values of facets: ``subject``,
         ``language``, ``level``, ``institution``.
     :param viewer: the user searching, or None for an anonymous visitor.
@@ -701,21 +791,23 @@ def search(
     entries = CatalogEntry.__table__
 
     payload = _decode_cursor(cursor, fingerprint) if cursor else None
-    params = _params(sess, words, clean)
+    version = sess.scalar(select(_STATE.c.version).where(_STATE.c.id == 1))
+    ranked = _ranked_terms(sess, words, version)
+    params = _params(sess, words, ranked, clean)
     # The page and the facets of a search with words come from one scan of
     # its matches, run at most once, and only if either is not cached.
     scan = functools.cache(lambda: _scan(sess, words, clean, params))
-    version = sess.scalar(select(_STATE.c.version).where(_STATE.c.id == 1))
     # Words and filter values match case-insensitively: one cache entry for all spellings.
     same_search = [[w.lower() for w in words], sorted((k, v.lower()) for k, v in clean.items())]
     if words:
         if payload is not None and "r" not in payload:
             raise CatalogCursorInvalid("the cursor does not belong to this search")
-        after = (payload["r"], payload["i"]) if payload is not None else None
+        after = (payload["r"], -payload["i"]) if payload is not None else None
+        # The order depends on which of the words rank.
         ranked_ids = _cached(
             version,
             "page",
-            [*same_search, MATCH_SCAN, after, limit],
+            [*same_search, MATCH_SCAN, [w.lower() + star for w, star in ranked], after, limit],
             lambda: _ranked_page(sess, words, clean, after, limit, params, scan),
             lambda stored: [(int(i), float(r)) for i, r in stored],
         )
@@ -757,7 +849,7 @@ def search(
         facets=facets,
         next_cursor=next_cursor,
         facets_exact=exact,
-        ranking_exact=exact or not words,
+        ranking_exact=not words or (exact and bool(ranked)),
     )
 
 
@@ -766,30 +858,112 @@ def _fingerprint(words: list[str], filters: Mapping[str, str]) -> str:
     return format(zlib.crc32(key.encode()), "08x")
 
 
-def _params(sess: Session, words: list[str], filters: Mapping[str, str]) -> dict[str, Any]:
+def _params(
+    sess: Session,
+    words: list[str],
+    ranked: list[tuple[str, str]],
+    filters: Mapping[str, str],
+) -> dict[str, Any]:
+    """The full-text queries of a search: every word and filter; on SQLite, the words ranking.
+
+    :param ranked: the terms that rank the matches (:func:`_ranked_terms`).
+    """
     if not words:
         return {}
     if _is_postgres(sess):
         return {"tsq": " & ".join(f"{w.lower()}{star}" for w, star in _terms(words, ":*"))}
-    phrases = " ".join(f'"{w}"{star}' for w, star in _terms(words, "*"))
-    expr = f"{{{' '.join(SQLITE_TEXT_COLUMNS)}}} : ({phrases})"
+    expr = _sqlite_words(_terms(words, "*"))
     for name, value in sorted(filters.items()):
         # The filter's words as a phrase in its column: every entry whose
         # value equals the filter's has them, so the index narrows the
         # matches first and _filtered's comparison on the row settles them.
         if _WORD.search(value):
             expr += f' AND {{{name}}} : "{value.replace(chr(34), chr(34) * 2)}"'
-    return {"fts": expr}
+    params = {"fts": expr}
+    if ranked:
+        params["ranked"] = _sqlite_words(ranked)
+    return params
+
+
+def _sqlite_words(terms: list[tuple[str, str]]) -> str:
+    """An FTS5 query for every one of ``terms`` in the searched columns, each as a quoted phrase.
+
+    Words hold no quotes (they are runs of :data:`_WORD`), so the quotes make
+    any operator or column name in the query plain text.
+    """
+    phrases = " ".join(f'"{w}"{star}' for w, star in terms)
+    return f"{{{' '.join(SQLITE_TEXT_COLUMNS)}}} : ({phrases})"
 
 
 def _terms(words: list[str], star: str) -> list[tuple[str, str]]:
     """Each word with the prefix marker if it is matched as a prefix.
 
     Search as you type: the last word may be unfinished, so it matches as a
-    prefix (from two characters on); the words before it are whole.
+    prefix (from two characters on); the words before it are whole.  Which
+    of them rank the matches is :func:`_ranked_terms`'s choice.
     """
     last = len(words) - 1
     return [(w, star if n == last and len(w) >= 2 else "") for n, w in enumerate(words)]
+
+
+def _ranked_terms(sess: Session, words: list[str], version: str | None) -> list[tuple[str, str]]:
+    """The terms (:func:`_terms`) that rank a search's matches.
+
+    All of them on PostgreSQL.  On SQLite, whose bm25 counts every entry
+    holding a word to weigh it, those held by few enough entries: at most
+    :data:`RANKED_PREFIX_MATCHES` for an unfinished last word, at most
+    :data:`RANKED_WORD_MATCHES` for a complete one.  How many hold each is
+    estimated once per index version (cached like the pages).
+    """
+    terms = _terms(words, "*")
+    if _is_postgres(sess):
+        return terms
+    ranked: list[tuple[str, str]] = []
+    for word, star in terms:
+        bound = RANKED_PREFIX_MATCHES if star else RANKED_WORD_MATCHES
+        holders = _cached(
+            version,
+            "holders",
+            [word.lower(), star, WORD_SAMPLE],
+            functools.partial(_holders, sess, word, star),
+            int,
+        )
+        if holders <= bound:
+            ranked.append((word, star))
+    return ranked
+
+
+def _holders(sess: Session, word: str, star: str) -> int:
+    """How many entries hold ``word`` (or a word it begins, with ``star``), about (SQLite).
+
+    Exact up to :data:`WORD_SAMPLE`; beyond, the share of entries holding it
+    among those since the oldest of its newest ``WORD_SAMPLE`` holders,
+    applied to the whole index.  Reads at most ``WORD_SAMPLE`` rows of the
+    full-text index.
+    """
+    entries = CatalogEntry.__table__
+    newest = (
+        select(_FTS.c.rowid.label("id"))
+        .where(_FTS_MATCH.op("MATCH")(bindparam("word")))
+        .order_by(_FTS.c.rowid.desc())
+        .limit(WORD_SAMPLE)
+        .subquery()
+    )
+    params = {"word": _sqlite_words([(word, star)])}
+    found, oldest = sess.execute(select(func.count(), func.min(newest.c.id)), params).one()
+    count = int(found)
+    if count < WORD_SAMPLE:
+        return count
+    # Two subqueries: SQLite reads min() or max() of a key from the index's
+    # end only when it is the query's one aggregate.
+    first, last = sess.execute(
+        select(
+            select(func.min(entries.c.id)).scalar_subquery(),
+            select(func.max(entries.c.id)).scalar_subquery(),
+        )
+    ).one()
+    share = count / (int(last) - int(oldest) + 1)
+    return round(share * (int(last) - int(first) + 1))
 
 
 def _hit(row: Any) -> CatalogHit:
@@ -844,15 +1018,15 @@ def _ranked_page(
     params: dict[str, Any],
     scan: Callable[[], list[_Match]] | None = None,
 ) -> list[tuple[int, float]]:
-    """Up to ``limit + 1`` matches after ``(rank, id)``: best first, the id breaking ties.
+    """Up to ``limit + 1`` matches after ``(rank, -id)``: best first, then the newest.
 
     :param scan: returns the search's matches (:func:`_scan` when omitted).
     """
     matches = scan() if scan is not None else _scan(sess, words, filters, params)
-    ranked = ((match[1], match[0]) for match in matches)
+    ranked = ((match[1], -match[0]) for match in matches)
     if after is not None:
         ranked = (pair for pair in ranked if pair > after)
-    return [(entry_id, rank) for rank, entry_id in heapq.nsmallest(limit + 1, ranked)]
+    return [(-negated_id, rank) for rank, negated_id in heapq.nsmallest(limit + 1, ranked)]
 
 
 def _cached(
