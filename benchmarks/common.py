@@ -65,9 +65,12 @@ class Server:
                 fields = stat.read_text().rsplit(")", 1)[1].split()
             except OSError:
                 continue  # ended meanwhile
-            # after the command: state ppid pgrp session ... utime(12) stime(13)
+            # after the command: state ppid pgrp session ... utime(12) stime(13),
+            # then the CPU of its ended children (a worker replaced meanwhile)
             if int(fields[3]) == self.proc.pid:
                 total += int(fields[11]) + int(fields[12])
+                if stat.parent.name == str(self.proc.pid):
+                    total += int(fields[13]) + int(fields[14])
         return total / tick
 
     def stop(self) -> None:

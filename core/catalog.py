@@ -652,6 +652,18 @@ def _decode_cursor(cursor: str, fingerprint: str) -> dict[str, Any]:
     return payload
 
 
+def _cursor_terms(words: list[str], chosen: Any) -> list[tuple[str, str]]:
+    """The ranking terms a cursor names by their places among the search's terms."""
+    terms = _terms(words, "*")
+    if (
+        not isinstance(chosen, list)
+        or not all(isinstance(n, int) and 0 <= n < len(terms) for n in chosen)
+        or chosen != sorted(set(chosen))
+    ):
+        raise CatalogCursorInvalid("the cursor does not belong to this search")
+    return [terms[n] for n in chosen]
+
+
 def _clean_filters(filters: Mapping[str, str]) -> dict[str, str]:
     out: dict[str, str] = {}
     for name, value in filters.items():
@@ -792,7 +804,11 @@ def search(
 
     payload = _decode_cursor(cursor, fingerprint) if cursor else None
     version = sess.scalar(select(_STATE.c.version).where(_STATE.c.id == 1))
-    ranked = _ranked_terms(sess, words, version)
+    if payload is not None and "k" in payload:
+        # the words that ranked the first page rank the rest: the order must not change
+        ranked = _cursor_terms(words, payload["k"])
+    else:
+        ranked = _ranked_terms(sess, words, version)
     params = _params(sess, words, ranked, clean)
     # The page and the facets of a search with words come from one scan of
     # its matches, run at most once, and only if either is not cached.
@@ -826,6 +842,8 @@ def search(
         payload = {"f": fingerprint, "i": int(last_id)}
         if words:
             payload["r"] = float(last_rank)
+            terms = _terms(words, "*")
+            payload["k"] = [n for n, term in enumerate(terms) if term in ranked]
         next_cursor = _encode_cursor(payload)
 
     rows = {

@@ -643,8 +643,10 @@ def _demo_network(
     if not serve_it:
         click.echo(f"Prepared {count} demo instances; plugins join them when they are served.")
         return
-    # SIGTERM stops the servers as Ctrl-C does (each runs in a session of its own).
-    previous = signal.signal(signal.SIGTERM, signal.default_int_handler)
+    # SIGTERM and a closed terminal (SIGHUP) stop the servers as Ctrl-C does:
+    # each runs in a session of its own, which the terminal's hang-up misses.
+    stopping = (signal.SIGTERM, signal.SIGHUP)
+    previous = {sig: signal.signal(sig, signal.default_int_handler) for sig in stopping}
     try:
         with demo_data.serving(instances) as servers:
             lines = demo_data.join(instances)
@@ -664,7 +666,8 @@ def _demo_network(
     except (demo_data.PortInUse, demo_data.ServerFailed) as exc:
         raise click.ClickException(str(exc)) from exc
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def _demo_logins() -> None:

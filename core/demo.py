@@ -19,6 +19,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -446,8 +447,23 @@ def stop(servers: Sequence[Server]) -> None:
     """Stop the servers: SIGTERM to each by its process id, then wait for them.
 
     A server still running after :data:`STOP_TIMEOUT` seconds is killed with
-    its workers (its own session, whose id is the server's process id).
+    its workers (its own session, whose id is the server's process id).  A
+    second Ctrl-C (or SIGTERM, SIGHUP) meanwhile is ignored, so the servers
+    are always stopped.
     """
+    if threading.current_thread() is not threading.main_thread():
+        _stop(servers)  # signals reach only the main thread anyway
+        return
+    signals = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+    previous = {sig: signal.signal(sig, signal.SIG_IGN) for sig in signals}
+    try:
+        _stop(servers)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _stop(servers: Sequence[Server]) -> None:
     for server in servers:
         if server.process.poll() is None:
             os.kill(server.process.pid, signal.SIGTERM)

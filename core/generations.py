@@ -30,11 +30,13 @@ import logging
 import mmap
 import os
 import queue
+import socket
 import struct
 import threading
 import uuid
 import weakref
 import zlib
+from collections.abc import Callable
 from collections.abc import Iterable
 from collections.abc import Iterator
 from pathlib import Path
@@ -68,6 +70,7 @@ class SharedFile:
         self._path = path
         if path is None:
             self.map: mmap.mmap | bytearray = bytearray(size)
+            self.identity = uuid.uuid4().hex
             return
         path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
@@ -79,6 +82,9 @@ class SharedFile:
             os.close(fd)
             raise
         self._fd = fd
+        info = os.fstat(fd)
+        self.identity = f"{socket.gethostname()}:{info.st_dev}:{info.st_ino}"
+        """The same for every process that maps this file (on this machine)."""
         # flock() locks belong to the open file, which a forked child shares
         # with its parent: each process locks through a descriptor of its own.
         ref = weakref.ref(self)
@@ -87,7 +93,8 @@ class SharedFile:
     def _after_fork(self) -> None:
         self._lock = threading.Lock()
         if self._fd is not None and self._path is not None:
-            os.close(self._fd)
+            inherited, self._fd = self._fd, None
+            os.close(inherited)
             self._fd = os.open(self._path, os.O_RDWR)
 
     @contextlib.contextmanager
@@ -124,6 +131,11 @@ class Generations:
         self._file = SharedFile(path, _SIZE)
         self._map = self._file.map
         self.relay: RedisRelay | None = None
+
+    @property
+    def machine(self) -> str:
+        """Names these counters: processes sharing the file (one machine) share the name."""
+        return self._file.identity
 
     def read(self, slot: int) -> int:
         """The current value of ``slot``."""
@@ -170,14 +182,14 @@ class Generations:
 class RedisRelay:
     """Publishes counter moves on Redis and applies other processes' moves here.
 
-    Each process has an origin id and skips its own messages.  Its two
+    Each process has an origin id, made of its machine's name (its counters
+    file's, see :attr:`Generations.machine`) and its own, and skips the
+    messages of its machine: their moves are in its counters already.  Its two
     threads start with its first use (after a fork, in the child): a sender
     that publishes what :meth:`publish` queued — so a slow or unreachable
     Redis never holds up a flush that holds database locks — and a listener
     that applies other processes' moves, reconnecting with a growing pause.
-    Neither raises into requests; failures are logged.  Other processes of
-    this machine apply a message too: that only invalidates the same
-    entries once more.
+    Neither raises into requests; failures are logged.
     """
 
     def __init__(self, url: str, channel: str, generations: Generations) -> None:
@@ -193,6 +205,8 @@ class RedisRelay:
         self._outbox: queue.SimpleQueue[list[int] | None] = queue.SimpleQueue()
         self._closed = False
         self._pubsub: Any = None
+        self.on_connect: Callable[[], None] | None = None
+        """Called in the listener each time it (re)subscribes (moves may have been missed)."""
         generations.relay = self
 
     def close(self) -> None:
@@ -212,7 +226,8 @@ class RedisRelay:
         with self._start_lock:
             if self._pid == pid:
                 return
-            self._origin = uuid.uuid4().hex
+            # the machine's name first: its other processes share our counters
+            self._origin = f"{self.generations.machine}/{uuid.uuid4().hex}"
             self._ready = threading.Event()
             self._outbox = queue.SimpleQueue()
             self._pid = pid
@@ -226,6 +241,11 @@ class RedisRelay:
         """Queue these slots' moves for the other processes (never blocks)."""
         self.ensure_listening()
         self._outbox.put(slots)
+
+    def connected(self) -> bool:
+        """True while this process's listener is subscribed (starting it if need be)."""
+        self.ensure_listening()
+        return self._ready.is_set()
 
     def wait_ready(self, timeout: float) -> bool:
         """Wait until this process's listener is subscribed (tests, startup)."""
@@ -252,6 +272,8 @@ class RedisRelay:
                 pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
                 self._pubsub = pubsub
                 pubsub.subscribe(self.channel)
+                if self.on_connect is not None:
+                    self.on_connect()
                 self._ready.set()
                 pause = 0.5
                 for message in pubsub.listen():
@@ -270,8 +292,8 @@ class RedisRelay:
         if not isinstance(data, bytes):
             return
         sender, _, rest = data.decode("ascii", "replace").partition(" ")
-        if sender == origin or not rest:
-            return
+        if not rest or sender.rpartition("/")[0] == origin.rpartition("/")[0]:
+            return  # from this machine: its move is in our counters already
         try:
             slots = sorted({int(s) % SLOTS for s in rest.split(",")})
         except ValueError:

@@ -14,9 +14,12 @@ for the course and, after the caller commits, :func:`announce` calls the
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import dataclasses
 import logging
 import math
+from collections.abc import Iterator
 from collections.abc import Mapping
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -58,6 +61,7 @@ from core.db import new_time_ordered_id
 from core.db import utcnow
 from core.errors import Conflict
 from core.errors import Forbidden
+from core.errors import Problem
 from core.errors import ValidationFailed
 from core.events import VERBS
 from core.events import Actor
@@ -235,7 +239,7 @@ def _stored_state(sess: Session, user: User, item: Item) -> Any:
         # outside the request's transaction if it has none (a completion
         # reads again under its lock)
         return _STATE_READ.first(sess, {"user_id": user.id, "item_id": item.id})
-    cached = cache.progress(user.id, item.id)
+    cached = cache.progress(sess, user.id, item.id)
     if cached is not None:
         return cached[0]
     stamp = cache.progress_stamp(user.id)
@@ -406,21 +410,52 @@ def report_many(
     :raise NotEnrolled: (and the other errors of :func:`report_progress`).
     """
     states: dict[int, ProgressState] = {}
-    for item, course, report in reports:
-        _check_reportable(sess, user, course)
-        if item.id not in states:
-            waiting = buffer.get(user.id, item.id) if buffer is not None else None
-            states[item.id] = state_of(newest(_stored_state(sess, user, item), waiting))
-        states[item.id] = _apply(item, course, states[item.id], report).new
+    for n, (item, course, report) in enumerate(reports):
+        with naming_report(n):
+            _check_reportable(sess, user, course)
+            if item.id not in states:
+                waiting = buffer.get(user.id, item.id) if buffer is not None else None
+                states[item.id] = state_of(newest(_stored_state(sess, user, item), waiting))
+            states[item.id] = _apply(item, course, states[item.id], report).new
     batch = _Batch(buffer)
-    outcomes = [
-        report_progress(sess, user, item, course, report, buffer=batch)
-        for item, course, report in reports
-    ]
+    outcomes = []
+    for n, (item, course, report) in enumerate(reports):
+        with naming_report(n):
+            outcome = report_progress(sess, user, item, course, report, buffer=batch)
+        # the state after this report: a later one may change the same row
+        frozen = _frozen(outcome.progress, user, item)
+        outcomes.append(dataclasses.replace(outcome, progress=frozen))
     if batch.records or batch.events:
         write_progress(sess.connection(), batch.records.values(), batch.events)
         readcache.touch(sess, [readcache.progress_key(user.id)])
     return outcomes
+
+
+@contextlib.contextmanager
+def naming_report(n: int) -> Iterator[None]:
+    """Name report ``n`` of a batch in a problem raised meanwhile (``report``, and its detail)."""
+    try:
+        yield
+    except Problem as exc:
+        if "report" not in exc.extra:
+            exc.detail = f"reports[{n}]: {exc.detail}"
+            exc.extra["report"] = n
+        raise
+
+
+def _frozen(row: ProgressLike, user: User, item: Item) -> ProgressLike:
+    if isinstance(row, ProgressRecord):
+        return row
+    return ProgressRecord(
+        user_id=user.id,
+        item_id=item.id,
+        course_id=item.course_id,
+        status=row.status,
+        score=row.score,
+        data=copy.deepcopy(row.data),
+        updated_at=row.updated_at,
+        completed_at=row.completed_at,
+    )
 
 
 def _check_reportable(sess: Session, user: User, course: Course) -> None:

@@ -17,7 +17,8 @@ counter had when that row was read or written:
 * a request reads the counter *before* it reads the row from the database,
   and keeps the row under that value (:meth:`ProgressStates.keep`): a write
   committed after the counter was read moves it past the entry's value;
-* an entry is used only while its value is the counter's current one;
+* an entry is used only while its value is the counter's current one (and
+  the table's epoch, see :class:`ProgressStates`, has not moved);
 * the process whose buffer wrote a batch keeps the written entries current
   (:meth:`ProgressStates.written`): an entry whose value is the counter's
   value just before the buffer's own move is replaced, under the table's
@@ -53,14 +54,19 @@ ENTRIES = 1 << 16
 #: Bytes per place; a row with more ``data`` than fits is not kept.
 ENTRY_BYTES = 512
 
-# user id, item id, counter value, expiry (time.monotonic, the same clock in
-# every process of the machine), length of the encoded row (0: empty place),
-# then the CRC-32 of all of that and the row: readers take no lock, and an
-# entry read while a writer was changing it fails the check (a miss).
-_HEADER = struct.Struct("<qqQdI")
+# user id, item id, the learner's counter value, the table's epoch (another
+# counter, see ProgressStates), expiry (wall-clock time: the file outlives a
+# reboot, which restarts the monotonic clock), length of the encoded row (0: an
+# empty place), then the CRC-32 of all of that and the row: readers take no
+# lock, and an entry read while a writer was changing it fails the check.
+_HEADER = struct.Struct("<qqQQdI")
 _CRC = struct.Struct("<I")
 _ROW_AT = _HEADER.size + _CRC.size
 _ROOM = ENTRY_BYTES - _ROW_AT
+_WRAP = 0xFFFFFFFFFFFFFFFF
+_EMPTY = _HEADER.pack(0, 0, 0, 0, 0.0, 0)
+_Found = tuple[int, int, float, bytes]
+"""An entry's learner counter value, epoch, expiry and encoded row."""
 _ABSENT = b"-"
 
 
@@ -138,8 +144,19 @@ _KEY = struct.Struct("<qq")
 class ProgressStates:
     """The machine's table of stored progress rows (in memory with ``path=None``).
 
+    Besides each learner's counter, every entry depends on the table's
+    *epoch*, a counter that moves when rows are removed without the
+    learners' counters moving (a deleted item takes its learners' rows with
+    it, and the database may give its id to the next item), and whenever the
+    relay to other machines (re)connects, since moves may have been lost
+    while it was away.  While the relay is not connected, nothing is read
+    from the table: a change on another machine would not be seen.
+
     :param slot_of_user: the counter slot of a learner's progress.
+    :param epoch_slot: the counter slot of the epoch.
     :param ttl: seconds an entry lives at most.
+    :param connected: False while changes from other machines may be missed
+        (the relay is down); None on a single machine.
     """
 
     def __init__(
@@ -148,15 +165,42 @@ class ProgressStates:
         generations: Generations,
         slot_of_user: Callable[[int], int],
         ttl: float,
+        *,
+        epoch_slot: int = 0,
+        connected: Callable[[], bool] | None = None,
     ) -> None:
         self._file = SharedFile(path, ENTRIES * ENTRY_BYTES)
         self.generations = generations
         self.slot_of_user = slot_of_user
+        self.epoch_slot = epoch_slot
         self.ttl = ttl
+        self.connected = connected
 
-    def stamp(self, user_id: int) -> int:
-        """Read the learner's counter *before* reading a row from the database."""
-        return self.generations.read(self.slot_of_user(user_id))
+    def stamp(self, user_id: int) -> tuple[int, int]:
+        """Read the learner's counter and the epoch *before* reading a row from the database."""
+        read = self.generations.read
+        return read(self.slot_of_user(user_id)), read(self.epoch_slot)
+
+    def _entry(
+        self, offset: int, user_id: int, item_id: int
+    ) -> tuple[int, int, float, bytes] | None:
+        # (value, epoch, expiry, row) of a whole entry for this key, else None
+        mapped = self._file.map
+        header = bytes(mapped[offset : offset + _HEADER.size])
+        user, item, value, epoch, expires, length = _HEADER.unpack(header)
+        if user != user_id or item != item_id or not 0 < length <= _ROOM:
+            return None
+        start = offset + _ROW_AT
+        raw = bytes(mapped[start : start + length])
+        (crc,) = _CRC.unpack_from(mapped, offset + _HEADER.size)
+        if crc != zlib.crc32(raw, zlib.crc32(header)):
+            return None  # being written just now, or left half-written
+        return value, epoch, expires, raw
+
+    def _fresh(self, expires: float) -> bool:
+        # an expiry further than ttl away comes from a clock set back: expired too
+        now = time.time()
+        return now < expires <= now + self.ttl
 
     def get(self, user_id: int, item_id: int) -> tuple[ProgressRecord | None] | None:
         """``(row,)``, the learner's stored row on the item (None: none), if the entry is current.
@@ -164,28 +208,25 @@ class ProgressStates:
         Takes no lock.  The row is decoded afresh for each call: the caller may
         change it.
         """
-        offset = _place(user_id, item_id)
-        mapped = self._file.map
-        header = bytes(mapped[offset : offset + _HEADER.size])
-        user, item, value, expires, length = _HEADER.unpack(header)
-        if user != user_id or item != item_id or not 0 < length <= _ROOM:
+        if self.connected is not None and not self.connected():
             return None
-        start = offset + _ROW_AT
-        raw = bytes(mapped[start : start + length])
-        (crc,) = _CRC.unpack_from(mapped, offset + _HEADER.size)
-        if crc != zlib.crc32(raw, zlib.crc32(header)):
-            return None  # being written just now
-        if expires <= time.monotonic() or value != self.stamp(user_id):
+        found = self._entry(_place(user_id, item_id), user_id, item_id)
+        if found is None:
+            return None
+        value, epoch, expires, raw = found
+        if not self._fresh(expires) or (value, epoch) != self.stamp(user_id):
             return None
         return (_decode(user_id, item_id, raw),)
 
-    def keep(self, record: ProgressRecord | None, user_id: int, item_id: int, stamp: int) -> None:
+    def keep(
+        self, record: ProgressRecord | None, user_id: int, item_id: int, stamp: tuple[int, int]
+    ) -> None:
         """Keep the row (or None: none stored) read after :meth:`stamp` gave ``stamp``."""
         raw = _encode(record)
         if len(raw) > _ROOM:
             return
         with self._file.locked():
-            self._put(user_id, item_id, stamp, time.monotonic() + self.ttl, raw)
+            self._put(user_id, item_id, stamp, time.time() + self.ttl, raw)
 
     def written(
         self,
@@ -201,30 +242,32 @@ class ProgressStates:
         """
         slots = {user_id: self.slot_of_user(user_id) for user_id, _ in records}
         before = self.generations.bump(slots.values())
-        now = time.monotonic()
-        mapped = self._file.map
+        epoch_now = self.generations.read(self.epoch_slot)
         with self._file.locked():
             for (user_id, item_id), record in records.items():
                 offset = _place(user_id, item_id)
-                user, item, value, expires, length = _HEADER.unpack_from(mapped, offset)
-                if user != user_id or item != item_id or not 0 < length <= _ROOM:
+                found = self._entry(offset, user_id, item_id)
+                if found is None:
                     continue
-                if value != before[slots[user_id]] or expires <= now:
+                value, epoch, expires, raw = found
+                if value != before[slots[user_id]] or epoch != epoch_now:
+                    continue  # someone else moved it, or rows went: stays behind
+                if not self._fresh(expires):
                     continue
-                start = offset + _ROW_AT
-                stored = _decode(user_id, item_id, bytes(mapped[start : start + length]))
-                raw = _encode(merge(stored, record))
-                moved = (value + 1) & 0xFFFFFFFFFFFFFFFF
-                if len(raw) > _ROOM:
-                    _HEADER.pack_into(mapped, offset, 0, 0, 0, 0.0, 0)
+                merged = _encode(merge(_decode(user_id, item_id, raw), record))
+                if len(merged) > _ROOM:
+                    self._file.map[offset : offset + _HEADER.size] = _EMPTY
                     continue
-                self._put(user_id, item_id, moved, expires, raw)
+                moved = ((value + 1) & _WRAP, epoch)
+                self._put(user_id, item_id, moved, expires, merged)
 
-    def _put(self, user_id: int, item_id: int, value: int, expires: float, raw: bytes) -> None:
+    def _put(
+        self, user_id: int, item_id: int, stamp: tuple[int, int], expires: float, raw: bytes
+    ) -> None:
         # call with the lock held (writers take turns; readers check the CRC)
         offset = _place(user_id, item_id)
         mapped = self._file.map
-        header = _HEADER.pack(user_id, item_id, value, expires, len(raw))
+        header = _HEADER.pack(user_id, item_id, stamp[0], stamp[1], expires, len(raw))
         mapped[offset : offset + _HEADER.size] = header
         _CRC.pack_into(mapped, offset + _HEADER.size, zlib.crc32(raw, zlib.crc32(header)))
         start = offset + _ROW_AT

@@ -109,6 +109,12 @@ def progress_key(user_id: int) -> Key:
     return ("progress", user_id)
 
 
+#: Moves when progress rows go without their learners' counters moving (an
+#: item, module, course or user deleted: the database removes their rows),
+#: and when the relay to other machines (re)connects.  See
+#: :class:`core.progress_states.ProgressStates`.
+PROGRESS_EPOCH: Key = ("progress-epoch", 0)
+
 #: Moves when any course is created, deleted or changes status: lists that
 #: filter on status depend on courses they do not show.
 PUBLICATION: Key = ("publication", 0)
@@ -311,18 +317,23 @@ class ReadCache:
 
     # ------------------------------------------------------------ progress
 
-    def progress(self, user_id: int, item_id: int) -> tuple[ProgressRecord | None] | None:
+    def progress(
+        self, sess: Session, user_id: int, item_id: int
+    ) -> tuple[ProgressRecord | None] | None:
         """``(row,)``: the learner's stored progress on the item (None: none), if known.
 
         From the machine's table (:mod:`core.progress_states`); a fresh copy.
+        Never for a session that wrote progress: it must read its own rows.
         """
-        if not self.enabled or self.states is None:
+        if not self.enabled or self.states is None or sess.info.get(_PENDING):
             return None
         return self.states.get(user_id, item_id)
 
-    def progress_stamp(self, user_id: int) -> int:
-        """Read the learner's progress counter *before* reading a stored row."""
-        return self.generations.read(slot_of(progress_key(user_id)))
+    def progress_stamp(self, user_id: int) -> tuple[int, int]:
+        """Read the counters an entry depends on *before* reading a stored row."""
+        if self.states is None:
+            return self.generations.read(slot_of(progress_key(user_id))), 0
+        return self.states.stamp(user_id)
 
     def keep_progress(
         self,
@@ -330,7 +341,7 @@ class ReadCache:
         user_id: int,
         item_id: int,
         row: ProgressRecord | None,
-        stamp: int,
+        stamp: tuple[int, int],
     ) -> None:
         """Keep a row (or None) read by ``sess`` after :meth:`progress_stamp` gave ``stamp``.
 
@@ -376,6 +387,12 @@ def current() -> ReadCache | None:
 
 
 def _keys_of(sess: Session, obj: object) -> list[Key]:
+    if obj in sess.deleted and isinstance(obj, Course | Module | Item | User):
+        return [*_row_keys(sess, obj), PROGRESS_EPOCH]
+    return _row_keys(sess, obj)
+
+
+def _row_keys(sess: Session, obj: object) -> list[Key]:
     if isinstance(obj, Course):
         if obj.id is None:
             return []
@@ -456,10 +473,21 @@ def init_app(
     """
     run = Path(instance_path) / "run"
     generations = Generations(run / "generations")
-    if redis_url:
-        RedisRelay(redis_url, channel, generations)
+    relay = RedisRelay(redis_url, channel, generations) if redis_url else None
+    epoch = slot_of(PROGRESS_EPOCH)
+    if relay is not None:
+
+        def reconnected() -> None:  # moves may have been lost while it was away
+            generations.bump_here([epoch])
+
+        relay.on_connect = reconnected
     states = ProgressStates(
-        run / "progress-states", generations, lambda user_id: slot_of(progress_key(user_id)), ttl
+        run / "progress-states",
+        generations,
+        lambda user_id: slot_of(progress_key(user_id)),
+        ttl,
+        epoch_slot=epoch,
+        connected=relay.connected if relay is not None else None,
     )
     cache = ReadCache(generations, ttl, states)
     app.extensions[_EXTENSION] = cache

@@ -75,6 +75,7 @@ def gunicorn_options(
         # a worker's full collections no longer walk those objects every time
         # (a pause of about 100 ms each with the app loaded) and their memory
         # pages stay shared with the master.
+        gc.collect()  # what is garbage now would otherwise stay for good
         gc.freeze()
         log.info(
             "serve=ready bind=%s workers=%d threads=%d instance=%s",

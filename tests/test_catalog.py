@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import json
 from collections.abc import Iterator
 from datetime import UTC
 from datetime import datetime
@@ -726,3 +728,46 @@ def test_the_migration_indexes_existing_public_courses(tmp_path: Path, database_
             ]
     finally:
         get_db(app).dispose()
+
+
+def test_later_pages_keep_the_first_pages_ranking_words(
+    app: Flask, sess: Session, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if get_db(app).engine.dialect.name != "sqlite":
+        pytest.skip("PostgreSQL ranks by every word")
+    monkeypatch.setattr(catalog, "RANKED_PREFIX_MATCHES", 2)
+    catalog.apply_changes(
+        sess,
+        "peer-a",
+        [peer_entry("a", "Zoology"), peer_entry("b", "Zoos"), peer_entry("c", "Zoonoses")],
+    )
+    sess.commit()
+    seen = []
+    page = catalog.search(sess, "zoo", limit=1)  # three hold "zoo": it does not rank
+    assert not page.ranking_exact and [h.external_id for h in page.entries] == ["c"]
+    seen += [h.external_id for h in page.entries]
+    # meanwhile the peer renames c: two hold "zoo" now, enough for it to rank
+    catalog.apply_changes(sess, "peer-a", [peer_entry("c", "Horses")])
+    sess.commit()
+    while page.next_cursor:
+        page = catalog.search(sess, "zoo", cursor=page.next_cursor, limit=1)
+        seen += [h.external_id for h in page.entries]
+    assert seen == ["c", "b", "a"]  # every match once, in the first page's order
+    with pytest.raises(catalog.CatalogCursorInvalid):  # a forged choice of words
+        bad = json.loads(base64.urlsafe_b64decode(_padded(first_cursor(sess))))
+        bad["k"] = [5]
+        catalog.search(sess, "zoo", cursor=_encoded(bad), limit=1)
+
+
+def first_cursor(sess: Session) -> str:
+    page = catalog.search(sess, "zoo", limit=1)
+    assert page.next_cursor is not None
+    return page.next_cursor
+
+
+def _padded(cursor: str) -> str:
+    return cursor + "=" * (-len(cursor) % 4)
+
+
+def _encoded(payload: dict[str, Any]) -> str:
+    return base64.urlsafe_b64encode(json.dumps(payload).encode()).decode().rstrip("=")

@@ -15,6 +15,7 @@ from sqlalchemy import select
 from core import create_app
 from core import hookimpl
 from core import progress_buffer
+from core import readcache
 from core.content import ContentType
 from core.content import ItemView
 from core.content import ProgressReportInvalid
@@ -26,6 +27,7 @@ from core.models import Event
 from core.models import Progress
 from core.models import User
 from core.progress import MAX_BATCH
+from core.progress_states import ProgressRecord
 from tests.conftest import Users
 from tests.conftest import base_config
 from tests.conftest import reset_schema
@@ -55,10 +57,46 @@ class Picky(ContentType):
         return ProgressState(status="in_progress", data={})
 
 
+SPY: dict[str, Any] = {}
+
+
+class Spy(ContentType):
+    """On each report, plays another worker: it reads a learner's committed row and keeps it."""
+
+    name = "spy-test"
+    label = "Spy"
+
+    def apply_progress(
+        self, item: ItemView, previous: ProgressState, report: dict[str, Any]
+    ) -> ProgressState:
+        if SPY:
+            app: Flask = SPY["app"]
+            cache = readcache.for_app(app)
+            assert cache is not None and cache.states is not None
+            user_id, item_id = SPY["user"], SPY["item"]
+            stamp = cache.progress_stamp(user_id)
+            with get_db(app).engine.connect() as conn:  # committed rows only
+                row = conn.execute(
+                    select(Progress).where(Progress.user_id == user_id, Progress.item_id == item_id)
+                ).one()
+            record = ProgressRecord(
+                user_id,
+                item_id,
+                row.course_id,
+                row.status,
+                row.score,
+                row.data,
+                row.updated_at,
+                row.completed_at,
+            )
+            cache.states.keep(record, user_id, item_id, stamp)
+        return ProgressState(status="in_progress", data={})
+
+
 class PickyPlugin:
     @hookimpl
     def register_content_types(self) -> list[type[ContentType]]:
-        return [Picky]
+        return [Picky, Spy]
 
 
 class Listener:
@@ -230,7 +268,8 @@ def test_a_content_type_refusal_refuses_the_batch(
     before, heard = snapshot(app), list(listener.events)
     reports = [_beat(built.items[0], scroll=0.1), _beat(picky), _beat(picky, bad=True)]
     body = problem(_batch(client, learner, reports), 422)
-    assert body["detail"] == "not that"  # the content type's own words
+    assert body["detail"] == "reports[2]: not that"  # the content type's own words
+    assert body["report"] == 2
     assert snapshot(app) == before
     assert listener.events == heard
     assert [a["item_id"] for a in ok(_batch(client, learner, reports[:2]))["items"]] == [
@@ -341,6 +380,30 @@ def test_an_archived_course_refuses_the_batch_before_anything_is_heard(
     before, heard = snapshot(app), list(listener.events)
     reports = [_beat(course.items[0], scroll=0.4), _beat(old.items[0], scroll=0.4)]
     body = problem(_batch(client, learner, reports), 409)
-    assert "archived" in body["detail"]
+    assert "archived" in body["detail"] and body["report"] == 1
     assert snapshot(app) == before
     assert listener.events == heard
+
+
+def test_a_batch_builds_on_its_own_writes_not_on_what_others_keep(
+    app: Flask, client: FlaskClient, owner: Person, learner: Person, course: Course
+) -> None:
+    tally = course.items[2]
+    path = f"/modules/{course.modules[0]}/items"
+    body = {"type": "spy-test", "title": "Spy", "config": {}}
+    spy = ok(call(client, "POST", path, owner.headers, body), 201)["id"]
+    ok(call(client, "PUT", f"/items/{tally}/progress", learner.headers, _single()))  # beats 1
+    with get_db(app).session() as sess:
+        row = sess.scalars(select(Progress)).one()
+        SPY.update(app=app, user=row.user_id, item=row.item_id)
+    try:
+        reports = [
+            {"item_id": tally, "status": "in_progress", "data": {"done": True}},  # 2, completed
+            _beat(spy),  # another worker keeps the committed row (beats 1) meanwhile
+            _beat(tally),  # must count on the batch's own completion
+        ]
+        answers = ok(_batch(client, learner, reports))["items"]
+    finally:
+        SPY.clear()
+    assert answers[0]["data"]["beats"] == 2 and answers[0]["status"] == "completed", answers
+    assert answers[2]["data"]["beats"] == 3

@@ -109,14 +109,20 @@ def other(config: dict[str, Any], app: Flask) -> Iterator[Flask]:
 
 
 @pytest.fixture
-def setup(client: FlaskClient, users: Users) -> tuple[Person, Course, str]:
+def authored(client: FlaskClient, users: Users) -> tuple[Person, Person, Course, str]:
+    """The course's author, an enrolled learner, the course and its tally item."""
     owner = person(users, "owner@example.org", creator=True)
     learner = person(users, "learner@example.org")
     course = build_course(client, owner, items=1)
     body = {"type": "tally-test", "title": "Tally", "config": {}}
     item = ok(call(client, "POST", f"/modules/{course.modules[0]}/items", owner.headers, body), 201)
     enrol(client, course, learner)
-    return learner, course, item["id"]
+    return owner, learner, course, item["id"]
+
+
+@pytest.fixture
+def setup(authored: tuple[Person, Person, Course, str]) -> tuple[Person, Course, str]:
+    return authored[1:]
 
 
 def _beat(app: Flask, learner: Person, item: str, **data: Any) -> dict[str, Any]:
@@ -227,7 +233,7 @@ def test_an_uncommitted_write_is_never_shared(
         sess.flush()
         stamp = cache.progress_stamp(user_id)
         cache.keep_progress(sess, user_id, item_id, None, stamp)
-        assert cache.progress(user_id, item_id) is None  # not kept: the session wrote
+        assert cache.progress(sess, user_id, item_id) is None  # not kept: the session wrote
         sess.rollback()
     assert _beat(app, learner, item)["data"]["beats"] == 1
 
@@ -345,8 +351,8 @@ def test_entries_expire(states: ProgressStates, monkeypatch: pytest.MonkeyPatch)
 
     states.keep(_record(), 1, 2, states.stamp(1))
     assert states.get(1, 2) is not None
-    later = module.time.monotonic() + 31
-    monkeypatch.setattr(module.time, "monotonic", lambda: later)
+    later = module.time.time() + 31
+    monkeypatch.setattr(module.time, "time", lambda: later)
     assert states.get(1, 2) is None
 
 
@@ -364,3 +370,72 @@ def test_timestamps_survive_the_round_trip(states: ProgressStates) -> None:
     assert found is not None
     assert found[0] == record
     assert found[0].completed_at is not None and found[0].completed_at.tzinfo is not None
+
+
+def test_an_entry_from_before_the_clock_was_set_back_is_not_current(
+    states: ProgressStates, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import core.progress_states as module
+
+    # the file outlives a reboot; an expiry far ahead means the clock went back
+    now = module.time.time()
+    monkeypatch.setattr(module.time, "time", lambda: now + 10 * 86400)
+    states.keep(_record(), 1, 2, states.stamp(1))
+    monkeypatch.setattr(module.time, "time", lambda: now)
+    assert states.get(1, 2) is None
+
+
+def test_the_epoch_ends_every_entry(states: ProgressStates) -> None:
+    states.keep(_record(), 1, 2, states.stamp(1))
+    states.keep(_record(5, 6), 5, 6, states.stamp(5))
+    states.generations.bump([states.epoch_slot])
+    assert states.get(1, 2) is None and states.get(5, 6) is None
+    states.keep(_record(scroll=0.1), 1, 2, states.stamp(1))
+    states.generations.bump([states.epoch_slot])  # between the read and the batch's write
+    states.written({(1, 2): _record(scroll=0.2)}, upserted)
+    assert states.get(1, 2) is None
+
+
+def test_nothing_is_read_while_other_machines_may_be_missed(tmp_path: Path) -> None:
+    link = {"up": False}
+    generations = Generations(tmp_path / "generations")
+    table = ProgressStates(
+        tmp_path / "states", generations, lambda user: user, 30, connected=lambda: link["up"]
+    )
+    table.keep(_record(), 1, 2, table.stamp(1))
+    assert table.get(1, 2) is None
+    link["up"] = True
+    assert table.get(1, 2) is not None
+    table.close()
+    generations.close()
+
+
+def test_a_half_written_entry_is_left_alone_by_the_writer(states: ProgressStates) -> None:
+    states.keep(_record(scroll=0.1), 1, 2, states.stamp(1))
+    mapped = states._file.map
+    row_at = _place(1, 2) + _ROW_AT
+    mapped[row_at] = ord("{")  # a killed writer's leftovers: no longer JSON, CRC wrong
+    states.written({(1, 2): _record(scroll=0.2)}, upserted)  # does not raise
+    assert states.get(1, 2) is None
+
+
+def test_a_deleted_items_progress_never_reaches_an_item_given_its_id(
+    app: Flask, authored: tuple[Person, Person, Course, str]
+) -> None:
+    owner, learner, course, item = authored
+    client = app.test_client()
+    for _ in range(3):
+        _beat(app, learner, item)
+    _flush(app)
+    _beat(app, learner, item)  # kept in the table
+    _flush(app)
+    user_id, item_id = _keys(app, item)
+    assert _shared(app, user_id, item_id) is not None
+    # deleting the item deletes its progress in the database (ON DELETE CASCADE)
+    ok(call(client, "DELETE", f"/items/{item}", owner.headers), 204)
+    body = {"type": "tally-test", "title": "Tally 2", "config": {}}
+    path = f"/modules/{course.modules[0]}/items"
+    new = ok(call(client, "POST", path, owner.headers, body), 201)["id"]
+    if _keys(app, new)[1] == item_id:  # SQLite gives the new item the deleted one's id
+        assert _shared(app, user_id, item_id) is None
+    assert _beat(app, learner, new)["data"]["beats"] == 1

@@ -314,6 +314,27 @@ def test_relay_carries_moves_to_another_machine(tmp_path: Path) -> None:
 
 
 @needs_redis
+def test_processes_of_one_machine_skip_each_others_messages(tmp_path: Path) -> None:
+    # two processes of one machine: one counters file; a move is in it already
+    mine = Generations(tmp_path / "generations")
+    neighbour = Generations(tmp_path / "generations")
+    elsewhere = Generations(tmp_path / "other" / "generations")
+    assert mine.machine == neighbour.machine != elsewhere.machine
+    channel = f"trivium:test:{uuid.uuid4().hex}"
+    relays = [RedisRelay(REDIS_URL, channel, g) for g in (mine, neighbour, elsewhere)]
+    try:
+        assert all(relay.wait_ready(5) for relay in relays)
+        slot = slot_of(("progress", 7))
+        mine.bump([slot])
+        assert _until(lambda: elsewhere.read(slot) == 1)
+        time.sleep(0.3)
+        assert mine.read(slot) == neighbour.read(slot) == 1  # not moved a second time
+    finally:
+        for generations in (mine, neighbour, elsewhere):
+            generations.close()
+
+
+@needs_redis
 @pytest.mark.parametrize("backend", ["sqlite"])
 def test_item_edit_on_another_machine_is_seen_through_redis(
     tmp_path: Path, config: dict[str, Any], app: Flask, client: FlaskClient, users: Users

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import contextlib
 import logging
-from collections.abc import Iterator
 from datetime import datetime
 from typing import Any
 from typing import Literal
@@ -34,7 +32,6 @@ from core.api.courses import load_course
 from core.api.courses import load_item
 from core.api.courses import user_brief
 from core.auth import require_user
-from core.errors import Problem
 from core.errors import ValidationFailed
 from core.events import UnknownVerb
 from core.events import verb_iri
@@ -261,7 +258,7 @@ def report_batch() -> ResponseReturnValue:
     loaded: list[tuple[Item, Course, dict[str, Any]]] = []
     items: dict[str, tuple[Item, Course]] = {}
     for n, entry in enumerate(data.reports):
-        with _naming_report(n):
+        with svc.naming_report(n):
             found = items.get(entry.item_id)
             if found is None:  # each item is loaded and checked once
                 found = svc.load_item_for_report(sess, entry.item_id, user)
@@ -284,16 +281,6 @@ def report_batch() -> ResponseReturnValue:
     for outcome in outcomes:
         svc.announce(outcome)
     return json_response(out)
-
-
-@contextlib.contextmanager
-def _naming_report(n: int) -> Iterator[None]:
-    try:
-        yield
-    except Problem as exc:
-        exc.detail = f"reports[{n}]: {exc.detail}"
-        exc.extra["report"] = n
-        raise
 
 
 @bp.get("/items/<item_id>/progress")
