@@ -244,18 +244,7 @@ def _stored_state(sess: Session, user: User, item: Item) -> Any:
         return cached[0]
     stamp = cache.progress_stamp(user.id)
     row = _STATE_READ.first(sess, {"user_id": user.id, "item_id": item.id})
-    record = None
-    if row is not None:
-        record = ProgressRecord(
-            user_id=user.id,
-            item_id=item.id,
-            course_id=item.course_id,
-            status=row.status,
-            score=row.score,
-            data=row.data,
-            updated_at=row.updated_at,
-            completed_at=row.completed_at,
-        )
+    record = None if row is None else _record_of(user, item, row)
     cache.keep_progress(sess, user.id, item.id, record, stamp)
     return record
 
@@ -446,13 +435,18 @@ def naming_report(n: int) -> Iterator[None]:
 def _frozen(row: ProgressLike, user: User, item: Item) -> ProgressLike:
     if isinstance(row, ProgressRecord):
         return row
+    return _record_of(user, item, row, copy.deepcopy(row.data))
+
+
+def _record_of(user: User, item: Item, row: Any, data: Any = None) -> ProgressRecord:
+    """``user``'s progress on ``item`` as a record, from a row with its columns."""
     return ProgressRecord(
         user_id=user.id,
         item_id=item.id,
         course_id=item.course_id,
         status=row.status,
         score=row.score,
-        data=copy.deepcopy(row.data),
+        data=row.data if data is None else data,
         updated_at=row.updated_at,
         completed_at=row.completed_at,
     )
