@@ -41,6 +41,7 @@ from sqlalchemy import union
 from sqlalchemy import update
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.dialects import sqlite
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from core import db
@@ -96,6 +97,12 @@ class CourseReadOnly(Conflict):
     """The course is archived: its content can be read, progress no longer changes."""
 
     type_slug = "course-read-only"
+
+
+class BatchOutdated(Conflict):
+    """A batch of reports met a concurrent change (an item deleted meanwhile)."""
+
+    type_slug = "batch-outdated"
 
 
 class InvalidProgressReport(ValidationFailed):
@@ -397,6 +404,7 @@ def report_many(
     :param buffer: the process's buffer, whose waiting heartbeats the
         reports build on.
     :raise NotEnrolled: (and the other errors of :func:`report_progress`).
+    :raise BatchOutdated: an item went while the batch was applied (send it again).
     """
     states: dict[int, ProgressState] = {}
     for n, (item, course, report) in enumerate(reports):
@@ -408,15 +416,22 @@ def report_many(
             states[item.id] = _apply(item, course, states[item.id], report).new
     batch = _Batch(buffer)
     outcomes = []
-    for n, (item, course, report) in enumerate(reports):
-        with naming_report(n):
-            outcome = report_progress(sess, user, item, course, report, buffer=batch)
-        # the state after this report: a later one may change the same row
-        frozen = _frozen(outcome.progress, user, item)
-        outcomes.append(dataclasses.replace(outcome, progress=frozen))
-    if batch.records or batch.events:
-        write_progress(sess.connection(), batch.records.values(), batch.events)
-        readcache.touch(sess, [readcache.progress_key(user.id)])
+    try:
+        for n, (item, course, report) in enumerate(reports):
+            with naming_report(n):
+                outcome = report_progress(sess, user, item, course, report, buffer=batch)
+            # the state after this report: a later one may change the same row
+            frozen = _frozen(outcome.progress, user, item)
+            outcomes.append(dataclasses.replace(outcome, progress=frozen))
+        if batch.records or batch.events:
+            write_progress(sess.connection(), batch.records.values(), batch.events)
+            readcache.touch(sess, [readcache.progress_key(user.id)])
+    except IntegrityError as exc:
+        # an item (or the course) went while the batch was applied
+        raise BatchOutdated(
+            "an item of the batch was removed while it was being applied; "
+            "nothing was stored: send the batch again"
+        ) from exc
     return outcomes
 
 

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
+from sqlalchemy import delete
 from sqlalchemy import func
 from sqlalchemy import select
 
@@ -24,6 +25,7 @@ from core.db import get_db
 from core.events import LearningEvent
 from core.models import Course as CourseRow
 from core.models import Event
+from core.models import Item
 from core.models import Progress
 from core.models import User
 from core.progress import MAX_BATCH
@@ -93,10 +95,28 @@ class Spy(ContentType):
         return ProgressState(status="in_progress", data={})
 
 
+class Vanishing(ContentType):
+    """Plays an author deleting another item while a batch is applied (VANISH["item"])."""
+
+    name = "vanishing-test"
+    label = "Vanishing"
+
+    def apply_progress(
+        self, item: ItemView, previous: ProgressState, report: dict[str, Any]
+    ) -> ProgressState:
+        if VANISH:
+            with get_db(VANISH["app"]).engine.begin() as conn:  # another connection, committed
+                conn.execute(delete(Item).where(Item.public_id == VANISH["item"]))
+        return ProgressState(status="in_progress", data={})
+
+
+VANISH: dict[str, Any] = {}
+
+
 class PickyPlugin:
     @hookimpl
     def register_content_types(self) -> list[type[ContentType]]:
-        return [Picky, Spy]
+        return [Picky, Spy, Vanishing]
 
 
 class Listener:
@@ -407,3 +427,21 @@ def test_a_batch_builds_on_its_own_writes_not_on_what_others_keep(
         SPY.clear()
     assert answers[0]["data"]["beats"] == 2 and answers[0]["status"] == "completed", answers
     assert answers[2]["data"]["beats"] == 3
+
+
+def test_an_item_deleted_while_the_batch_is_applied_refuses_it_cleanly(
+    app: Flask, client: FlaskClient, owner: Person, learner: Person, course: Course
+) -> None:
+    page = course.items[0]
+    body = {"type": "vanishing-test", "title": "Vanishing", "config": {}}
+    path = f"/modules/{course.modules[0]}/items"
+    vanishing = ok(call(client, "POST", path, owner.headers, body), 201)["id"]
+    events = _events(app)
+    VANISH.update(app=app, item=page)
+    try:
+        resp = _batch(client, learner, [_beat(page, scroll=0.5), _beat(vanishing)])
+    finally:
+        VANISH.clear()
+    body = problem(resp, 409)
+    assert "send the batch again" in body["detail"]
+    assert _rows(app) == {} and _events(app) == events  # nothing of the batch stored
