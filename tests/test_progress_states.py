@@ -9,6 +9,7 @@ so a stale read anywhere shows as a wrong count.
 
 from __future__ import annotations
 
+import multiprocessing
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -439,3 +440,40 @@ def test_a_deleted_items_progress_never_reaches_an_item_given_its_id(
     if _keys(app, new)[1] == item_id:  # SQLite gives the new item the deleted one's id
         assert _shared(app, user_id, item_id) is None
     assert _beat(app, learner, new)["data"]["beats"] == 1
+
+
+def test_forked_writers_never_hand_a_reader_a_mixed_entry(tmp_path: Path) -> None:
+    # Writers in other processes keep and re-stamp one key over and over, each
+    # with rows of its own; the reader takes no lock, so it may miss, but
+    # whatever it gets must be a row some writer wrote, whole.
+    generations = Generations(tmp_path / "generations")
+    states = ProgressStates(tmp_path / "states", generations, lambda user: user, ttl=30)
+    context = multiprocessing.get_context("fork")
+
+    def write(writer: int) -> None:
+        for n in range(1500):
+            row = _record(1, 2, writer=writer, n=n, pad="x" * (n % 200))
+            states.keep(row, 1, 2, states.stamp(1))
+            states.written({(1, 2): _record(1, 2, writer=writer, n=-n)}, upserted)
+
+    writers = [context.Process(target=write, args=(w,)) for w in range(3)]
+    for process in writers:
+        process.start()
+    seen = 0
+    try:
+        while any(process.is_alive() for process in writers):
+            found = states.get(1, 2)
+            if found is not None and found[0] is not None:
+                data = found[0].data
+                assert data["writer"] in (0, 1, 2) and isinstance(data["n"], int)
+                assert set(data) <= {"writer", "n", "pad"}
+                if "pad" in data:
+                    assert data["pad"] == "x" * (data["n"] % 200)
+                seen += 1
+    finally:
+        for process in writers:
+            process.join(60)
+    assert [process.exitcode for process in writers] == [0, 0, 0]
+    assert seen > 0
+    states.close()
+    generations.close()
