@@ -12,7 +12,6 @@ Everything that records an event calls :func:`record_event` (or
 
 from __future__ import annotations
 
-import copy
 import logging
 import re
 import uuid
@@ -130,7 +129,7 @@ class LearningEvent:
 
     def to_statement(self) -> dict[str, Any]:
         """The event as an xAPI-like statement (a fresh, JSON-ready dict)."""
-        return self._statement(copy.deepcopy)
+        return self._statement(json_copy)
 
     def _statement(self, copied: Callable[[Any], Any]) -> dict[str, Any]:
         """The statement, with ``result`` and extension values passed through ``copied``."""
@@ -173,6 +172,19 @@ def _uuid_text(hex_id: str) -> str:
     return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
+def json_copy(value: Any) -> Any:
+    """A copy of JSON-shaped data all the way down (dicts, lists; tuples become lists).
+
+    Several times faster than :func:`copy.deepcopy` on the small values of
+    statements; anything else is handed on as is (it must be JSON anyway).
+    """
+    if isinstance(value, dict):
+        return {key: json_copy(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_copy(item) for item in value]
+    return value
+
+
 def _is_iri(value: str) -> bool:
     return value.startswith(("http://", "https://"))
 
@@ -191,14 +203,14 @@ def base_url() -> str:
     return str(settings.instance.base_url).rstrip("/")
 
 
-def course_iri(course: Course) -> str:
-    """The absolute URL naming ``course`` in events."""
-    return f"{base_url()}/courses/{course.public_id}"
+def course_iri(course: Course, base: str | None = None) -> str:
+    """The absolute URL naming ``course`` in events (``base``: :func:`base_url`, if known)."""
+    return f"{base or base_url()}/courses/{course.public_id}"
 
 
-def item_iri(item: Item) -> str:
-    """The absolute URL naming ``item`` in events."""
-    return f"{base_url()}/items/{item.public_id}"
+def item_iri(item: Item, base: str | None = None) -> str:
+    """The absolute URL naming ``item`` in events (``base``: :func:`base_url`, if known)."""
+    return f"{base or base_url()}/items/{item.public_id}"
 
 
 def verb_iri(verb: str) -> str:
@@ -249,10 +261,10 @@ def _build(new: NewEvent, home_page: str) -> LearningEvent:
         actor=Actor(id=new.user.public_id, name=new.user.display_name, home_page=home_page),
         verb=verb_iri(new.verb),
         object=_object_iri(new.object_id),
-        result=MappingProxyType(copy.deepcopy(dict(new.result)))
+        result=MappingProxyType(json_copy(dict(new.result)))
         if new.result is not None
         else None,
-        context=MappingProxyType(copy.deepcopy(dict(new.context)))
+        context=MappingProxyType(json_copy(dict(new.context)))
         if new.context is not None
         else None,
         timestamp=utcnow(),

@@ -407,19 +407,28 @@ def report_many(
     :raise BatchOutdated: an item went while the batch was applied (send it again).
     """
     states: dict[int, ProgressState] = {}
+    stored: dict[int, Any] = {}
     for n, (item, course, report) in enumerate(reports):
         with naming_report(n):
             _check_reportable(sess, user, course)
             if item.id not in states:
                 waiting = buffer.get(user.id, item.id) if buffer is not None else None
-                states[item.id] = state_of(newest(_stored_state(sess, user, item), waiting))
+                stored[item.id] = _stored_state(sess, user, item)
+                states[item.id] = state_of(newest(stored[item.id], waiting))
             states[item.id] = _apply(item, course, states[item.id], report).new
     batch = _Batch(buffer)
     outcomes = []
+    memo: dict[tuple[int, int], Any] = sess.info.setdefault(_STATE_MEMO, {})
     try:
         for n, (item, course, report) in enumerate(reports):
+            if item.id in stored:
+                # the stored row read above, until this batch writes the item's
+                # row itself (a completion): then it is read in the session
+                memo[(user.id, item.id)] = stored[item.id]
             with naming_report(n):
                 outcome = report_progress(sess, user, item, course, report, buffer=batch)
+            if not isinstance(outcome.progress, ProgressRecord):
+                stored.pop(item.id, None)
             # the state after this report: a later one may change the same row
             frozen = _frozen(outcome.progress, user, item)
             outcomes.append(dataclasses.replace(outcome, progress=frozen))
@@ -595,16 +604,17 @@ def _progressed_event(
     result: dict[str, Any] = {"completion": False}
     if new.score is not None:
         result["score"] = {"raw": new.score}
+    base = base_url()
     event = LearningEvent(
         id=new_time_ordered_id(),
-        actor=Actor(id=user.public_id, name=user.display_name, home_page=base_url() + "/"),
+        actor=Actor(id=user.public_id, name=user.display_name, home_page=base + "/"),
         verb=VERBS["progressed"],
-        object=item_iri(item),
+        object=item_iri(item, base),
         result=MappingProxyType(result),
         context=MappingProxyType({"status": new.status, "content-type": item.type}),
         timestamp=now,
         course_id=course.public_id,
-        course_iri=course_iri(course),
+        course_iri=course_iri(course, base),
     )
     row = {
         "public_id": event.id,

@@ -367,3 +367,14 @@ def test_event_ids_are_uuid7_growing_with_time(monkeypatch: pytest.MonkeyPatch) 
     assert first < second  # a later ms sorts after, whatever the random bits
     monkeypatch.undo()
     assert len({db.new_time_ordered_id() for _ in range(1000)}) == 1000
+
+
+def test_json_copy_copies_json_shaped_data_all_the_way_down() -> None:
+    from core.events import json_copy
+
+    original = {"score": {"raw": 0.5}, "trail": [1, {"a": [2]}], "pair": (3, 4), "n": None}
+    copied = json_copy(original)
+    assert copied == {"score": {"raw": 0.5}, "trail": [1, {"a": [2]}], "pair": [3, 4], "n": None}
+    copied["score"]["raw"] = 1.0
+    copied["trail"][1]["a"].append(9)
+    assert original["score"] == {"raw": 0.5} and original["trail"][1] == {"a": [2]}
