@@ -331,9 +331,9 @@ def get_db(app: Flask | None = None) -> Database:
 
 def session() -> Session:
     """The request's session (created on first use, closed at teardown)."""
-    if "db_session" not in g:
-        g.db_session = get_db().sessions()
-    sess: Session = g.db_session
+    sess: Session | None = g.get("db_session")
+    if sess is None:
+        sess = g.db_session = get_db().sessions()
     return sess
 
 
