@@ -261,12 +261,8 @@ def _build(new: NewEvent, home_page: str) -> LearningEvent:
         actor=Actor(id=new.user.public_id, name=new.user.display_name, home_page=home_page),
         verb=verb_iri(new.verb),
         object=_object_iri(new.object_id),
-        result=MappingProxyType(json_copy(dict(new.result)))
-        if new.result is not None
-        else None,
-        context=MappingProxyType(json_copy(dict(new.context)))
-        if new.context is not None
-        else None,
+        result=MappingProxyType(json_copy(dict(new.result))) if new.result is not None else None,
+        context=MappingProxyType(json_copy(dict(new.context))) if new.context is not None else None,
         timestamp=utcnow(),
         course_id=course.public_id if course is not None else None,
         course_iri=course_iri(course) if course is not None else None,
