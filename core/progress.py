@@ -477,8 +477,13 @@ def _record_of(user: User, item: Item, row: Any, data: Any = None) -> ProgressRe
 
 
 def _check_reportable(sess: Session, user: User, course: Course) -> None:
-    # the checks _report_now makes under its lock, without it
-    if rbac.access(sess, user, course).enrolment_status != "active":
+    # what _report_now checks under its lock, from the cached standing
+    _refuse_unless_open(rbac.access(sess, user, course).enrolment_status, course)
+
+
+def _refuse_unless_open(enrolment_status: str | None, course: Course) -> None:
+    """Refuse a report unless the learner's enrolment is active and the course published."""
+    if enrolment_status != "active":
         raise NotEnrolled("only enrolled learners report progress")
     if course.status == "archived":
         raise CourseReadOnly("this course is archived: progress can no longer change")
@@ -641,12 +646,8 @@ def _report_now(
 ) -> ProgressOutcome:
     sess.info.get(_STATE_MEMO, {}).pop((user.id, item.id), None)  # read under the lock instead
     enrolment = _lock_enrolment(sess, user, course)
-    if enrolment is None or enrolment.status != "active":
-        raise NotEnrolled("only enrolled learners report progress")
-    if course.status == "archived":
-        raise CourseReadOnly("this course is archived: progress can no longer change")
-    if course.status != "published":
-        raise NotEnrolled("this course is not open")
+    _refuse_unless_open(enrolment.status if enrolment is not None else None, course)
+    assert enrolment is not None  # refused above otherwise
     existing = _find(sess, user, item)
     current = newest(existing, buffer.get(user.id, item.id) if buffer is not None else None)
     previous = state_of(current)

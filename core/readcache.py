@@ -161,9 +161,7 @@ class _Entry:
 class ReadCache:
     """The per-process cache; one per app (``app.extensions``)."""
 
-    def __init__(
-        self, generations: Generations, ttl: float, states: ProgressStates | None = None
-    ) -> None:
+    def __init__(self, generations: Generations, ttl: float, states: ProgressStates) -> None:
         self.generations = generations
         self.ttl = ttl
         self.states = states
@@ -325,14 +323,12 @@ class ReadCache:
         From the machine's table (:mod:`core.progress_states`); a fresh copy.
         Never for a session that wrote progress: it must read its own rows.
         """
-        if not self.enabled or self.states is None or sess.info.get(_PENDING):
+        if not self.enabled or sess.info.get(_PENDING):
             return None
         return self.states.get(user_id, item_id)
 
     def progress_stamp(self, user_id: int) -> tuple[int, int]:
         """Read the counters an entry depends on *before* reading a stored row."""
-        if self.states is None:
-            return self.generations.read(slot_of(progress_key(user_id))), 0
         return self.states.stamp(user_id)
 
     def keep_progress(
@@ -347,7 +343,7 @@ class ReadCache:
 
         Not from a session that wrote progress: its rows may be rolled back.
         """
-        if not self.enabled or self.states is None or sess.info.get(_PENDING):
+        if not self.enabled or sess.info.get(_PENDING):
             return
         self.states.keep(row, user_id, item_id, stamp)
 
@@ -360,9 +356,6 @@ class ReadCache:
 
         See :meth:`core.progress_states.ProgressStates.written`.
         """
-        if self.states is None:
-            self.generations.bump(slot_of(progress_key(user_id)) for user_id, _ in rows)
-            return
         self.states.written(rows, merge)
 
 
