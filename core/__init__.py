@@ -66,6 +66,7 @@ def create_app(
     from core import readcache
     from core import tasks
     from core import web
+    from core.application import Trivium
     from core.auth import views as auth_views
     from core.auth.sessions import SessionCookies
     from core.config import load_settings
@@ -75,7 +76,7 @@ def create_app(
     logconfig.configure()
 
     https = settings.instance.base_url.startswith("https://")
-    app = Flask("core", instance_path=settings.path, static_folder=None)
+    app = Trivium("core", instance_path=settings.path, static_folder=None)
     app.config.update(
         SECRET_KEY=settings.instance.secret_key,
         MAX_CONTENT_LENGTH=settings.instance.max_request_bytes,

@@ -111,6 +111,24 @@ class Base(DeclarativeBase):
 T = TypeVar("T", bound=Base)
 
 
+def detached(cls: type[T], values: dict[str, Any]) -> T:
+    """A row the caller already has, as a detached ORM object (no SQL, in no session).
+
+    Like an object loaded by a session that has since closed: attributes
+    missing from ``values`` are unloaded, and :func:`adopt` (or
+    ``Session.add``) makes it persistent again.
+
+    :param values: column values, the primary key (``id``) included.
+    """
+    # Filling the state's dict directly skips the constructor's per-attribute
+    # change events (the values are what the database holds, not changes),
+    # which was half the cost of building one.
+    obj = cast(T, inspect(cls).class_manager.new_instance())
+    instance_dict(obj).update(values)
+    make_transient_to_detached(obj)
+    return obj
+
+
 def attach(sess: Session, cls: type[T], values: dict[str, Any]) -> T:
     """Put a row the caller already has into ``sess`` as a loaded object, without SQL.
 
@@ -127,14 +145,42 @@ def attach(sess: Session, cls: type[T], values: dict[str, Any]) -> T:
     existing = sess.identity_map.get(key)
     if existing is not None:
         return cast(T, existing)
-    # Filling the state's dict directly skips the constructor's per-attribute
-    # change events (the values are what the database holds, not changes),
-    # which was half the cost of this function.
-    obj = cast(T, mapper.class_manager.new_instance())
-    instance_dict(obj).update(values)
-    make_transient_to_detached(obj)
+    obj = detached(cls, values)
     sess.add(obj)
     return obj
+
+
+_ADOPT = "trivium.db.adopt"
+
+
+def adopt(sess: Session, obj: Base) -> None:
+    """Make a detached object persistent in ``sess`` now (nothing if it is there already)."""
+    sess.info.pop(_ADOPT, None)
+    if obj not in sess:
+        sess.add(obj)
+
+
+def adopt_on_begin(sess: Session, obj: Base) -> None:
+    """Make a detached object persistent in ``sess`` once ``sess`` begins a transaction.
+
+    Attaching an object begins the session's transaction, and a request
+    that reads only cached state needs neither: this leaves both for the
+    first query or flush, which attaches ``obj`` before it runs.  Until then
+    ``obj`` is detached: read only attributes it was built with.
+    """
+    if obj in sess:
+        return
+    if sess.in_transaction():
+        sess.add(obj)
+    else:
+        sess.info[_ADOPT] = obj
+
+
+def _adopt_pending(sess: Session, transaction: SessionTransaction) -> None:
+    if transaction.parent is None:
+        obj = sess.info.pop(_ADOPT, None)
+        if obj is not None and obj not in sess:
+            sess.add(obj)
 
 
 def core_execute(
@@ -301,6 +347,7 @@ class Database:
         self.sessions = sessionmaker(self.engine, expire_on_commit=False)
         self.read_sessions = sessionmaker(self.replica, expire_on_commit=False)
         for factory in (self.sessions, self.read_sessions):
+            event.listen(factory, "after_transaction_create", _adopt_pending)
             event.listen(factory, "after_begin", _connected)
             event.listen(factory, "after_transaction_end", _transaction_ended)
 

@@ -189,6 +189,9 @@ def actor_from_request(request: Request) -> User | None:
 
     :param request: the current request.
     :return: the authenticated user, or None to let the next plugin try.
+        It may belong to the request's session or to none (detached, as
+        :func:`core.db.detached` builds one): core attaches it to the
+        request's session when the request needs it there.
 
     .. versionadded:: 0.1
     """
@@ -202,7 +205,10 @@ def permission_allowed(user: User | None, action: str, course: Course | None) ->
     implementation returns False the action is denied; otherwise if any
     returns True it is allowed; if all return None core's role table decides.
 
-    :param user: the acting user, None for anonymous.
+    :param user: the acting user, None for anonymous; on learners' hot paths
+        it may not be in a session yet: read its columns ``id``,
+        ``public_id``, ``email``, ``display_name``, ``is_admin``,
+        ``can_create_courses``, ``is_active`` and ``created_at`` only.
     :param action: a dotted permission name, e.g. ``"course.edit"``.
     :param course: the course concerned, if any; on learners' hot paths a
         read-only copy from :mod:`core.readcache` (read its columns, don't

@@ -311,6 +311,7 @@ def report_progress(
     report: Mapping[str, Any],
     *,
     buffer: HeartbeatSink | None = None,
+    prepared: _Applied | None = None,
 ) -> ProgressOutcome:
     """Apply a learner's report on ``item`` and the course completion rule.
 
@@ -326,16 +327,21 @@ def report_progress(
     :param report: the learner's fields (``status``, ``data``) as sent.
     :param buffer: where heartbeats may wait for a batch write; None writes
         every report in ``sess``.
+    :param prepared: this report already applied to some state (a batch's
+        first pass), taken instead of applying it again if that state is
+        the one it meets now.
     :raise NotEnrolled: ``user`` holds no active enrolment in the course.
     :raise CourseReadOnly: the course is archived.
     :raise ContentTypeUnavailable: the item's content type is not installed.
     :raise InvalidProgressReport: the content type refused the report.
     :raise ContentTypeFailed: the content type crashed.
     """
-    attempt: _Applied | None = None
+    attempt = prepared
     if buffer is not None and buffer.has_room() and _may_report(sess, user, course):
         current = newest(_stored_state(sess, user, item), buffer.get(user.id, item.id))
-        attempt = _apply(item, course, state_of(current), report)
+        previous = state_of(current)
+        if attempt is None or attempt.previous != previous:
+            attempt = _apply(item, course, previous, report)
         if not attempt.complete and (current is None or current.completed_at is None):
             return _heartbeat(sess, user, item, course, attempt.new, buffer)
     return _report_now(sess, user, item, course, report, buffer, attempt)
@@ -395,7 +401,8 @@ def report_many(
     the ones before it on the same item) and each course is checked as
     :func:`report_progress` would, storing nothing: a report that would be
     refused stops the whole batch before any write or event.  Then each is
-    applied for real, as :func:`report_progress` does, except that
+    stored as :func:`report_progress` does, with the state it computed (it is
+    applied again only if the state it meets changed meanwhile), except that
     heartbeats do not wait in ``buffer``: they are written in ``sess``'s
     transaction at the end, a few statements for all of them.  Flushes but
     does not commit; after committing, pass each outcome to :func:`announce`.
@@ -408,6 +415,7 @@ def report_many(
     """
     states: dict[int, ProgressState] = {}
     stored: dict[int, Any] = {}
+    applied: list[_Applied] = []
     for n, (item, course, report) in enumerate(reports):
         with naming_report(n):
             _check_reportable(sess, user, course)
@@ -415,7 +423,13 @@ def report_many(
                 waiting = buffer.get(user.id, item.id) if buffer is not None else None
                 stored[item.id] = _stored_state(sess, user, item)
                 states[item.id] = state_of(newest(stored[item.id], waiting))
-            states[item.id] = _apply(item, course, states[item.id], report).new
+            # the state it meets is kept apart: the content type may change
+            # what it is given, and the second pass compares with this one
+            met = states[item.id]
+            given = ProgressState(met.status, met.score, copy.deepcopy(met.data))
+            attempt = _apply(item, course, given, report)
+            applied.append(_Applied(met, attempt.new, attempt.complete))
+            states[item.id] = attempt.new
     batch = _Batch(buffer)
     outcomes = []
     memo: dict[tuple[int, int], Any] = sess.info.setdefault(_STATE_MEMO, {})
@@ -426,7 +440,9 @@ def report_many(
                 # row itself (a completion): then it is read in the session
                 memo[(user.id, item.id)] = stored[item.id]
             with naming_report(n):
-                outcome = report_progress(sess, user, item, course, report, buffer=batch)
+                outcome = report_progress(
+                    sess, user, item, course, report, buffer=batch, prepared=applied[n]
+                )
             if not isinstance(outcome.progress, ProgressRecord):
                 stored.pop(item.id, None)
             # the state after this report: a later one may change the same row

@@ -194,6 +194,16 @@ HOSTILE: list[tuple[str, str, Any, int]] = [
         422,
     ),
     ("PUT", "/items/{item}/progress", {"data": {"note": ["\u0000"]}}, 422),
+    (
+        "POST",
+        "/me/progress",
+        {
+            "reports": [
+                {"item_id": "{item}", "status": "in_progress", "data": {"n": {"m": "\u0000"}}}
+            ]
+        },
+        422,
+    ),
     ("PUT", "/courses/{course}/staff/%00", {"role": "ta"}, 404),
     ("POST", "/courses/{course}/enrolments", {"user_id": "\u0000"}, 422),
 ]
@@ -215,9 +225,25 @@ def test_hostile_input_is_a_clean_4xx(
     enrol(client, course, learner)
     who = learner if "progress" in path else owner
     url = path.format(course=course.id, module=course.modules[0], item=course.items[0])
+    if body and "reports" in body:
+        body = {"reports": [dict(r, item_id=course.items[0]) for r in body["reports"]]}
     before = snapshot(app)
     problem(call(client, method, url, who.headers, body), status)
     assert snapshot(app) == before
+
+
+def test_text_spelling_a_nul_escape_is_not_a_nul(client: FlaskClient, owner: Person) -> None:
+    # the raw body holds the characters \u0000 (an escaped backslash), so the
+    # quick check on the raw bytes cannot rule NUL out: the full check runs
+    title = "backslash \\u0000 then text"
+    created = ok(call(client, "POST", "/courses", owner.headers, {"title": title}), 201)
+    assert created["title"] == title
+    raw = client.post(
+        "/api/v1/courses",
+        data=b'{"title": "ok", "summary": "\\\\u0000 is fine, \\u0000 is not"}',
+        headers={**owner.headers, "Content-Type": "application/json"},
+    )
+    assert raw.status_code == 422
 
 
 def test_unknown_ids_are_404(app: Flask, client: FlaskClient, owner: Person) -> None:

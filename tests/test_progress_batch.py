@@ -112,11 +112,26 @@ class Vanishing(ContentType):
 
 VANISH: dict[str, Any] = {}
 
+APPLIED: list[Any] = []
+
+
+class Counted(ContentType):
+    """Notes every report it is given (APPLIED)."""
+
+    name = "counted-test"
+    label = "Counted"
+
+    def apply_progress(
+        self, item: ItemView, previous: ProgressState, report: dict[str, Any]
+    ) -> ProgressState:
+        APPLIED.append(report.get("data"))
+        return ProgressState(status="in_progress", data=dict(report.get("data", {})))
+
 
 class PickyPlugin:
     @hookimpl
     def register_content_types(self) -> list[type[ContentType]]:
-        return [Picky, Spy, Vanishing]
+        return [Picky, Spy, Vanishing, Counted]
 
 
 class Listener:
@@ -445,3 +460,44 @@ def test_an_item_deleted_while_the_batch_is_applied_refuses_it_cleanly(
     body = problem(resp, 409)
     assert "send the batch again" in body["detail"]
     assert _rows(app) == {} and _events(app) == events  # nothing of the batch stored
+
+
+def test_each_report_of_a_batch_is_applied_once(
+    client: FlaskClient, owner: Person, learner: Person, course: Course
+) -> None:
+    path = f"/modules/{course.modules[0]}/items"
+    body = {"type": "counted-test", "title": "Counted", "config": {}}
+    counted = ok(call(client, "POST", path, owner.headers, body), 201)["id"]
+    APPLIED.clear()
+    answers = ok(_batch(client, learner, [_beat(counted, n=n) for n in range(3)]))["items"]
+    assert [a["data"] for a in answers] == [{"n": 0}, {"n": 1}, {"n": 2}]
+    assert APPLIED == [{"n": 0}, {"n": 1}, {"n": 2}]  # checked and stored, not applied twice
+
+
+@pytest.mark.parametrize("met", ["same", "changed"])
+def test_a_prepared_report_is_applied_again_if_the_state_it_meets_changed(
+    app: Flask, learner: Person, course: Course, met: str
+) -> None:
+    # A batch's first pass applies each report; the second stores that result,
+    # unless the state the report meets is no longer the one it was applied to.
+    from core import progress as svc
+
+    report = {"status": "in_progress", "data": {}}
+    stored = ProgressState()  # the tally item was never reported on
+    assumed = stored if met == "same" else ProgressState("in_progress", None, {"beats": 41})
+    prepared = svc._Applied(assumed, ProgressState("in_progress", None, {"beats": 42}), False)
+    with app.test_request_context():
+        from core import db
+
+        sess = db.session()
+        user = sess.scalars(select(User).where(User.email == learner.user.email)).one()
+        item = sess.scalars(select(Item).where(Item.public_id == course.items[2])).one()
+        row = sess.get(CourseRow, item.course_id)
+        assert row is not None
+        for buffer in (progress_buffer.get_buffer(app), None):  # a heartbeat, then written now
+            outcome = svc.report_progress(
+                sess, user, item, row, report, buffer=buffer, prepared=prepared
+            )
+            beats = outcome.progress.data["beats"]
+            assert beats == (42 if met == "same" else 1)
+            sess.rollback()

@@ -11,6 +11,7 @@ from sqlalchemy import event
 from sqlalchemy import select
 
 from core import create_app
+from core import db
 from core.auth import current_user
 from core.auth import tokens
 from core.auth.tokens import create_token
@@ -107,6 +108,51 @@ def test_session_and_password_fields_are_never_cached(app: Flask, users: Users) 
         found = current_user()
         assert found is not None
         assert found.session_version == 7
+
+
+def test_a_deferred_owner_waits_for_the_first_query_and_is_attached_before_it(
+    app: Flask, users: Users
+) -> None:
+    user = users.create("ada@example.org")
+    headers = users.headers(user)
+    assert _whoami(app, headers) == user.email
+    assert _whoami(app, headers) == user.email  # kept by now
+    begun: list[object] = []
+
+    def created(sess: Any, transaction: Any) -> None:
+        begun.append(transaction)
+
+    factory = get_db(app).sessions
+    event.listen(factory, "after_transaction_create", created)
+    try:
+        with app.test_request_context("/api/v1/me", headers=headers):
+            owner = current_user(attach=False)
+            assert owner is not None and owner.email == user.email
+            sess = db.session()
+            assert owner not in sess and not begun  # from the cache, no transaction yet
+            # the first query attaches the owner before it runs: a row it
+            # loads is that very object, and secrets load through it
+            same = sess.scalars(select(User).where(User.id == user.id)).one()
+            assert same is owner and owner in sess
+            assert owner.session_version == 1
+            again = current_user()  # asking again, attached: the same object
+            assert again is owner
+    finally:
+        event.remove(factory, "after_transaction_create", created)
+    assert begun
+
+
+def test_an_owner_is_attached_when_asked_for_after_its_session_began(
+    app: Flask, users: Users
+) -> None:
+    user = users.create()
+    headers = users.headers(user)
+    with app.test_request_context("/api/v1/me", headers=headers):
+        sess = db.session()
+        sess.execute(select(1))  # the session's transaction has begun
+        owner = current_user(attach=False)
+        assert owner is not None and owner in sess
+        assert owner.password_hash is None or isinstance(owner.password_hash, str)
 
 
 def test_without_the_cache_a_deactivation_applies_at_once(config: dict[str, Any]) -> None:

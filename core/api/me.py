@@ -114,7 +114,7 @@ def _my_course(row: progress.MyCourse) -> dict[str, Any]:
 )
 def my_courses() -> ResponseReturnValue:
     """List the caller's courses (one query per page)."""
-    user = require_user()
+    user = require_user(attach=False)  # read from caches; attached if it queries
     query = parse_query(PageQuery)
     rows, next_key = progress.my_courses(
         db.session(), user, before=cursor_key(query), limit=query.limit

@@ -159,27 +159,37 @@ def completion(counts: svc.Counts) -> Completion:
     return Completion(required=counts.required, completed=counts.completed, percent=counts.percent)
 
 
+def _progress_fields(item: Item, row: svc.ProgressLike | None) -> dict[str, Any]:
+    if row is None:
+        return {
+            "item_id": item.public_id,
+            "status": "not_started",
+            "score": None,
+            "data": {},
+            "updated_at": None,
+            "completed_at": None,
+        }
+    return {
+        "item_id": item.public_id,
+        "status": row.status,
+        "score": row.score,
+        "data": row.data or {},
+        "updated_at": row.updated_at,
+        "completed_at": row.completed_at,
+    }
+
+
 def progress_out(item: Item, row: svc.ProgressLike | None) -> ProgressOut:
     """Serialise a progress row or buffered record (or the not-started default)."""
-    if row is None:
-        return ProgressOut(
-            item_id=item.public_id,
-            status="not_started",
-            score=None,
-            data={},
-            updated_at=None,
-            completed_at=None,
-        )
-    return ProgressOut.model_validate(
-        {
-            "item_id": item.public_id,
-            "status": row.status,
-            "score": row.score,
-            "data": row.data or {},
-            "updated_at": row.updated_at,
-            "completed_at": row.completed_at,
-        }
-    )
+    return ProgressOut.model_validate(_progress_fields(item, row))
+
+
+def report_out(item: Item, outcome: svc.ProgressOutcome) -> ProgressReportOut:
+    """Serialise the progress a report left and what it completed."""
+    fields = _progress_fields(item, outcome.progress)
+    fields["item_completed"] = outcome.item_completed
+    fields["course_completed"] = outcome.course_completed
+    return ProgressReportOut.model_validate(fields)
 
 
 # ---------------------------------------------------------------- learners
@@ -195,7 +205,7 @@ def progress_out(item: Item, row: svc.ProgressLike | None) -> ProgressOut:
 )
 def report(item_id: str) -> ResponseReturnValue:
     """Apply a progress report through the item's content type."""
-    user = require_user()
+    user = require_user(attach=False)  # a heartbeat may touch no table in the request
     sess = db.session()
     item, course = svc.load_item_for_report(sess, item_id, user)
     rbac.require(user, "progress.own", course, what="item")
@@ -208,11 +218,7 @@ def report(item_id: str) -> ResponseReturnValue:
         data.model_dump(exclude_none=True),
         buffer=progress_buffer.get_buffer(),
     )
-    out = ProgressReportOut(
-        **progress_out(item, outcome.progress).model_dump(),
-        item_completed=outcome.item_completed,
-        course_completed=outcome.course_completed,
-    )
+    out = report_out(item, outcome)
     if db.has_connection(sess) or sess.new or sess.dirty or sess.deleted:
         sess.commit()  # a buffered heartbeat may not have touched the database
     svc.announce(outcome)
@@ -269,11 +275,7 @@ def report_batch() -> ResponseReturnValue:
     outcomes = svc.report_many(sess, user, loaded, buffer=progress_buffer.get_buffer())
     out = ProgressBatchOut(
         items=[
-            ProgressReportOut(
-                **progress_out(item, outcome.progress).model_dump(),
-                item_completed=outcome.item_completed,
-                course_completed=outcome.course_completed,
-            )
+            report_out(item, outcome)
             for (item, _, _), outcome in zip(loaded, outcomes, strict=True)
         ]
     )

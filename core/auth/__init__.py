@@ -31,7 +31,7 @@ _USER_BY_PUBLIC_ID = select(User).where(User.public_id == bindparam("public_id")
 
 def has_authorization_header() -> bool:
     """True if the request authenticates with a header rather than the session."""
-    return bool(request.headers.get("Authorization", "").strip())
+    return bool(request.environ.get("HTTP_AUTHORIZATION", "").strip())
 
 
 def _user_from_session() -> User | None:
@@ -58,28 +58,43 @@ def _user_from_plugins() -> User | None:
     return user
 
 
-def current_user() -> User | None:
-    """The authenticated user of this request, or None (memoised per request)."""
+def current_user(*, attach: bool = True) -> User | None:
+    """The authenticated user of this request, or None (memoised per request).
+
+    The user belongs to the request's session (:func:`core.db.session`).
+
+    :param attach: False leaves an owner that was authenticated from cached
+        state (an API token) detached until the request's session begins a
+        transaction, which saves both on requests served from caches alone.
+        Until then only the columns the token cache holds may be read: not
+        ``password_hash``, ``session_version``, the second-factor fields or
+        relationships.
+    """
     if "current_user" in g:
         user: User | None = g.current_user
-        return user
-    if has_authorization_header():
-        user, via = _user_from_plugins(), "header"
     else:
-        user, via = _user_from_session(), "session"
-        if user is None:
-            user, via = _user_from_plugins(), "plugin"
-    g.current_user = user
-    g.auth_via = via if user is not None else None
+        if has_authorization_header():
+            user, via = _user_from_plugins(), "header"
+        else:
+            user, via = _user_from_session(), "session"
+            if user is None:
+                user, via = _user_from_plugins(), "plugin"
+        g.current_user = user
+        g.auth_via = via if user is not None else None
+    if user is not None:
+        if attach:
+            db.adopt(db.session(), user)
+        else:
+            db.adopt_on_begin(db.session(), user)
     return user
 
 
-def require_user() -> User:
-    """The current user.
+def require_user(*, attach: bool = True) -> User:
+    """The current user (see :func:`current_user` for ``attach``).
 
     :raise Unauthorized: nobody is logged in.
     """
-    user = current_user()
+    user = current_user(attach=attach)
     if user is None:
         raise Unauthorized("log in or send an API token")
     return user

@@ -44,7 +44,7 @@ class CsrfFailed(BadRequest):
 
 def has_bearer_token() -> bool:
     """True if the request carries ``Authorization: Bearer <something>``."""
-    scheme, _, value = request.headers.get("Authorization", "").partition(" ")
+    scheme, _, value = request.environ.get("HTTP_AUTHORIZATION", "").partition(" ")
     return scheme.lower() == "bearer" and bool(value.strip())
 
 

@@ -44,7 +44,8 @@ from core import db
 from core import readcache
 from core.cache import MemoryCache
 from core.cache import get_cache
-from core.db import attach
+from core.db import attach as attach_row
+from core.db import detached
 from core.db import read_first
 from core.db import utcnow
 from core.generations import Generations
@@ -135,12 +136,14 @@ def _lookup(sess: Session, digest: str) -> tuple[dict[str, Any], datetime | None
     return user, row.expires_at
 
 
-def user_for_token(sess: Session, plaintext: str) -> User | None:
+def user_for_token(sess: Session, plaintext: str, *, attach: bool = True) -> User | None:
     """The active owner of a valid (unexpired, unrevoked) token, else None.
 
     The owner is attached to ``sess`` like a loaded object (see
-    :func:`core.db.attach`); within a request, verified tokens come from the
-    cache described in the module docstring.
+    :func:`core.db.attach`), or with ``attach=False`` left detached (see
+    :func:`core.db.detached`: :func:`core.auth.current_user` attaches it);
+    within a request, verified tokens come from the cache described in the
+    module docstring.
     """
     if not plaintext.startswith(TOKEN_PREFIX) or len(plaintext) > 200:
         return None
@@ -171,7 +174,9 @@ def user_for_token(sess: Session, plaintext: str) -> User | None:
     user, expires_at = found
     if expires_at is not None and expires_at <= utcnow():
         return None
-    return attach(sess, User, dict(user))
+    if not attach:
+        return detached(User, dict(user))
+    return attach_row(sess, User, dict(user))
 
 
 class _LocalTokens:
@@ -278,8 +283,8 @@ def forget_user_tokens(sess: Session, user_id: int) -> None:
 @hookimpl(trylast=True)
 def actor_from_request(request: Request) -> User | None:
     """Authenticate ``Authorization: Bearer <token>``."""
-    header = request.headers.get("Authorization", "")
+    header = request.environ.get("HTTP_AUTHORIZATION", "")
     scheme, _, value = header.partition(" ")
     if scheme.lower() != "bearer" or not value:
         return None
-    return user_for_token(db.session(), value.strip())
+    return user_for_token(db.session(), value.strip(), attach=False)
