@@ -392,7 +392,9 @@ def init_app(app: Flask, url: str, replica_url: str = "", *, echo: bool = False)
     @app.teardown_appcontext
     def _close(exc: BaseException | None) -> None:
         sess = g.pop("db_session", None)
-        if sess is not None:
+        # a session that never began a transaction and holds no object has
+        # nothing to release (requests served from caches alone)
+        if sess is not None and (sess.in_transaction() or len(sess.identity_map)):
             if exc is not None:
                 sess.rollback()
             sess.close()

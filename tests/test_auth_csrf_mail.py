@@ -76,6 +76,8 @@ def test_bearer_requests_skip_csrf_and_ignore_the_cookie(
     # Ada's browser session rides along, but the bearer token decides who acts.
     resp = api.send("POST", "/me/tokens", {"name": "from-eve"}, csrf=False, headers=eve_headers)
     assert resp.status_code == 201
+    # the cookie is not even read: nothing of Ada's session comes back
+    assert "Set-Cookie" not in resp.headers
     names = {t["name"] for t in api.get("/me/tokens").get_json()["items"]}
     assert "from-eve" not in names
     # A bogus bearer token is not rescued by the session cookie.

@@ -4,11 +4,18 @@ Flask builds a new ``URLSafeTimedSerializer`` (and its key derivation) for
 every request, although it depends only on the secret keys; on the API's hot
 paths that was a visible share of the per-request work.  The cookie format,
 salt and keys are Flask's own, so existing sessions stay valid.
+
+A request that authenticates with an ``Authorization`` header ignores the
+session cookie (see :mod:`core.auth`), so its cookie is not even read: it
+gets a new, empty session, which sets no cookie unless the request writes
+to it.
 """
 
 from __future__ import annotations
 
 from flask import Flask
+from flask import Request
+from flask.sessions import SecureCookieSession
 from flask.sessions import SecureCookieSessionInterface
 from itsdangerous import URLSafeTimedSerializer
 
@@ -29,3 +36,9 @@ class SessionCookies(SecureCookieSessionInterface):
             serializer = super().get_signing_serializer(app)
             self._serializer, self._keys = serializer, keys
         return self._serializer
+
+    def open_session(self, app: Flask, request: Request) -> SecureCookieSession | None:
+        """The request's session: empty for a request authenticated by its header."""
+        if request.environ.get("HTTP_AUTHORIZATION", "").strip():
+            return self.session_class()
+        return super().open_session(app, request)
