@@ -56,6 +56,20 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+def json_copy(value: Any) -> Any:
+    """A copy of JSON-shaped data all the way down (dicts, lists; tuples become lists).
+
+    Several times faster than :func:`copy.deepcopy` on the small values of
+    JSON columns and statements; anything else is handed on as is (it must
+    be JSON anyway).
+    """
+    if isinstance(value, dict):
+        return {key: json_copy(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_copy(item) for item in value]
+    return value
+
+
 def new_public_id() -> str:
     """An opaque identifier for URLs (a random UUID, hex form)."""
     return uuid.uuid4().hex

@@ -29,6 +29,7 @@ from sqlalchemy import Table
 from sqlalchemy import insert
 from sqlalchemy.orm import Session
 
+from core.db import json_copy
 from core.db import new_time_ordered_id
 from core.db import utcnow
 from core.models import Course
@@ -170,19 +171,6 @@ def _uuid_text(hex_id: str) -> str:
         return str(uuid.UUID(hex=hex_id))
     h = hex_id
     return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
-
-
-def json_copy(value: Any) -> Any:
-    """A copy of JSON-shaped data all the way down (dicts, lists; tuples become lists).
-
-    Several times faster than :func:`copy.deepcopy` on the small values of
-    statements; anything else is handed on as is (it must be JSON anyway).
-    """
-    if isinstance(value, dict):
-        return {key: json_copy(item) for key, item in value.items()}
-    if isinstance(value, list | tuple):
-        return [json_copy(item) for item in value]
-    return value
 
 
 def _is_iri(value: str) -> bool:

@@ -58,6 +58,7 @@ from core.courses import plugin_host
 from core.courses import view_item
 from core.db import LeanRead
 from core.db import core_execute
+from core.db import json_copy
 from core.db import new_time_ordered_id
 from core.db import utcnow
 from core.errors import Conflict
@@ -171,7 +172,7 @@ def state_of(row: Any) -> ProgressState:
         return ProgressState()
     status: Any = row.status
     # a copy all the way down: content types may change the state they are given
-    return ProgressState(status=status, score=row.score, data=copy.deepcopy(row.data or {}))
+    return ProgressState(status=status, score=row.score, data=json_copy(row.data or {}))
 
 
 def item_view(item: Item, course: Course) -> ItemView:
@@ -426,7 +427,7 @@ def report_many(
             # the state it meets is kept apart: the content type may change
             # what it is given, and the second pass compares with this one
             met = states[item.id]
-            given = ProgressState(met.status, met.score, copy.deepcopy(met.data))
+            given = ProgressState(met.status, met.score, json_copy(met.data))
             attempt = _apply(item, course, given, report)
             applied.append(_Applied(met, attempt.new, attempt.complete))
             states[item.id] = attempt.new
@@ -1009,19 +1010,23 @@ _MY_COURSES_BEFORE = _my_courses_statement(paged=True)
 
 def my_courses(
     sess: Session, user: User, *, before: int | None = None, limit: int = 20
-) -> tuple[list[MyCourse], int | None]:
+) -> tuple[tuple[MyCourse, ...], int | None]:
     """The courses where ``user`` is staff or has an enrolment, newest first.
 
     One query for the whole page: roles, enrolments and completion counts are
     joined and counted in SQL, and only the listed columns are read.  Courses
     back in draft are left out for learners (they cannot open them).
+
+    With the read cache on, a page served from it is the very tuple kept
+    there, the same object until the page changes: callers may key what they
+    derive from it on its identity.
     """
     cache = readcache.current()
     page = (before, limit)
     if cache is not None:
-        found: tuple[list[MyCourse], int | None] | None = cache.my_courses(user.id, page)
+        found: tuple[tuple[MyCourse, ...], int | None] | None = cache.my_courses(user.id, page)
         if found is not None:
-            return list(found[0]), found[1]
+            return found
         stamp = cache.my_courses_stamp(user.id, page)
     params: dict[str, Any] = {"user_id": user.id, "limit": limit + 1}
     stmt = _MY_COURSES
@@ -1031,7 +1036,7 @@ def my_courses(
     rows = core_execute(sess, stmt, params).all()
     n = len(_LISTING_COLUMNS)
     next_key = rows[limit - 1][0] if len(rows) > limit else None
-    out = [
+    out = tuple(
         MyCourse(
             course=CourseListing(*r[:n]),
             role=r[n] or ("learner" if r[n + 2] == "active" else None),
@@ -1041,8 +1046,8 @@ def my_courses(
             counts=Counts(required=int(r[n + 4] or 0), completed=int(r[n + 5] or 0)),
         )
         for r in rows[:limit]
-    ]
+    )
     if cache is not None:
         listed = [r.course.id for r in out]
-        cache.keep_my_courses(sess, user.id, page, (tuple(out), next_key), listed, stamp)
+        cache.keep_my_courses(sess, user.id, page, (out, next_key), listed, stamp)
     return out, next_key

@@ -41,7 +41,6 @@ reaches the cache.
 
 from __future__ import annotations
 
-import copy
 import time
 from collections.abc import Callable
 from collections.abc import Iterable
@@ -62,6 +61,7 @@ from sqlalchemy.orm import attributes
 
 from core.db import Base
 from core.db import Database
+from core.db import json_copy
 from core.generations import Generations
 from core.generations import Key
 from core.generations import RedisRelay
@@ -142,7 +142,7 @@ class ItemRow:
     def objects(self) -> tuple[Item, Module, Course]:
         """Fresh snapshot objects (``item.module`` set); JSON columns are copies."""
         item_values = dict(self.item)
-        item_values["config"] = copy.deepcopy(item_values["config"])
+        item_values["config"] = json_copy(item_values["config"])
         item = snapshot(Item, item_values)
         module = snapshot(Module, dict(self.module))
         course = snapshot(Course, dict(self.course))

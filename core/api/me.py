@@ -6,11 +6,13 @@ from datetime import datetime
 from typing import Any
 from typing import Literal
 
+from flask import current_app
 from flask.typing import ResponseReturnValue
 from pydantic import BaseModel
 
 from core import db
 from core import progress
+from core import readcache
 from core.api import bp
 from core.api import encode_cursor
 from core.api import json_response
@@ -24,6 +26,14 @@ from core.api.progress import Completion
 from core.auth import require_user
 
 TAGS = ("me",)
+
+#: "My courses" pages as sent, by learner and page, with the page they were
+#: made from: a page served from the read cache is the same object until it
+#: changes (:func:`core.progress.my_courses`), so its JSON is made once, not
+#: on every request of a learner's app polling the list.  Per process (apps
+#: sharing one cannot mix: a page is only ever its own cache's object).
+_rendered_pages: dict[tuple[int, int | None, int], tuple[object, str]] = {}
+MAX_RENDERED_PAGES = 10_000
 
 
 class CurrentUser(BaseModel):
@@ -116,13 +126,22 @@ def my_courses() -> ResponseReturnValue:
     """List the caller's courses (one query per page)."""
     user = require_user(attach=False)  # read from caches; attached if it queries
     query = parse_query(PageQuery)
-    rows, next_key = progress.my_courses(
-        db.session(), user, before=cursor_key(query), limit=query.limit
-    )
-    page = MyCoursePage.model_validate(
-        {
-            "items": [_my_course(r) for r in rows],
-            "next_cursor": encode_cursor(next_key) if next_key else None,
-        }
-    )
-    return json_response(page)
+    before = cursor_key(query)
+    rows, next_key = progress.my_courses(db.session(), user, before=before, limit=query.limit)
+    key = (user.id, before, query.limit)
+    kept = _rendered_pages.get(key)
+    if kept is not None and kept[0] is rows:
+        body = kept[1]  # the read cache still holds this very page
+    else:
+        page = MyCoursePage.model_validate(
+            {
+                "items": [_my_course(r) for r in rows],
+                "next_cursor": encode_cursor(next_key) if next_key else None,
+            }
+        )
+        body = page.model_dump_json()
+        if readcache.current() is not None:  # else every page is a new object
+            if len(_rendered_pages) >= MAX_RENDERED_PAGES:
+                _rendered_pages.clear()
+            _rendered_pages[key] = (rows, body)
+    return current_app.response_class(body, mimetype="application/json")

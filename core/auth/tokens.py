@@ -193,8 +193,10 @@ class _LocalTokens:
 
     def __init__(self, generations: Generations) -> None:
         self.generations = generations
+        # digest -> (owner and expiry, kept until, stamps, their slots)
         self.entries: dict[
-            str, tuple[tuple[dict[str, Any], datetime | None], float, tuple[int, ...]]
+            str,
+            tuple[tuple[dict[str, Any], datetime | None], float, tuple[int, ...], tuple[int, ...]],
         ] = {}
         self.owners: dict[str, int] = {}
 
@@ -206,10 +208,9 @@ class _LocalTokens:
 
     def get(self, digest: str) -> tuple[dict[str, Any], datetime | None] | None:
         entry = self.entries.get(digest)
-        slots = self._slots(digest)
-        if entry is None or slots is None:
+        if entry is None:
             return None
-        found, until, stamps = entry
+        found, until, stamps, slots = entry
         if until <= time.monotonic() or tuple(map(self.generations.read, slots)) != stamps:
             return None
         return found
@@ -231,9 +232,10 @@ class _LocalTokens:
                 self.owners.clear()
             self.owners[digest] = owner
             return
+        slots = (_slot(digest), slot_of(readcache.user_key(owner)))  # those of ``stamps``
         if len(self.entries) >= 100_000:
             self.entries.clear()
-        self.entries[digest] = (found, time.monotonic() + ttl, stamps)
+        self.entries[digest] = (found, time.monotonic() + ttl, stamps, slots)
 
 
 def _token_counter(digest: str) -> int | None:
