@@ -19,6 +19,7 @@ import copy
 import dataclasses
 import logging
 import math
+from collections.abc import Iterable
 from collections.abc import Iterator
 from collections.abc import Mapping
 from collections.abc import Sequence
@@ -33,6 +34,7 @@ from sqlalchemy import ColumnElement
 from sqlalchemy import Select
 from sqlalchemy import and_
 from sqlalchemy import bindparam
+from sqlalchemy import event as sa_event
 from sqlalchemy import func
 from sqlalchemy import inspect as sa_inspect
 from sqlalchemy import or_
@@ -43,6 +45,7 @@ from sqlalchemy.dialects import postgresql
 from sqlalchemy.dialects import sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
+from sqlalchemy.orm import SessionTransaction
 
 from core import db
 from core import rbac
@@ -361,6 +364,14 @@ class HeartbeatSink(Protocol):
     def add(self, record: ProgressRecord, event: dict[str, Any]) -> None: ...
 
 
+class HeartbeatQueue(HeartbeatSink, Protocol):
+    """A sink that also takes several heartbeats at once (:class:`ProgressBuffer`)."""
+
+    def add_many(
+        self, records: Iterable[ProgressRecord], events: Iterable[dict[str, Any]]
+    ) -> None: ...
+
+
 #: Most reports one :func:`report_many` call (one batch request) applies.
 MAX_BATCH = 100
 
@@ -394,7 +405,7 @@ def report_many(
     user: User,
     reports: Sequence[tuple[Item, Course, Mapping[str, Any]]],
     *,
-    buffer: HeartbeatSink | None = None,
+    buffer: HeartbeatQueue | None = None,
 ) -> list[ProgressOutcome]:
     """Apply one learner's reports in order, all of them or none (a player catching up).
 
@@ -404,9 +415,12 @@ def report_many(
     refused stops the whole batch before any write or event.  Then each is
     stored as :func:`report_progress` does, with the state it computed (it is
     applied again only if the state it meets changed meanwhile), except that
-    heartbeats do not wait in ``buffer``: they are written in ``sess``'s
-    transaction at the end, a few statements for all of them.  Flushes but
-    does not commit; after committing, pass each outcome to :func:`announce`.
+    the heartbeats are kept together: when ``sess`` commits they go into
+    ``buffer`` at once, and its next write stores them in one transaction
+    (none of them if ``sess`` rolls back); without a buffer that waits (or
+    with a full one) they are written in ``sess``'s transaction at the end,
+    a few statements for all of them.  Flushes but does not commit; after
+    committing, pass each outcome to :func:`announce`.
 
     :param reports: (item, its course, the learner's fields) in the order sent.
     :param buffer: the process's buffer, whose waiting heartbeats the
@@ -450,8 +464,13 @@ def report_many(
             frozen = _frozen(outcome.progress, user, item)
             outcomes.append(dataclasses.replace(outcome, progress=frozen))
         if batch.records or batch.events:
-            write_progress(sess.connection(), batch.records.values(), batch.events)
-            readcache.touch(sess, [readcache.progress_key(user.id)])
+            if buffer is not None and not buffer.write_through and buffer.has_room():
+                # in the request, they would queue for the database's write
+                # lock with every other request's: seconds in the tail
+                _hand_on_commit(sess, buffer, list(batch.records.values()), batch.events)
+            else:
+                write_progress(sess.connection(), batch.records.values(), batch.events)
+                readcache.touch(sess, [readcache.progress_key(user.id)])
     except IntegrityError as exc:
         # an item (or the course) went while the batch was applied
         raise BatchOutdated(
@@ -459,6 +478,29 @@ def report_many(
             "nothing was stored: send the batch again"
         ) from exc
     return outcomes
+
+
+def _hand_on_commit(
+    sess: Session,
+    buffer: HeartbeatQueue,
+    records: list[ProgressRecord],
+    events: list[dict[str, Any]],
+) -> None:
+    """Give a batch's heartbeats to ``buffer`` once ``sess`` commits (never if it rolls back)."""
+    pending = [True]
+
+    def hand_on(committed: Session) -> None:
+        if committed.in_nested_transaction() or not pending:
+            return  # a SAVEPOINT released, or already handed on or dropped
+        pending.clear()
+        buffer.add_many(records, events)
+
+    def drop(_rolled_back: Session, previous: SessionTransaction) -> None:
+        if not previous.nested:
+            pending.clear()
+
+    sa_event.listen(sess, "after_commit", hand_on)
+    sa_event.listen(sess, "after_soft_rollback", drop)
 
 
 @contextlib.contextmanager

@@ -325,6 +325,23 @@ class ProgressBuffer:
         if full:
             self._wake.set()
 
+    def add_many(self, records: Iterable[ProgressRecord], events: Iterable[dict[str, Any]]) -> None:
+        """Queue several heartbeats at once: they go out in the same write.
+
+        A batch request's heartbeats, so that its reports are stored together
+        or not at all, as :meth:`flush` writes all it takes in one transaction.
+        """
+        with self._lock:
+            self._check_fork()
+            for record in records:
+                self._pending[(record.user_id, record.item_id)] = record
+            self._events.extend(events)
+            full = len(self._pending) + len(self._events) >= self.flush_rows
+            if self._thread is None and not self._stopping:
+                self._start()
+        if full:
+            self._wake.set()
+
     def get(self, user_id: int, item_id: int) -> ProgressRecord | None:
         """The newest waiting record of one learner's item (also while being written)."""
         key = (user_id, item_id)

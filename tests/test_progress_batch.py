@@ -395,10 +395,45 @@ def test_a_batch_builds_on_heartbeats_waiting_in_the_buffer(buffered: Flask) -> 
     assert single["data"]["beats"] == 1 and buffer.waiting() == 2  # row + event, waiting
     answers = ok(_batch(client, learner, [_beat(tally), _beat(tally)]))["items"]
     assert [a["data"]["beats"] for a in answers] == [2, 3]
-    assert _rows(buffered) and next(iter(_rows(buffered).values()))[1]["beats"] == 3
-    buffer.flush()  # the older waiting heartbeat does not overwrite the batch's row
+    # the batch waits with the heartbeat before it: the newest row, every event
+    assert buffer.waiting() == 1 + 3 and _rows(buffered) == {}
+    assert buffer.flush() == 4  # in one transaction
     assert next(iter(_rows(buffered).values()))[1]["beats"] == 3
-    assert _events(buffered) - events == 3
+    assert _events(buffered) == events + 3
+
+
+def test_a_batch_waits_for_its_request_to_commit_and_is_dropped_on_rollback(
+    buffered: Flask,
+) -> None:
+    from core import db
+    from core import progress as svc
+
+    client = buffered.test_client()
+    users = Users(buffered)
+    owner = person(users, "owner@example.org", creator=True)
+    learner = person(users, "learner@example.org")
+    built = build_course(client, owner, items=2)
+    enrol(client, built, learner)
+    buffer = progress_buffer.get_buffer(buffered)
+    for outcome in ("rolled back", "committed"):
+        with buffered.test_request_context():
+            sess = db.session()
+            user = sess.scalars(select(User).where(User.email == learner.user.email)).one()
+            reports = []
+            for public_id in built.items:
+                item = sess.scalars(select(Item).where(Item.public_id == public_id)).one()
+                course = sess.get(CourseRow, item.course_id)
+                assert course is not None
+                reports.append((item, course, {"status": "in_progress", "data": {"at": 1}}))
+            svc.report_many(sess, user, reports, buffer=buffer)
+            assert buffer.waiting() == 0  # not before the request commits
+            if outcome == "committed":
+                sess.commit()
+            else:
+                sess.rollback()
+                sess.commit()  # a later commit does not bring them back
+        assert buffer.waiting() == (0 if outcome == "rolled back" else 2 + 2), outcome
+    assert buffer.flush() == 4 and len(_rows(buffered)) == 2
 
 
 def test_an_archived_course_refuses_the_batch_before_anything_is_heard(
