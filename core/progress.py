@@ -687,7 +687,7 @@ def _progressed_event(
         "course_id": course.id,
         "verb": event.verb,
         "object_id": event.object,
-        "statement": event.to_statement(),
+        "statement": event,  # its statement is made where the row is written
     }
     return event, row
 

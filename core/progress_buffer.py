@@ -75,6 +75,7 @@ from sqlalchemy.exc import IntegrityError
 from core import readcache
 from core.config import ProgressSection
 from core.db import get_db
+from core.events import LearningEvent
 from core.models import Event
 from core.models import Progress
 from core.progress_states import ProgressRecord
@@ -253,9 +254,12 @@ def write(
     """Upsert ``records`` and insert ``events`` in ``conn``'s transaction (not committed).
 
     :param records: at most one record per learner and item.
+    :param events: ``events`` rows; a row's ``statement`` may still be its
+        :class:`~core.events.LearningEvent`, turned into the statement here,
+        so that a heartbeat's request does not build what only the write needs.
     """
     rows = [r.values() for r in records]
-    event_rows = list(events)
+    event_rows = [_with_statement(row) for row in events]
     if conn.dialect.name == "sqlite":
         _write_sqlite(conn, "progress", rows)
         _write_sqlite(conn, "events", event_rows)
@@ -264,6 +268,13 @@ def write(
         conn.execute(_UPSERTS[conn.dialect.name], rows)
     if event_rows:
         conn.execute(_INSERT_EVENT, event_rows)
+
+
+def _with_statement(row: dict[str, Any]) -> dict[str, Any]:
+    statement = row["statement"]
+    if isinstance(statement, LearningEvent):
+        return {**row, "statement": statement.to_statement()}
+    return row
 
 
 class ProgressBuffer:

@@ -124,6 +124,20 @@ def test_heartbeats_wait_coalesce_and_flush_in_one_batch(
     assert _events(app) == 5
     assert buffer.waiting() == 0
     assert buffer.flush() == 0
+    # the statement, made when the row is written, is the whole xAPI statement
+    with get_db(app).session() as sess:
+        row = sess.scalars(select(Event).order_by(Event.id.desc()).limit(1)).one()
+    statement = row.statement
+    assert statement["id"].replace("-", "") == row.public_id
+    assert statement["verb"]["id"] == PROGRESSED
+    assert statement["object"]["id"].endswith("/items/" + course.items[0])
+    assert statement["actor"]["account"]["name"] == learner.id
+    assert statement["result"] == {"completion": False}
+    extensions = statement["context"]["extensions"]
+    assert {k.rsplit("/", 1)[-1]: v for k, v in extensions.items()} == {
+        "status": "in_progress",
+        "content-type": "page",
+    }
 
 
 def test_reads_see_buffered_heartbeats(
