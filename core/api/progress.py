@@ -219,8 +219,8 @@ def report(item_id: str) -> ResponseReturnValue:
         buffer=progress_buffer.get_buffer(),
     )
     out = report_out(item, outcome)
-    if db.has_connection(sess) or sess.new or sess.dirty or sess.deleted:
-        sess.commit()  # a buffered heartbeat may not have touched the database
+    if sess.in_transaction():
+        sess.commit()  # a buffered heartbeat may not have touched the session at all
     svc.announce(outcome)
     return json_response(out)
 
