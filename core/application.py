@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -19,11 +20,12 @@ class Trivium(Flask):
     does).
     """
 
-    _MAX_KNOWN = 10_000
-
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._sync_functions: dict[Callable[..., Any], bool] = {}
+        # weak: a function made for one request (after_this_request) goes with it
+        self._sync_functions: weakref.WeakKeyDictionary[Callable[..., Any], bool] = (
+            weakref.WeakKeyDictionary()
+        )
 
     def ensure_sync(self, func: Callable[..., Any]) -> Callable[..., Any]:
         """``func`` itself if it is a plain function, else Flask's sync wrapper of it."""
@@ -31,11 +33,9 @@ class Trivium(Flask):
         try:
             if known.get(func):
                 return func
-        except TypeError:  # an unhashable callable: ask Flask every time
+        except TypeError:  # not weakly referable or not hashable: ask Flask every time
             return super().ensure_sync(func)
         wrapped = super().ensure_sync(func)
         if wrapped is func:
-            if len(known) >= self._MAX_KNOWN:
-                known.clear()
             known[func] = True
         return wrapped

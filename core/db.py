@@ -168,9 +168,12 @@ _ADOPT = "trivium.db.adopt"
 
 
 def adopt(sess: Session, obj: Base) -> None:
-    """Make a detached object persistent in ``sess`` now (nothing if it is there already)."""
+    """Make a detached object persistent in ``sess`` now.
+
+    An object in a session (this one or another) or never stored is left as it is.
+    """
     sess.info.pop(_ADOPT, None)
-    if obj not in sess:
+    if inspect(obj).detached:
         sess.add(obj)
 
 
@@ -180,9 +183,10 @@ def adopt_on_begin(sess: Session, obj: Base) -> None:
     Attaching an object begins the session's transaction, and a request
     that reads only cached state needs neither: this leaves both for the
     first query or flush, which attaches ``obj`` before it runs.  Until then
-    ``obj`` is detached: read only attributes it was built with.
+    ``obj`` is detached: read only attributes it was built with.  An object
+    that is not detached is left as it is.
     """
-    if obj in sess:
+    if not inspect(obj).detached:
         return
     if sess.in_transaction():
         sess.add(obj)
@@ -193,7 +197,7 @@ def adopt_on_begin(sess: Session, obj: Base) -> None:
 def _adopt_pending(sess: Session, transaction: SessionTransaction) -> None:
     if transaction.parent is None:
         obj = sess.info.pop(_ADOPT, None)
-        if obj is not None and obj not in sess:
+        if obj is not None and inspect(obj).detached:
             sess.add(obj)
 
 

@@ -417,10 +417,12 @@ def report_many(
     applied again only if the state it meets changed meanwhile), except that
     the heartbeats are kept together: when ``sess`` commits they go into
     ``buffer`` at once, and its next write stores them in one transaction
-    (none of them if ``sess`` rolls back); without a buffer that waits (or
-    with a full one) they are written in ``sess``'s transaction at the end,
-    a few statements for all of them.  Flushes but does not commit; after
-    committing, pass each outcome to :func:`announce`.
+    (none of them if ``sess`` rolls back).  If a report of the batch was
+    written in ``sess`` (a completion), or without a buffer that waits (or
+    with a full one), they are written in ``sess``'s transaction at the end
+    instead, a few statements for all of them, so that the batch is stored
+    whole.  Flushes but does not commit; after committing, pass each outcome
+    to :func:`announce`.
 
     :param reports: (item, its course, the learner's fields) in the order sent.
     :param buffer: the process's buffer, whose waiting heartbeats the
@@ -447,6 +449,7 @@ def report_many(
             states[item.id] = attempt.new
     batch = _Batch(buffer)
     outcomes = []
+    written_here = False
     memo: dict[tuple[int, int], Any] = sess.info.setdefault(_STATE_MEMO, {})
     try:
         for n, (item, course, report) in enumerate(reports):
@@ -460,11 +463,13 @@ def report_many(
                 )
             if not isinstance(outcome.progress, ProgressRecord):
                 stored.pop(item.id, None)
+                written_here = True  # a completion, in sess's transaction
             # the state after this report: a later one may change the same row
             frozen = _frozen(outcome.progress, user, item)
             outcomes.append(dataclasses.replace(outcome, progress=frozen))
         if batch.records or batch.events:
-            if buffer is not None and not buffer.write_through and buffer.has_room():
+            waits = buffer is not None and not buffer.write_through and buffer.has_room()
+            if buffer is not None and waits and not written_here:
                 # in the request, they would queue for the database's write
                 # lock with every other request's: seconds in the tail
                 _hand_on_commit(sess, buffer, list(batch.records.values()), batch.events)

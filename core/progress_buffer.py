@@ -325,10 +325,9 @@ class ProgressBuffer:
 
     def add(self, record: ProgressRecord, event: dict[str, Any]) -> None:
         """Queue a heartbeat's row and its event for the next batch."""
-        key = (record.user_id, record.item_id)
         with self._lock:
             self._check_fork()
-            self._pending[key] = record
+            self._keep_newer(record)
             self._events.append(event)
             full = len(self._pending) + len(self._events) >= self.flush_rows
             if self._thread is None and not self._stopping:
@@ -339,19 +338,30 @@ class ProgressBuffer:
     def add_many(self, records: Iterable[ProgressRecord], events: Iterable[dict[str, Any]]) -> None:
         """Queue several heartbeats at once: they go out in the same write.
 
-        A batch request's heartbeats, so that its reports are stored together
-        or not at all, as :meth:`flush` writes all it takes in one transaction.
+        A batch request's heartbeats, so that they are stored together, as
+        :meth:`flush` writes all it takes in one transaction (but for a row
+        the database refuses on its own, its item deleted meanwhile, which is
+        dropped alone).  As with :meth:`add`, a record older than the one
+        waiting for the same item does not replace it.
         """
         with self._lock:
             self._check_fork()
             for record in records:
-                self._pending[(record.user_id, record.item_id)] = record
+                self._keep_newer(record)
             self._events.extend(events)
             full = len(self._pending) + len(self._events) >= self.flush_rows
             if self._thread is None and not self._stopping:
                 self._start()
         if full:
             self._wake.set()
+
+    def _keep_newer(self, record: ProgressRecord) -> None:
+        # Call with _lock held.  A record handed on late (a batch's, once its
+        # request committed) must not replace a newer report's waiting here.
+        key = (record.user_id, record.item_id)
+        waiting = self._pending.get(key)
+        if waiting is None or waiting.updated_at <= record.updated_at:
+            self._pending[key] = record
 
     def get(self, user_id: int, item_id: int) -> ProgressRecord | None:
         """The newest waiting record of one learner's item (also while being written)."""

@@ -87,6 +87,20 @@ def test_bearer_requests_skip_csrf_and_ignore_the_cookie(
     assert_problem(api.get("/me/tokens", headers=bogus), 401)
 
 
+def test_a_bearer_request_writing_the_session_keeps_the_browsers_login(
+    client: FlaskClient, api: Api, users: Users
+) -> None:
+    users.create("ada@example.org", password=PASSWORD)
+    eve = users.create("eve@example.org")
+    api.login("ada@example.org")
+    # the same browser calls with a token (an API console's "Authorize"); the
+    # call puts a CSRF token in its session, which must not replace Ada's cookie
+    resp = client.get("/api/v1/auth/csrf", headers=users.headers(eve))
+    assert resp.status_code == 200
+    assert "Set-Cookie" not in resp.headers
+    assert api.logged_in()
+
+
 # ------------------------------------------------------------------ mail
 
 

@@ -536,3 +536,24 @@ def test_a_prepared_report_is_applied_again_if_the_state_it_meets_changed(
             beats = outcome.progress.data["beats"]
             assert beats == (42 if met == "same" else 1)
             sess.rollback()
+
+
+def test_a_batch_with_a_completion_is_written_whole_in_its_request(buffered: Flask) -> None:
+    client = buffered.test_client()
+    users = Users(buffered)
+    owner = person(users, "owner@example.org", creator=True)
+    learner = person(users, "learner@example.org")
+    built = build_course(client, owner, items=2)
+    enrol(client, built, learner)
+    buffer = progress_buffer.get_buffer(buffered)
+    reports = [
+        _beat(built.items[0], scroll=0.5),
+        {"item_id": built.items[1], "status": "completed"},
+    ]
+    ok(_batch(client, learner, reports))
+    # the completion is written in the request, so its heartbeat is too
+    assert buffer.waiting() == 0
+    assert sorted(status for status, _, _ in _rows(buffered).values()) == [
+        "completed",
+        "in_progress",
+    ]

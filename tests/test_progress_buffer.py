@@ -456,3 +456,31 @@ def test_a_large_batch_stores_every_value(
     assert buffer.flush() == 180
     assert len(_stored(app)) == 90
     assert {str(d) for _, d, _ in _stored(app)} == {str({"scroll": 1.0})}
+
+
+def test_a_record_handed_on_late_never_replaces_a_newer_one_waiting(buffer: ProgressBuffer) -> None:
+    # A batch's records reach the buffer when its request commits, which may
+    # be after a single report on the same item was queued.
+    def record(scroll: float, at: Any) -> ProgressRecord:
+        return ProgressRecord(
+            user_id=1,
+            item_id=1,
+            course_id=1,
+            status="in_progress",
+            score=None,
+            data={"scroll": scroll},
+            updated_at=at,
+        )
+
+    now = utcnow()
+    newer = record(0.5, now)
+    buffer.add(newer, {})
+    buffer.add_many([record(0.2, now - timedelta(seconds=1))], [])
+    assert buffer.get(1, 1) is newer
+    buffer.add(record(0.1, now - timedelta(seconds=2)), {})
+    assert buffer.get(1, 1) is newer
+    later = record(0.7, now + timedelta(seconds=1))
+    buffer.add_many([later], [])
+    assert buffer.get(1, 1) is later
+    buffer._pending.clear()  # made-up ids: nothing to write
+    buffer._events.clear()

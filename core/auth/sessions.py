@@ -5,18 +5,21 @@ every request, although it depends only on the secret keys; on the API's hot
 paths that was a visible share of the per-request work.  The cookie format,
 salt and keys are Flask's own, so existing sessions stay valid.
 
-A request that authenticates with an ``Authorization`` header ignores the
-session cookie (see :mod:`core.auth`), so its cookie is not even read: it
-gets a new, empty session, which sets no cookie unless the request writes
-to it.
+A request that authenticates with a bearer token ignores the session cookie
+(see :mod:`core.auth`; such requests skip the CSRF check too), so its cookie
+is not even read: it gets an empty session of its own, which is never saved,
+so whatever the request puts there (a CSRF token, a flash message) cannot
+replace the browser's cookie and log its user out.
 """
 
 from __future__ import annotations
 
 from flask import Flask
 from flask import Request
+from flask import Response
 from flask.sessions import SecureCookieSession
 from flask.sessions import SecureCookieSessionInterface
+from flask.sessions import SessionMixin
 from itsdangerous import URLSafeTimedSerializer
 
 
@@ -38,7 +41,18 @@ class SessionCookies(SecureCookieSessionInterface):
         return self._serializer
 
     def open_session(self, app: Flask, request: Request) -> SecureCookieSession | None:
-        """The request's session: empty for a request authenticated by its header."""
-        if request.environ.get("HTTP_AUTHORIZATION", "").strip():
-            return self.session_class()
+        """The request's session: an unsaved, empty one for a bearer-token request."""
+        scheme, _, value = request.environ.get("HTTP_AUTHORIZATION", "").partition(" ")
+        if scheme.lower() == "bearer" and value.strip():
+            return TokenRequestSession()
         return super().open_session(app, request)
+
+    def save_session(self, app: Flask, session: SessionMixin, response: Response) -> None:
+        """Set the cookie, except for a bearer-token request's session."""
+        if isinstance(session, TokenRequestSession):
+            return
+        super().save_session(app, session, response)
+
+
+class TokenRequestSession(SecureCookieSession):
+    """The session of a request authenticated by a bearer token: never saved."""
