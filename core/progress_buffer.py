@@ -325,15 +325,7 @@ class ProgressBuffer:
 
     def add(self, record: ProgressRecord, event: dict[str, Any]) -> None:
         """Queue a heartbeat's row and its event for the next batch."""
-        with self._lock:
-            self._check_fork()
-            self._keep_newer(record)
-            self._events.append(event)
-            full = len(self._pending) + len(self._events) >= self.flush_rows
-            if self._thread is None and not self._stopping:
-                self._start()
-        if full:
-            self._wake.set()
+        self.add_many((record,), (event,))
 
     def add_many(self, records: Iterable[ProgressRecord], events: Iterable[dict[str, Any]]) -> None:
         """Queue several heartbeats at once: they go out in the same write.

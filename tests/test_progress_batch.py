@@ -402,18 +402,24 @@ def test_a_batch_builds_on_heartbeats_waiting_in_the_buffer(buffered: Flask) -> 
     assert _events(buffered) == events + 3
 
 
+def _buffered_course(app: Flask) -> tuple[FlaskClient, Person, Course]:
+    """A course of two pages, and a learner enrolled in it."""
+    client = app.test_client()
+    users = Users(app)
+    owner = person(users, "owner@example.org", creator=True)
+    learner = person(users, "learner@example.org")
+    built = build_course(client, owner, items=2)
+    enrol(client, built, learner)
+    return client, learner, built
+
+
 def test_a_batch_waits_for_its_request_to_commit_and_is_dropped_on_rollback(
     buffered: Flask,
 ) -> None:
     from core import db
     from core import progress as svc
 
-    client = buffered.test_client()
-    users = Users(buffered)
-    owner = person(users, "owner@example.org", creator=True)
-    learner = person(users, "learner@example.org")
-    built = build_course(client, owner, items=2)
-    enrol(client, built, learner)
+    _client, learner, built = _buffered_course(buffered)
     buffer = progress_buffer.get_buffer(buffered)
     for outcome in ("rolled back", "committed"):
         with buffered.test_request_context():
@@ -539,12 +545,7 @@ def test_a_prepared_report_is_applied_again_if_the_state_it_meets_changed(
 
 
 def test_a_batch_with_a_completion_is_written_whole_in_its_request(buffered: Flask) -> None:
-    client = buffered.test_client()
-    users = Users(buffered)
-    owner = person(users, "owner@example.org", creator=True)
-    learner = person(users, "learner@example.org")
-    built = build_course(client, owner, items=2)
-    enrol(client, built, learner)
+    client, learner, built = _buffered_course(buffered)
     buffer = progress_buffer.get_buffer(buffered)
     reports = [
         _beat(built.items[0], scroll=0.5),
