@@ -34,7 +34,6 @@ a change made on another machine is seen if the counter relay is down.
 
 from __future__ import annotations
 
-import json
 import struct
 import time
 import zlib
@@ -45,6 +44,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from core.db import json_dumps
+from core.db import json_loads
 from core.generations import Generations
 from core.generations import SharedFile
 
@@ -105,7 +106,7 @@ def _encode(record: ProgressRecord | None) -> bytes:
     if record is None:
         return _ABSENT
     completed = record.completed_at.isoformat() if record.completed_at is not None else None
-    return json.dumps(
+    return json_dumps(
         [
             record.course_id,
             record.status,
@@ -113,15 +114,14 @@ def _encode(record: ProgressRecord | None) -> bytes:
             record.data,
             record.updated_at.isoformat(),
             completed,
-        ],
-        separators=(",", ":"),
+        ]
     ).encode()
 
 
 def _decode(user_id: int, item_id: int, raw: bytes) -> ProgressRecord | None:
     if raw == _ABSENT:
         return None
-    course_id, status, score, data, updated, completed = json.loads(raw)
+    course_id, status, score, data, updated, completed = json_loads(raw)
     return ProgressRecord(
         user_id=user_id,
         item_id=item_id,

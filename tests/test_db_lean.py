@@ -1,4 +1,4 @@
-"""core.db.LeanRead gives the same rows as SQLAlchemy, on every backend."""
+"""core.db's lean reads give the same rows as SQLAlchemy, and its JSON columns store any JSON."""
 
 from __future__ import annotations
 
@@ -15,8 +15,16 @@ from core.db import LeanRead
 from core.db import core_execute
 from core.db import get_db
 from core.db import has_connection
+from core.db import json_dumps
+from core.db import json_loads
 from core.models import AuditLog
+from core.models import Progress
 from tests.conftest import Users
+from tests.course_helpers import build_course
+from tests.course_helpers import call
+from tests.course_helpers import enrol
+from tests.course_helpers import ok
+from tests.course_helpers import person
 
 
 def test_lean_read_matches_sqlalchemy(app: Flask, users: Users) -> None:
@@ -54,3 +62,31 @@ def test_lean_read_matches_sqlalchemy(app: Flask, users: Users) -> None:
         assert lean.first(sess, {"title": "nothing"}) is None
     with get_db(app).sessions() as sess:
         assert lean.first(sess, {"title": "nothing"}) is None
+
+
+def test_json_columns_take_what_the_standard_library_takes() -> None:
+    # beyond 64 bits orjson refuses: the standard library writes it instead
+    big = {"n": 10**30, "nested": [{"m": -(10**25)}]}
+    assert json_loads(json_dumps(big)) == big
+    # keys that are not strings become strings, as json.dumps makes them
+    assert json_loads(json_dumps({1: "a", False: "b", None: "c"})) == {
+        "1": "a",
+        "false": "b",
+        "null": "c",
+    }
+    value = {"text": "é ✓ \u2028", "f": 0.1, "list": [1, 2.5, None, False]}
+    assert json_loads(json_dumps(value)) == value
+    assert json_dumps({"a": [1, 2]}) == '{"a":[1,2]}'
+
+
+def test_a_heartbeat_with_a_huge_number_is_stored(app: Flask, users: Users) -> None:
+    owner = person(users, "owner@example.org", creator=True)
+    learner = person(users, "learner@example.org")
+    client = app.test_client()
+    built = build_course(client, owner, items=1)
+    enrol(client, built, learner)
+    body = {"status": "in_progress", "data": {"position": 10**30}}
+    ok(call(client, "PUT", f"/items/{built.items[0]}/progress", learner.headers, body))
+    with get_db(app).session() as sess:
+        stored = sess.scalars(select(Progress.data)).one()
+    assert stored == {"position": 10**30}
