@@ -61,6 +61,7 @@ from core.api.courses import load_course
 from core.api.courses import load_item
 from core.api.courses import user_brief
 from core.auth import require_user
+from core.auth.audit import audit
 from core.db import utcnow
 from core.errors import Conflict
 from core.errors import NotFound
@@ -466,8 +467,22 @@ def _validated(data: dict[str, Any], question_id: str) -> Question:
         raise QuestionRejected(str(exc), errors=exc.errors) from exc
 
 
-def add_question(sess: Session, course: Course, data: dict[str, Any]) -> BankQuestion:
-    """Validate ``data`` and add it to ``course``'s bank (flushed, not committed).
+def _audit_question(
+    sess: Session, actor: User, action: str, row: BankQuestion, course: Course
+) -> None:
+    audit(
+        sess,
+        actor,
+        f"quiz.question.{action}",
+        target=f"quiz_question:{row.public_id}",
+        detail={"course": course.public_id, "type": row.type, "version": row.version},
+    )
+
+
+def add_question(
+    sess: Session, course: Course, data: dict[str, Any], *, actor: User
+) -> BankQuestion:
+    """Validate ``data`` and add it to ``course``'s bank, audited (flushed, not committed).
 
     :raise QuestionRejected: the question does not validate; nothing is added.
     """
@@ -476,18 +491,55 @@ def add_question(sess: Session, course: Course, data: dict[str, Any]) -> BankQue
     _set_question(row, _validated(data, row.public_id))
     sess.add(row)
     sess.flush()
+    _audit_question(sess, actor, "create", row, course)
     log.info("quiz_question=created question=%s course=%s", row.public_id, course.public_id)
     return row
 
 
-def change_question(row: BankQuestion, data: dict[str, Any]) -> None:
-    """Replace a bank question with a new validated version and bump ``version``.
+def change_question(
+    sess: Session, row: BankQuestion, course: Course, data: dict[str, Any], *, actor: User
+) -> None:
+    """Replace a bank question with a new validated version and bump ``version``, audited.
 
     :raise QuestionRejected: the new version does not validate; ``row`` is unchanged.
     """
     _set_question(row, _validated(data, row.public_id))
     row.version += 1
     row.updated_at = utcnow()
+    _audit_question(sess, actor, "edit", row, course)
+
+
+def import_questions(
+    sess: Session,
+    course: Course,
+    questions: list[Question],
+    *,
+    category: str,
+    actor: User,
+) -> list[BankQuestion]:
+    """Add parsed questions (a GIFT file's) to the bank, audited once (not committed).
+
+    :param category: for questions that name none.
+    :raise QuestionRejected: one does not validate; nothing is added.
+    """
+    rows = []
+    for question in questions:
+        body = dump_question(question)
+        if not body.get("category") and category:
+            body["category"] = category
+        row = BankQuestion(course_id=course.id)
+        row.public_id = db.new_public_id()
+        _set_question(row, _validated(body, row.public_id))
+        rows.append(row)
+    sess.add_all(rows)
+    audit(
+        sess,
+        actor,
+        "quiz.question.import",
+        target=f"course:{course.public_id}",
+        detail={"questions": len(rows)},
+    )
+    return rows
 
 
 def quizzes_naming(sess: Session, course: Course, question_id: str) -> list[Item]:
@@ -501,14 +553,15 @@ def quizzes_naming(sess: Session, course: Course, question_id: str) -> list[Item
     ]
 
 
-def remove_question(sess: Session, row: BankQuestion, course: Course) -> None:
-    """Delete a bank question that no quiz names.
+def remove_question(sess: Session, row: BankQuestion, course: Course, *, actor: User) -> None:
+    """Delete a bank question that no quiz names, audited.
 
     :raise QuestionInUse: quizzes name it (their ids in ``items``); nothing is deleted.
     """
     users = [item.public_id for item in quizzes_naming(sess, course, row.public_id)]
     if users:
         raise QuestionInUse("quizzes name this question", items=users)
+    _audit_question(sess, actor, "delete", row, course)
     sess.delete(row)
     sess.flush()
     log.info("quiz_question=deleted question=%s course=%s", row.public_id, course.public_id)
@@ -598,10 +651,10 @@ def list_questions(course_id: str) -> ResponseReturnValue:
 )
 def create_question(course_id: str) -> ResponseReturnValue:
     """Validate and store a new question."""
-    _, course = load_course(course_id, "quiz.bank.edit")
+    user, course = load_course(course_id, "quiz.bank.edit")
     data = parse_body(QuestionWrite)
     sess = db.session()
-    row = add_question(sess, course, data.question)
+    row = add_question(sess, course, data.question, actor=user)
     sess.commit()
     return json_response(_question_out(row), 201)
 
@@ -624,10 +677,11 @@ def get_question(question_id: str) -> ResponseReturnValue:
 )
 def update_question(question_id: str) -> ResponseReturnValue:
     """Validate the new version and bump ``version``."""
-    _, row, _ = _load_question(question_id, "quiz.bank.edit")
+    user, row, course = _load_question(question_id, "quiz.bank.edit")
     data = parse_body(QuestionWrite)
-    change_question(row, data.question)
-    db.session().commit()
+    sess = db.session()
+    change_question(sess, row, course, data.question, actor=user)
+    sess.commit()
     return json_response(_question_out(row))
 
 
@@ -640,9 +694,9 @@ def update_question(question_id: str) -> ResponseReturnValue:
 )
 def delete_question(question_id: str) -> ResponseReturnValue:
     """Remove the question from the bank."""
-    _, row, course = _load_question(question_id, "quiz.bank.edit")
+    user, row, course = _load_question(question_id, "quiz.bank.edit")
     sess = db.session()
-    remove_question(sess, row, course)
+    remove_question(sess, row, course, actor=user)
     sess.commit()
     return Response(status=204)
 
@@ -721,7 +775,7 @@ def import_gift(course_id: str) -> ResponseReturnValue:
     A file from which no question at all can be read (not UTF-8 text, or no
     question block that parses) is refused (422) and nothing is stored.
     """
-    _, course = load_course(course_id, "quiz.bank.edit")
+    user, course = load_course(course_id, "quiz.bank.edit")
     if request.mimetype == "text/plain":
         try:
             text = gift.decode_gift(request.get_data(cache=True))
@@ -754,16 +808,9 @@ def import_gift(course_id: str) -> ResponseReturnValue:
             or [{"line": 1, "title": "", "message": "the text holds no question"}],
         )
     sess = db.session()
-    rows = []
-    for entry in parsed.items:
-        body = dump_question(entry.question)
-        if not body.get("category") and data.category:
-            body["category"] = data.category
-        row = BankQuestion(course_id=course.id)
-        row.public_id = db.new_public_id()
-        _set_question(row, _validated(body, row.public_id))
-        sess.add(row)
-        rows.append(row)
+    rows = import_questions(
+        sess, course, [e.question for e in parsed.items], category=data.category, actor=user
+    )
     sess.commit()
     log.info(
         "quiz_gift=imported course=%s questions=%d skipped=%d",

@@ -61,7 +61,6 @@ from plugins.quiz.models import Attempt
 from plugins.quiz.models import BankQuestion
 from plugins.quiz.questions import GAP_MARKER
 from plugins.quiz.questions import Essay
-from plugins.quiz.questions import dump_question
 from plugins.quiz.questions import parse_question
 
 log = logging.getLogger(__name__)
@@ -834,14 +833,9 @@ def import_gift(course_id: str) -> Page:
         return _render_bank(user, course, problems, message, 422)
     sess = db.session()
     try:
-        for entry in parsed.items:
-            body = dump_question(entry.question)
-            if not body.get("category") and category:
-                body["category"] = category
-            row = BankQuestion(course_id=course.id)
-            row.public_id = db.new_public_id()
-            api._set_question(row, api._validated(body, row.public_id))
-            sess.add(row)
+        api.import_questions(
+            sess, course, [e.question for e in parsed.items], category=category, actor=user
+        )
     except api.QuestionRejected as exc:
         sess.rollback()
         return _render_bank(user, course, problems, str(exc.detail), 422)

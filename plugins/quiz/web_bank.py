@@ -884,8 +884,10 @@ def _save(
     course: Course,
     row: BankQuestion | None,
     expected: int | None = None,
+    *,
+    actor: User,
 ) -> tuple[FormState, Reading, BankQuestion | None]:
-    """Validate the posted form and store it (new or changed) if it is valid.
+    """Validate the posted form and store it (new or changed) if it is valid, audited.
 
     :param expected: the version the form was opened at (a change only).
     :raise StaleVersion: the stored question is at another version; nothing was saved.
@@ -896,14 +898,14 @@ def _save(
     sess = db.session()
     try:
         if row is None:
-            row = api.add_question(sess, course, reading.data)
+            row = api.add_question(sess, course, reading.data, actor=actor)
         else:
             try:
                 _claim(sess, row, row.version if expected is None else expected)
             except StaleVersion:
                 sess.rollback()
                 raise
-            api.change_question(row, reading.data)
+            api.change_question(sess, row, course, reading.data, actor=actor)
             sess.flush()
     except api.QuestionRejected as exc:
         sess.rollback()
@@ -920,7 +922,7 @@ def new_question(course_id: str) -> Page:
     """Pick a question type, then fill in that type's form (instructors)."""
     if _user() is None:
         return _login_redirect()
-    _, course = _staff_course(course_id, "quiz.bank.edit")
+    user, course = _staff_course(course_id, "quiz.bank.edit")
     qtype = request.values.get("type", "")
     if qtype not in FORMS:
         return render_template(
@@ -942,7 +944,7 @@ def new_question(course_id: str) -> Page:
         status = 200 if form.ok else 422
         unsaved = {**reading.data, "id": "preview"} if form.ok else None
         return _render_form(course, qtype, values, form, status=status, unsaved=unsaved)
-    form, _, row = _save(qtype, course, None)
+    form, _, row = _save(qtype, course, None, actor=user)
     if row is None:
         return _render_form(course, qtype, values, form, status=422)
     flash(gettext("The question was added to the bank."), "success")
@@ -988,7 +990,7 @@ def edit_question(question_id: str) -> Page:
     try:
         if expected != row.version:
             raise StaleVersion(row.public_id)
-        form, _, saved = _save(qtype, course, row, expected)
+        form, _, saved = _save(qtype, course, row, expected, actor=user)
     except StaleVersion:
         return _stale(course, qtype, values, row)
     if saved is None:
@@ -1019,7 +1021,7 @@ def delete_question(question_id: str) -> Page:
     """Ask, then delete a question; refused while a quiz still uses it."""
     if _user() is None:
         return _login_redirect()
-    _, row, course = _question(question_id, "quiz.bank.edit")
+    user, row, course = _question(question_id, "quiz.bank.edit")
     sess = db.session()
     used_by = api.quizzes_naming(sess, course, row.public_id)
     if request.method == "GET" or used_by:
@@ -1027,7 +1029,7 @@ def delete_question(question_id: str) -> Page:
             "quiz/question_delete.html", course=course, row=row, used_by=used_by
         ), (409 if request.method == "POST" else 200)
     try:
-        api.remove_question(sess, row, course)
+        api.remove_question(sess, row, course, actor=user)
     except api.QuestionInUse:  # a quiz took it up meanwhile
         sess.rollback()
         used_by = api.quizzes_naming(sess, course, row.public_id)
