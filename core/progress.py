@@ -15,7 +15,6 @@ for the course and, after the caller commits, :func:`announce` calls the
 from __future__ import annotations
 
 import contextlib
-import copy
 import dataclasses
 import logging
 import math
@@ -523,7 +522,7 @@ def naming_report(n: int) -> Iterator[None]:
 def _frozen(row: ProgressLike, user: User, item: Item) -> ProgressLike:
     if isinstance(row, ProgressRecord):
         return row
-    return _record_of(user, item, row, copy.deepcopy(row.data))
+    return _record_of(user, item, row, json_copy(row.data))
 
 
 def _record_of(user: User, item: Item, row: Any, data: Any = None) -> ProgressRecord:

@@ -44,7 +44,6 @@ from core import db
 from core import readcache
 from core.cache import MemoryCache
 from core.cache import get_cache
-from core.db import attach as attach_row
 from core.db import detached
 from core.db import read_first
 from core.db import utcnow
@@ -136,14 +135,13 @@ def _lookup(sess: Session, digest: str) -> tuple[dict[str, Any], datetime | None
     return user, row.expires_at
 
 
-def user_for_token(sess: Session, plaintext: str, *, attach: bool = True) -> User | None:
+def user_for_token(sess: Session, plaintext: str) -> User | None:
     """The active owner of a valid (unexpired, unrevoked) token, else None.
 
-    The owner is attached to ``sess`` like a loaded object (see
-    :func:`core.db.attach`), or with ``attach=False`` left detached (see
-    :func:`core.db.detached`: :func:`core.auth.current_user` attaches it);
-    within a request, verified tokens come from the cache described in the
-    module docstring.
+    The owner is detached (see :func:`core.db.detached`;
+    :func:`core.auth.current_user` puts it in the request's session); ``sess``
+    is only read from on a cache miss.  Within a request, verified tokens
+    come from the cache described in the module docstring.
     """
     if not plaintext.startswith(TOKEN_PREFIX) or len(plaintext) > 200:
         return None
@@ -174,9 +172,7 @@ def user_for_token(sess: Session, plaintext: str, *, attach: bool = True) -> Use
     user, expires_at = found
     if expires_at is not None and expires_at <= utcnow():
         return None
-    if not attach:
-        return detached(User, dict(user))
-    return attach_row(sess, User, dict(user))
+    return detached(User, dict(user))
 
 
 class _LocalTokens:
@@ -202,9 +198,7 @@ class _LocalTokens:
 
     def _slots(self, digest: str) -> tuple[int, ...] | None:
         owner = self.owners.get(digest)
-        if owner is None:
-            return None
-        return _slot(digest), slot_of(readcache.user_key(owner))
+        return None if owner is None else _counter_slots(digest, owner)
 
     def get(self, digest: str) -> tuple[dict[str, Any], datetime | None] | None:
         entry = self.entries.get(digest)
@@ -232,10 +226,15 @@ class _LocalTokens:
                 self.owners.clear()
             self.owners[digest] = owner
             return
-        slots = (_slot(digest), slot_of(readcache.user_key(owner)))  # those of ``stamps``
+        slots = _counter_slots(digest, owner)  # those ``stamps`` were read from
         if len(self.entries) >= 100_000:
             self.entries.clear()
         self.entries[digest] = (found, time.monotonic() + ttl, stamps, slots)
+
+
+def _counter_slots(digest: str, owner: int) -> tuple[int, ...]:
+    """The counters a token's entry depends on: the token's and its owner's."""
+    return _slot(digest), slot_of(readcache.user_key(owner))
 
 
 def _token_counter(digest: str) -> int | None:
@@ -289,4 +288,4 @@ def actor_from_request(request: Request) -> User | None:
     scheme, _, value = header.partition(" ")
     if scheme.lower() != "bearer" or not value:
         return None
-    return user_for_token(db.session(), value.strip(), attach=False)
+    return user_for_token(db.session(), value.strip())
