@@ -37,7 +37,9 @@ def served(root: Path, name: str, keys_from: Path) -> Iterator[tuple[Path, str]]
     folder = root / name
     write_instance(folder, name=name, base_url=url)
     with (folder / "instance.toml").open("a") as fh:
-        fh.write("\n[plugins.federation]\nallow_http_peers = true\n")
+        # ticks every second: an approval's pull waits for the next tick, and
+        # the first tick runs as soon as the server answers, before any peering
+        fh.write("\n[plugins.federation]\nallow_http_peers = true\ncatalog_tick_seconds = 1\n")
     shutil.copytree(keys_dir(keys_from), keys_dir(folder))
     env = {k: v for k, v in os.environ.items() if not k.startswith("TRIVIUM_")}
     command = [
@@ -103,6 +105,6 @@ def test_served_instances_peer_and_process_a_notification(
         finally:
             engine.dispose()
         assert state == "processed"  # by the embedded worker of B's gunicorn process
-        assert synced is not None  # the notification made B pull A's catalog feed at once
+        assert synced is not None  # B pulled A's catalog feed: approval left it due
         document = json.loads(requests.get(b_url + "/.well-known/trivium", timeout=5).content)
         assert document["endpoints"]["inbox"] == b_url + "/federation/v1/inbox"
