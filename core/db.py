@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 import time
 import uuid
 from collections import namedtuple
@@ -101,6 +102,49 @@ def new_public_id() -> str:
     return uuid.uuid4().hex
 
 
+class _RandomPool:
+    """Bytes from the operating system's CSPRNG, read in blocks of :data:`POOL_BYTES`.
+
+    ``os.urandom`` is a system call that releases the GIL: on a heartbeat
+    request, one per event id made the thread queue for the GIL again behind
+    the other request threads.  Reading a block at a time gives the same
+    bytes at a fraction of the calls.  A forked child starts with an empty
+    block, so no two processes ever hand out the same bytes.
+    """
+
+    POOL_BYTES = 4096
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._block = b""
+        self._at = 0
+
+    def take(self, n: int) -> bytes:
+        """``n`` fresh random bytes (``n`` at most :data:`POOL_BYTES`)."""
+        with self._lock:
+            if self._at + n > len(self._block):
+                self._block = os.urandom(max(self.POOL_BYTES, n))
+                self._at = 0
+            start = self._at
+            self._at = start + n
+            return self._block[start : start + n]
+
+    def forget(self) -> None:
+        """Drop the current block (after a fork: the parent may use it too)."""
+        self._lock = threading.Lock()
+        self._block = b""
+        self._at = 0
+
+
+_random_pool = _RandomPool()
+os.register_at_fork(after_in_child=_random_pool.forget)
+
+
+def random_bytes(n: int) -> bytes:
+    """``n`` random bytes from the OS's CSPRNG, as ``os.urandom`` (see :class:`_RandomPool`)."""
+    return _random_pool.take(n)
+
+
 def new_time_ordered_id() -> str:
     """A UUID version 7 (RFC 9562), hex form: the time in ms, then 74 random bits.
 
@@ -111,7 +155,7 @@ def new_time_ordered_id() -> str:
     unguessable; the time it shows is the row's own timestamp anyway.
     """
     ms = time.time_ns() // 1_000_000
-    rand = int.from_bytes(os.urandom(10))
+    rand = int.from_bytes(random_bytes(10))
     value = (ms & 0xFFFF_FFFF_FFFF) << 80 | 0x7 << 76 | (rand >> 62 & 0xFFF) << 64
     value |= 0b10 << 62 | rand & 0x3FFF_FFFF_FFFF_FFFF
     return f"{value:032x}"

@@ -5,12 +5,16 @@ process.  A cached entry remembers the counters of what it was built from
 (a course, a user's standing in a course); a committed change adds one to
 those counters, and every process sees the new value at its next read, at
 the cost of a memory read, because the counters live in a small file mapped
-into each process (``<instance>/run/generations``).  The gunicorn workers,
+into each process (``<instance>/run/generations-2``, see :data:`FILE_NAME`).  The gunicorn workers,
 job workers and CLI commands of one instance folder share it.
 
 Counters are slots of a fixed table: a key (``("course", 12)``) hashes to a
 slot, so two keys may share one and a change to either invalidates both.
-That costs a rebuild, never a stale answer.
+That costs a rebuild, never a stale answer.  Learners' progress counters
+move with every batch of heartbeats, many times a second under load, so they
+hash into a part of the table of their own (:data:`BUSY_KINDS`): otherwise
+the course, standing or token entries that shared a slot with any active
+learner's progress would be rebuilt on almost every read.
 
 Processes on *other* machines (a scaled-out deployment sharing one
 PostgreSQL) have their own file.  With a Redis cache (``[cache] url =
@@ -44,7 +48,17 @@ from typing import Any
 
 log = logging.getLogger(__name__)
 
-SLOTS = 1 << 14
+#: Kinds of keys whose counters move all the time (a learner's stored
+#: progress, :func:`core.readcache.progress_key`): their slots are apart.
+BUSY_KINDS = frozenset({"progress"})
+#: Slots for the other keys (courses, standings, users, tokens, ...).
+QUIET_SLOTS = 1 << 16
+#: Slots for the keys of :data:`BUSY_KINDS`, after the quiet ones.
+BUSY_SLOTS = 1 << 16
+SLOTS = QUIET_SLOTS + BUSY_SLOTS
+#: The file's name, versioned with its layout: processes of a release that
+#: hashed keys to other slots must not share counters with this one.
+FILE_NAME = "generations-2"
 _SLOT = struct.Struct("<Q")
 _SIZE = SLOTS * _SLOT.size
 _WRAP = 0xFFFFFFFFFFFFFFFF
@@ -54,7 +68,10 @@ Key = tuple[str, int] | tuple[str, int, int]
 
 def slot_of(key: Key) -> int:
     """The counter slot of ``key`` (the same in every process)."""
-    return zlib.crc32(repr(key).encode()) % SLOTS
+    digest = zlib.crc32(repr(key).encode())
+    if key[0] in BUSY_KINDS:
+        return QUIET_SLOTS + digest % BUSY_SLOTS
+    return digest % QUIET_SLOTS
 
 
 class SharedFile:

@@ -5,8 +5,9 @@ that item (:func:`core.progress.report_progress`), so it would read one row
 of ``progress`` per request.  The gunicorn workers of a machine hand a
 learner's heartbeats to whichever worker is free, so a cache of each
 process's own would mostly hold rows another worker has written since.  This
-table is one for the whole machine: a file, ``<instance>/run/progress-states``,
-mapped into each process, of :data:`ENTRIES` places of :data:`ENTRY_BYTES`.
+table is one for the whole machine: a file, ``<instance>/run/progress-states-2``
+(:data:`FILE_NAME`), mapped into each process, of :data:`ENTRIES` places of
+:data:`ENTRY_BYTES`.
 
 **Exactness** rests on the learner's progress counter
 (:func:`core.readcache.progress_key`, :mod:`core.generations`), which any
@@ -54,6 +55,10 @@ from core.generations import SharedFile
 ENTRIES = 1 << 16
 #: Bytes per place; a row with more ``data`` than fits is not kept.
 ENTRY_BYTES = 512
+#: The file's name, versioned with the counters' layout
+#: (:data:`core.generations.FILE_NAME`): an entry holds counter values, which
+#: mean nothing against another layout's counters.
+FILE_NAME = "progress-states-2"
 
 # user id, item id, the learner's counter value, the table's epoch (another
 # counter, see ProgressStates), expiry (wall-clock time: the file outlives a

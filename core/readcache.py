@@ -62,6 +62,7 @@ from sqlalchemy.orm import attributes
 from core.db import Base
 from core.db import Database
 from core.db import json_copy
+from core.generations import FILE_NAME as generations_file
 from core.generations import Generations
 from core.generations import Key
 from core.generations import RedisRelay
@@ -73,6 +74,7 @@ from core.models import Item
 from core.models import Module
 from core.models import Progress
 from core.models import User
+from core.progress_states import FILE_NAME as progress_states_file
 from core.progress_states import ProgressRecord
 from core.progress_states import ProgressStates
 
@@ -465,7 +467,7 @@ def init_app(
         then relayed between machines on ``channel`` (see :mod:`core.generations`).
     """
     run = Path(instance_path) / "run"
-    generations = Generations(run / "generations")
+    generations = Generations(run / generations_file)
     relay = RedisRelay(redis_url, channel, generations) if redis_url else None
     epoch = slot_of(PROGRESS_EPOCH)
     if relay is not None:
@@ -475,7 +477,7 @@ def init_app(
 
         relay.on_connect = reconnected
     states = ProgressStates(
-        run / "progress-states",
+        run / progress_states_file,
         generations,
         lambda user_id: slot_of(progress_key(user_id)),
         ttl,

@@ -369,6 +369,43 @@ def test_event_ids_are_uuid7_growing_with_time(monkeypatch: pytest.MonkeyPatch) 
     assert len({db.new_time_ordered_id() for _ in range(1000)}) == 1000
 
 
+def test_random_bytes_come_from_os_blocks_and_never_repeat_across_a_fork(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import os
+
+    from core import db
+
+    reads: list[int] = []
+    real = os.urandom
+
+    def counted(n: int) -> bytes:
+        reads.append(n)
+        return real(n)
+
+    monkeypatch.setattr(db.os, "urandom", counted)
+    pool = db._RandomPool()
+    taken = [pool.take(10) for _ in range(1000)]
+    assert all(len(b) == 10 for b in taken) and len(set(taken)) == 1000
+    assert reads == [pool.POOL_BYTES] * -(-10_000 // pool.POOL_BYTES)  # whole blocks only
+    assert len(pool.take(pool.POOL_BYTES + 1)) == pool.POOL_BYTES + 1
+    monkeypatch.undo()
+
+    # a forked child must not hand out the bytes left in the parent's block
+    db.random_bytes(1)  # the parent holds a partly used block
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover (the child)
+        os.close(read_end)
+        os.write(write_end, db.random_bytes(16))
+        os._exit(0)
+    os.close(write_end)
+    child = os.read(read_end, 16)
+    os.close(read_end)
+    os.waitpid(pid, 0)
+    assert len(child) == 16 and child != db.random_bytes(16)
+
+
 def test_json_copy_copies_json_shaped_data_all_the_way_down() -> None:
     from core.events import json_copy
 

@@ -91,6 +91,28 @@ def test_generations_are_shared_through_the_file(tmp_path: Path) -> None:
     two.close()
 
 
+def test_progress_counters_never_share_a_slot_with_other_keys() -> None:
+    # heartbeats move learners' progress counters all the time: a course,
+    # standing, user or token entry sharing one would be rebuilt on each read
+    from core.generations import QUIET_SLOTS
+    from core.readcache import PROGRESS_EPOCH
+    from core.readcache import PUBLICATION
+    from core.readcache import course_key
+    from core.readcache import progress_key
+    from core.readcache import standing_key
+    from core.readcache import user_key
+
+    busy = {slot_of(progress_key(user)) for user in range(5000)}
+    quiet = {slot_of(course_key(n)) for n in range(5000)}
+    quiet |= {slot_of(user_key(n)) for n in range(5000)}
+    quiet |= {slot_of(standing_key(n, n % 7)) for n in range(5000)}
+    quiet |= {slot_of(("token", n)) for n in range(5000)}
+    quiet |= {slot_of(PUBLICATION), slot_of(PROGRESS_EPOCH)}
+    assert all(QUIET_SLOTS <= slot < SLOTS for slot in busy)
+    assert all(0 <= slot < QUIET_SLOTS for slot in quiet)
+    assert len(busy) > 4800  # still spread over their own part
+
+
 def test_memory_generations_without_a_file() -> None:
     gens = Generations(None)
     gens.bump([3])
