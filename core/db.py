@@ -102,42 +102,44 @@ def new_public_id() -> str:
     return uuid.uuid4().hex
 
 
-class _RandomPool:
+class _RandomPool(threading.local):
     """Bytes from the operating system's CSPRNG, read in blocks of :data:`POOL_BYTES`.
 
     ``os.urandom`` is a system call that releases the GIL: on a heartbeat
     request, one per event id made the thread queue for the GIL again behind
     the other request threads.  Reading a block at a time gives the same
-    bytes at a fraction of the calls.  A forked child starts with an empty
-    block, so no two processes ever hand out the same bytes.
+    bytes at a fraction of the calls.  Each thread has a block of its own,
+    so taking bytes needs no lock (a lock here made busy request threads
+    queue for it), and a forked child starts afresh (see :func:`random_bytes`),
+    so no two processes ever hand out the same bytes.
     """
 
     POOL_BYTES = 4096
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._block = b""
-        self._at = 0
+        self.block = b""
+        self.at = 0
 
     def take(self, n: int) -> bytes:
-        """``n`` fresh random bytes (``n`` at most :data:`POOL_BYTES`)."""
-        with self._lock:
-            if self._at + n > len(self._block):
-                self._block = os.urandom(max(self.POOL_BYTES, n))
-                self._at = 0
-            start = self._at
-            self._at = start + n
-            return self._block[start : start + n]
-
-    def forget(self) -> None:
-        """Drop the current block (after a fork: the parent may use it too)."""
-        self._lock = threading.Lock()
-        self._block = b""
-        self._at = 0
+        """``n`` fresh random bytes."""
+        if self.at + n > len(self.block):
+            self.block = os.urandom(max(self.POOL_BYTES, n))
+            self.at = 0
+        start = self.at
+        self.at = start + n
+        return self.block[start : start + n]
 
 
 _random_pool = _RandomPool()
-os.register_at_fork(after_in_child=_random_pool.forget)
+
+
+def _new_random_pool() -> None:
+    # after a fork: the parent may still hand out what is left of its blocks
+    global _random_pool
+    _random_pool = _RandomPool()
+
+
+os.register_at_fork(after_in_child=_new_random_pool)
 
 
 def random_bytes(n: int) -> bytes:

@@ -341,7 +341,9 @@ def report_progress(
     """
     attempt = prepared
     if buffer is not None and buffer.has_room() and _may_report(sess, user, course):
-        current = newest(_stored_state(sess, user, item), buffer.get(user.id, item.id))
+        # the buffer first: what it no longer holds is stored by then
+        waiting = buffer.get(user.id, item.id)
+        current = newest(_stored_state(sess, user, item), waiting)
         previous = state_of(current)
         if attempt is None or attempt.previous != previous:
             attempt = _apply(item, course, previous, report)
@@ -711,8 +713,9 @@ def _report_now(
     enrolment = _lock_enrolment(sess, user, course)
     _refuse_unless_open(enrolment.status if enrolment is not None else None, course)
     assert enrolment is not None  # refused above otherwise
+    waiting = buffer.get(user.id, item.id) if buffer is not None else None
     existing = _find(sess, user, item)
-    current = newest(existing, buffer.get(user.id, item.id) if buffer is not None else None)
+    current = newest(existing, waiting)
     previous = state_of(current)
     if server_state is not None:
         attempt = _judge(item, previous, server_state)

@@ -313,9 +313,13 @@ class ProgressBuffer:
         return self.flush_ms == 0
 
     def waiting(self) -> int:
-        """Rows waiting for the next write (progress rows and events)."""
-        with self._lock:
-            return len(self._pending) + len(self._events)
+        """Rows waiting for the next write (progress rows and events).
+
+        Read without the lock (every heartbeat asks, through
+        :meth:`has_room`): a count taken while another thread adds may be a
+        report short, which the soft limit it serves does not mind.
+        """
+        return len(self._pending) + len(self._events)
 
     def has_room(self) -> bool:
         """False once ``max_buffered_rows`` wait: write in the request instead."""
@@ -356,10 +360,22 @@ class ProgressBuffer:
             self._pending[key] = record
 
     def get(self, user_id: int, item_id: int) -> ProgressRecord | None:
-        """The newest waiting record of one learner's item (also while being written)."""
+        """The newest waiting record of one learner's item (also while being written).
+
+        Read the buffer *before* the stored row: a record this misses has
+        been written and announced by then (:meth:`flush`).
+
+        Takes no lock.  Every heartbeat asks, and with a lock here the
+        request threads of a busy process queued for it, and for the GIL, in
+        turn (a lock taken while its holder lost the GIL stops every other
+        thread that reaches it).  Dictionary reads are atomic, and
+        :meth:`flush` makes a batch the one in flight *before* it empties the
+        waiting table, and drops it only once it is written, so a record is
+        always found in one of the two.
+        """
         key = (user_id, item_id)
-        with self._lock:
-            return self._pending.get(key) or self._inflight.get(key)
+        found = self._pending.get(key)
+        return found if found is not None else self._inflight.get(key)
 
     def for_course(self, course_id: int, user_id: int | None = None) -> list[ProgressRecord]:
         """Waiting records of a course (of one learner), newest per item."""
@@ -383,8 +399,8 @@ class ProgressBuffer:
             with self._lock:
                 self._check_fork()
                 batch, events = self._pending, self._events
+                self._inflight = batch  # first: get() reads without the lock
                 self._pending, self._events = {}, []
-                self._inflight = batch
             if not batch and not events:
                 return 0
             try:
@@ -394,7 +410,9 @@ class ProgressBuffer:
                     for key, record in batch.items():
                         self._pending.setdefault(key, record)
                     self._events[:0] = events
-                    self._inflight = {}
+                # _inflight keeps the batch until the next flush replaces it:
+                # a lock-free get() may have missed the records in _pending
+                # just before they went back and must still find them there
                 raise
             with self._lock:
                 self._inflight = {}

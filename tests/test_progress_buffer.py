@@ -484,3 +484,37 @@ def test_a_record_handed_on_late_never_replaces_a_newer_one_waiting(buffer: Prog
     assert buffer.get(1, 1) is later
     buffer._pending.clear()  # made-up ids: nothing to write
     buffer._events.clear()
+
+
+def test_a_reader_without_the_lock_never_misses_a_record_not_yet_written(
+    buffer: ProgressBuffer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # get() takes no lock, so another thread may read between any two steps
+    # of a flush: a record added before must then be found (waiting, or in
+    # flight while being written) unless it was written and announced
+    written: list[ProgressRecord] = []
+    monkeypatch.setattr(progress_buffer, "write", lambda conn, records, events: None)
+    monkeypatch.setattr(buffer, "_written", lambda rows: written.extend(rows.values()))
+    reads: list[tuple[str, bool, bool]] = []
+    plain_setattr = ProgressBuffer.__setattr__
+
+    def read_after_each_step(self: ProgressBuffer, name: str, value: Any) -> None:
+        plain_setattr(self, name, value)
+        if name in {"_pending", "_inflight", "_events"} and "_inflight" in self.__dict__:
+            reads.append((name, self.get(1, 1) is not None, bool(written)))
+
+    monkeypatch.setattr(ProgressBuffer, "__setattr__", read_after_each_step)
+    record = ProgressRecord(
+        user_id=1,
+        item_id=1,
+        course_id=1,
+        status="in_progress",
+        score=None,
+        data={},
+        updated_at=utcnow(),
+    )
+    buffer.add(record, {"statement": {}})
+    assert buffer.flush() == 2 and written == [record]
+    assert reads  # the flush's steps were watched
+    assert all(found or announced for _name, found, announced in reads), reads
+    assert buffer.get(1, 1) is None
