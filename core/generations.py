@@ -46,6 +46,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from core import process
+
 log = logging.getLogger(__name__)
 
 #: Kinds of keys whose counters move all the time (a learner's stored
@@ -237,7 +239,7 @@ class RedisRelay:
 
     def ensure_listening(self) -> None:
         """Start this process's threads if they are not running."""
-        pid = os.getpid()
+        pid = process.pid()
         if self._pid == pid or self._closed:
             return
         with self._start_lock:
@@ -270,7 +272,7 @@ class RedisRelay:
         return self._ready.wait(timeout)
 
     def _alive(self, origin: str) -> bool:
-        return not self._closed and origin == self._origin and self._pid == os.getpid()
+        return not self._closed and origin == self._origin and self._pid == process.pid()
 
     def _send(self, origin: str) -> None:
         while self._alive(origin):

@@ -48,7 +48,6 @@ from __future__ import annotations
 import atexit
 import functools
 import logging
-import os
 import threading
 import time
 import weakref
@@ -72,6 +71,7 @@ from sqlalchemy.dialects import postgresql
 from sqlalchemy.dialects import sqlite
 from sqlalchemy.exc import IntegrityError
 
+from core import process
 from core import readcache
 from core.config import ProgressSection
 from core.db import get_db
@@ -302,7 +302,7 @@ class ProgressBuffer:
         self._inflight: dict[tuple[int, int], ProgressRecord] = {}
         self._events: list[dict[str, Any]] = []
         self._thread: threading.Thread | None = None
-        self._pid = os.getpid()
+        self._pid = process.pid()
         self._stopping = False
         self.failures = 0
         _live.add(self)
@@ -465,8 +465,8 @@ class ProgressBuffer:
     def _check_fork(self) -> None:
         # After a fork (gunicorn workers) the child has no thread and must not
         # write its parent's rows a second time.  Call with _lock held.
-        if self._pid != os.getpid():
-            self._pid = os.getpid()
+        if self._pid != process.pid():
+            self._pid = process.pid()
             self._pending, self._inflight, self._events = {}, {}, []
             self._thread = None
             self._flush_lock = threading.Lock()
@@ -526,7 +526,7 @@ _create_lock = threading.Lock()
 @atexit.register
 def _flush_at_exit() -> None:
     for buffer in list(_live):
-        if buffer._pid == os.getpid():
+        if buffer._pid == process.pid():
             buffer.close(timeout=5.0)
 
 

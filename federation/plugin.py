@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 from typing import Any
@@ -16,6 +15,7 @@ from sqlalchemy.orm import Session
 from sqlalchemy.orm import SessionTransaction
 
 from core import hookimpl
+from core import process
 from core.config import Settings
 from core.tasks import ActorSpec
 from core.tasks import enqueue_on_commit
@@ -85,8 +85,8 @@ def startup(app: Flask) -> None:
         # Once per serving process (not in CLI commands): make sure the
         # catalog scheduler's chain of ticks runs; the jobs run wherever this
         # instance runs jobs (embedded worker, `trivium worker`).
-        if armed["pid"] != os.getpid():
-            armed["pid"] = os.getpid()
+        if armed["pid"] != process.pid():
+            armed["pid"] = process.pid()
             sync.ensure_tick(app)
 
 

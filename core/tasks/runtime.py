@@ -38,6 +38,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 from sqlalchemy.orm import SessionTransaction
 
+from core import process
 from core.config import JobsSection
 from core.db import get_db
 from core.models import Job
@@ -229,7 +230,7 @@ class Jobs:
             )
         self._broker = broker
         self._actors = actors
-        self._pid = os.getpid()
+        self._pid = process.pid()
         self._booted = False
         self.worker = None
 
@@ -237,7 +238,7 @@ class Jobs:
     def broker(self) -> Broker:
         """This process's broker."""
         with self._lock:
-            if self._broker is None or self._pid != os.getpid():
+            if self._broker is None or self._pid != process.pid():
                 self._build()
             assert self._broker is not None
             return self._broker
@@ -386,7 +387,7 @@ class Jobs:
         :param threads: worker threads (default: ``jobs.worker_threads``).
         """
         with self._lock:
-            if self.worker is not None and self._pid == os.getpid():
+            if self.worker is not None and self._pid == process.pid():
                 return self.worker
             broker = self.broker
             if not self._booted:
@@ -413,7 +414,7 @@ class Jobs:
         """Stop this process's worker: running jobs finish, fetched ones go back."""
         with self._lock:
             worker = self.worker
-            if worker is None or self._pid != os.getpid():
+            if worker is None or self._pid != process.pid():
                 self.worker = None
                 return
             self.worker = None
@@ -429,7 +430,7 @@ class Jobs:
         and ``jobs.embedded_worker``); True if one runs now."""
         if self.kind != "db" or not self.settings.embedded_worker:
             return False
-        if self.worker is None or self._pid != os.getpid():
+        if self.worker is None or self._pid != process.pid():
             self.start_worker()
         return True
 
@@ -437,7 +438,7 @@ class Jobs:
         """Stop the worker and close the broker's connections."""
         self.stop_worker()
         with self._lock:
-            if self._broker is not None and self._pid == os.getpid():
+            if self._broker is not None and self._pid == process.pid():
                 self._broker.close()
             self._broker = None
 
