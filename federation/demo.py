@@ -29,7 +29,6 @@ from core.db import get_db
 from core.demo import DemoInstance
 from core.models import Course
 from core.models import User
-from core.tasks import enqueue_on_commit
 from federation.client import PeerRequestError
 from federation.inbox import deliver
 from federation.inbox import new_activity
@@ -38,7 +37,6 @@ from federation.peers import PeerError
 from federation.peers import add_peer
 from federation.peers import approve_peer
 from federation.signed import peer_client
-from federation.sync import SYNC
 
 __all__ = ["COURSES", "DemoCourse", "join_network"]
 
@@ -127,7 +125,6 @@ def join_network(instances: Sequence[DemoInstance]) -> list[str]:
         add_courses(instance.app, own)
         lines.append(f"  {instance.name}: {', '.join(course.title for course in own)}")
     for instance, theirs in zip(instances, others, strict=True):
-        pull(instance.app, theirs)
         lines += announce(instance.app, instance.url, theirs)
     return lines
 
@@ -180,19 +177,6 @@ def peer_with(app: Flask, own: str, others: Sequence[str]) -> None:
             if peer is None:
                 peer = add_peer(sess, client, other, own_id=own, allow_http=True)
             approve_peer(peer)
-
-
-def pull(app: Flask, others: Sequence[str]) -> None:
-    """Queue a pull of each peer's catalog (peers among ``others``), run by the instance's server.
-
-    A peer approved just now is pulled then rather than at the scheduler's
-    next tick; for a peer whose pull is not due (a second run) the job does
-    nothing, and the ``catalog.changed`` notification decides.
-    """
-    with app.app_context(), get_db(app).session() as sess:
-        query = select(FederationPeer.id).where(FederationPeer.base_url.in_(others))
-        for peer_pk in sess.scalars(query).all():
-            enqueue_on_commit(sess, SYNC, peer_pk)
 
 
 def announce(app: Flask, own: str, others: Sequence[str]) -> list[str]:

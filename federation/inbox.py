@@ -52,6 +52,7 @@ from federation.jsondoc import JsonInvalid
 from federation.jsondoc import load_object
 from federation.models import FederationPeer
 from federation.models import InboxActivity
+from federation.peers import CATALOG_SYNC
 from federation.peers import PeerError
 from federation.peers import PeerNotApproved
 from federation.signed import SignedRequest
@@ -77,8 +78,6 @@ log = logging.getLogger(__name__)
 bp = Blueprint("federation_inbox", __name__)
 
 PROCESS_INBOX = "federation.process_inbox"
-CATALOG_SYNC = "federation.catalog_sync"
-"""The catalog sync job (:data:`federation.sync.SYNC`)."""
 INBOX_EXPIRY = timedelta(days=1)
 """An activity still unprocessed this long after it arrived is rejected as expired."""
 

@@ -44,6 +44,7 @@ from sqlalchemy.orm import object_session
 from core import catalog
 from core.cache import Cache
 from core.db import utcnow
+from core.tasks import enqueue_on_commit
 from federation.client import PeerClient
 from federation.client import PeerRequestError
 from federation.keys import KEY_PATH
@@ -87,6 +88,10 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+
+CATALOG_SYNC = "federation.catalog_sync"
+"""The name of the catalog sync job (:func:`federation.sync.catalog_sync`), which an
+approval and a ``catalog.changed`` notification queue."""
 
 PROTOCOL_VERSIONS = frozenset({"1"})
 """Protocol versions this implementation speaks."""
@@ -483,10 +488,17 @@ def _set_state(peer: FederationPeer, state: str, now: datetime | None = None) ->
 
 
 def approve_peer(peer: FederationPeer) -> None:
-    """Accept the peer's signed requests, with the keys pinned when it was added;
-    its catalog is pulled at the next scheduler tick."""
+    """Accept the peer's signed requests, with the keys pinned when it was added.
+
+    Its catalog pull is due at once and queued when the approval commits, so
+    its courses reach the search without waiting for the scheduler's next
+    tick (if the pull fails, the peer's backoff decides when it is tried next).
+    """
     if peer.state != "approved":
         peer.catalog_pull_due_at = utcnow()
+        sess = object_session(peer)
+        if sess is not None:
+            enqueue_on_commit(sess, CATALOG_SYNC, peer.id)
     _set_state(peer, "approved")
 
 

@@ -69,6 +69,7 @@ from federation.inbox import new_activity
 from federation.jsondoc import JsonInvalid
 from federation.jsondoc import load_object
 from federation.models import FederationPeer
+from federation.peers import CATALOG_SYNC
 from federation.peers import PeerError
 from federation.signed import peer_client
 from federation.wellknown import CATALOG_PATH
@@ -97,7 +98,7 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-SYNC = "federation.catalog_sync"
+SYNC = CATALOG_SYNC
 TICK = "federation.catalog_tick"
 ANNOUNCE = "federation.catalog_announce"
 BACKOFF_START = 30

@@ -22,6 +22,7 @@ from typing import Any
 
 import pytest
 import requests
+from sqlalchemy import delete
 from sqlalchemy import select
 
 from core import catalog
@@ -29,6 +30,7 @@ from core import courses
 from core.db import get_db
 from core.models import CatalogEntry
 from core.models import Course
+from core.models import Job
 from core.models import User
 from federation.config import federation_settings
 from federation.feed import course_document
@@ -39,6 +41,7 @@ from federation.signatures import HttpRequest
 from federation.signatures import HttpResponse
 from federation.signatures import sign_response
 from federation.signed import peer_client
+from federation.sync import SYNC
 from federation.sync import SyncResult
 from federation.sync import catalog_sync
 from federation.sync import catalog_tick
@@ -89,6 +92,21 @@ def _peer_with_url(instance: Instance, hostile: HostilePeer) -> None:
     assert added.exit_code == 0, added.output
     approved = instance.cli("peers", "approve", hostile.url)
     assert approved.exit_code == 0, approved.output
+    # the approval queued the peer's first pull; these tests run pulls themselves
+    assert drop_queued_syncs(instance, hostile.url) == 1
+
+
+def drop_queued_syncs(instance: Instance, url: str) -> int:
+    """Remove the waiting sync jobs of the peer at ``url``; how many there were.
+
+    The instances of these tests run no job worker: queued jobs only wait.
+    """
+    with get_db(instance.app).sessions() as sess, sess.begin():
+        pk = sess.scalar(select(FederationPeer.id).where(FederationPeer.base_url == url))
+        queued = sess.scalars(select(Job).where(Job.actor == SYNC, Job.state == "queued"))
+        mine = [job.id for job in queued if json.loads(job.message)["args"] == [pk]]
+        sess.execute(delete(Job).where(Job.id.in_(mine)))
+        return len(mine)
 
 
 @pytest.fixture
@@ -364,11 +382,19 @@ def test_the_tick_enqueues_due_peers_and_itself_once(scene: Scene) -> None:
         catalog_tick()
         catalog_tick()
     jobs = [row for row in b.tables()["jobs"] if row not in before]
-    actors = sorted(row[3] for row in jobs)
-    # Two due peers (A and H), once each: the second tick finds their pulls
-    # queued already; and exactly one tick queued for later (the CLI that
-    # approved the peers may have started the chain already).
-    assert actors.count("federation.catalog_sync") == 2
+    # Two due peers (A and H), one pull queued for each: A's still waits
+    # from its approval (no job worker runs here), so the ticks queue H's
+    # alone, once (the second tick finds it queued already) ...
+    assert [row[3] for row in jobs].count("federation.catalog_sync") == 1
+    waiting = [
+        json.loads(row[4])["args"]
+        for row in b.tables()["jobs"]
+        if row[3] == "federation.catalog_sync" and row[5] == "queued"
+    ]
+    peers = {instance_peer(b, url).id for url in (scene.a.url, scene.hostile.url)}  # type: ignore[union-attr]
+    assert sorted(args[0] for args in waiting) == sorted(peers)
+    # ... and exactly one tick queued for later (the CLI that approved the
+    # peers may have started the chain already).
     queued_ticks = [
         row
         for row in b.tables()["jobs"]

@@ -20,7 +20,6 @@ from federation.inbox import new_activity
 from federation.keys import key_url
 from federation.signatures import HttpRequest
 from federation.signatures import sign_request
-from federation.sync import catalog_tick
 from federation.wellknown import INBOX_PATH
 from tests.conftest import BACKENDS
 from tests.federation.conftest import Network
@@ -76,8 +75,15 @@ def test_add_approve_deliver_and_process(
     assert refused.exit_code == 1
     assert "HTTP 403" in refused.output and b.inbox() == []
 
-    # B approves A: the same notification is accepted and processed by the job.
+    # B approves A: A's catalog is pulled at once, not at B's next scheduler tick ...
     assert b.cli("peers", "approve", peer.public_id).exit_code == 0
+    first = wait_for(
+        lambda: (p := b.peer(a)) is not None and p.catalog_synced_at is not None and p,
+        what="first catalog pull",
+    )
+    assert first.catalog_pull_due_at is None and first.catalog_error is None
+    # ... and the same notification is accepted and processed by the job,
+    # which makes the next pull of A due and queues it.
     with caplog.at_level(logging.INFO, logger="federation"):
         accepted = a.cli("peers", "notify", b.url)
         assert accepted.exit_code == 0, accepted.output
@@ -87,14 +93,16 @@ def test_add_approve_deliver_and_process(
         )
     assert [r.type for r in rows] == ["catalog.changed"]
     assert rows[0].processed_at is not None
-    # B's approval left a pull of A due: the notification adds none (pending
-    # pulls absorb notifications), and B's next scheduler tick queues that pull.
-    assert f"action=catalog_pull_pending peer={a.url}" in caplog.text
-    with b.app.app_context():
-        catalog_tick()
+    assert f"action=catalog_pull_due peer={a.url}" in caplog.text
     pulled = wait_for(
-        lambda: (p := b.peer(a)) is not None and p.catalog_synced_at is not None and p,
-        what="catalog pulled",
+        lambda: (
+            (p := b.peer(a)) is not None
+            and p.catalog_pull_due_at is None
+            and p.catalog_synced_at is not None
+            and p.catalog_synced_at > first.catalog_synced_at
+            and p
+        ),
+        what="catalog pulled again",
     )
     assert pulled.catalog_pull_due_at is None and pulled.catalog_error is None
 

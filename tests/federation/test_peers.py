@@ -20,6 +20,7 @@ from sqlalchemy import select
 from core import db
 from core.cache import MemoryCache
 from core.db import get_db
+from core.models import Job
 from federation import peers
 from federation.client import PeerClient
 from federation.client import PeerTimeout
@@ -28,6 +29,7 @@ from federation.keys import load_keys
 from federation.models import FederationPeer
 from federation.models import PeerKey
 from federation.nonces import CacheNonceStore
+from federation.peers import CATALOG_SYNC
 from federation.signatures import BlockedPeer
 from federation.signatures import HttpRequest
 from federation.signatures import KeyOwnerMismatch
@@ -420,9 +422,14 @@ def test_the_admin_api_manages_peers(
 
     assert [p["id"] for p in (client.get(url, headers=admin).json or {})["items"]] == [body["id"]]
     assert (client.get(peer, headers=admin).json or {})["state"] == "pending"
+    assert _queued_pulls(app) == []
     approved = client.post(f"{peer}/approve", headers=admin)
     assert (approved.json or {})["state"] == "approved"
+    # the approval queued the peer's first catalog pull (the tests run no job worker)
+    pk = _peer_pk(app, fake_peer.url)
+    assert _queued_pulls(app) == [[pk]]
     assert (client.post(f"{peer}/approve", headers=admin).json or {})["state"] == "approved"
+    assert _queued_pulls(app) == [[pk]]  # approving an approved peer queues nothing
     assert (client.post(f"{peer}/suspend", headers=admin).json or {})["state"] == "suspended"
     refreshed = client.post(f"{peer}/refresh", headers=admin)
     assert refreshed.status_code == 200 and (refreshed.json or {})["state"] == "suspended"
@@ -432,6 +439,22 @@ def test_the_admin_api_manages_peers(
     assert client.get(peer, headers=admin).status_code == 404
     with get_db(app).sessions() as sess:
         assert sess.scalars(select(PeerKey)).all() == []
+
+
+def _queued_pulls(app: Flask) -> list[list[int]]:
+    """The arguments of the catalog sync jobs waiting in ``app``'s queue."""
+    with get_db(app).sessions() as sess:
+        messages = sess.scalars(
+            select(Job.message).where(Job.actor == CATALOG_SYNC, Job.state == "queued")
+        )
+        return [json.loads(message)["args"] for message in messages]
+
+
+def _peer_pk(app: Flask, url: str) -> int:
+    with get_db(app).sessions() as sess:
+        pk = sess.scalar(select(FederationPeer.id).where(FederationPeer.base_url == url))
+    assert pk is not None
+    return pk
 
 
 @pytest.mark.parametrize(
