@@ -590,10 +590,21 @@ def _run_worker_processes(
     help="Start N demo instances of their own (2 or 3) and let plugins join them: "
     "with federation, each catalog lists the others' courses.",
 )
+@click.option(
+    "--public",
+    is_flag=True,
+    help="Allow --bind on an address other machines reach, although every demo "
+    "account's password is published.",
+)
 @click.option("--serve/--no-serve", "serve_it", default=True, help="Serve it afterwards.")
 @click.pass_context
 def demo(
-    ctx: click.Context, path: Path | None, bind: str | None, peers: int | None, serve_it: bool
+    ctx: click.Context,
+    path: Path | None,
+    bind: str | None,
+    peers: int | None,
+    public: bool,
+    serve_it: bool,
 ) -> None:
     """Create a demo instance with sample data (once), then serve it.
 
@@ -604,9 +615,14 @@ def demo(
     from core import serve as server
 
     if peers is not None:
-        _demo_network(ctx, peers, path or demo_data.NETWORK_ROOT, bind, serve_it)
+        _demo_network(ctx, peers, path or demo_data.NETWORK_ROOT, bind, public, serve_it)
         return
     root = path or _state(ctx).instance or demo_data.DEFAULT_PATH
+    if bind is not None:
+        try:
+            demo_data.check_bind(bind, public=public)
+        except demo_data.BadBindAddress as exc:
+            raise click.BadParameter(str(exc), ctx=ctx, param_hint="'--bind'") from exc
     try:
         instance = demo_data.prepare(root, bind=bind or "127.0.0.1:8000")
     except _startup_errors() as exc:
@@ -623,13 +639,15 @@ def demo(
 
 
 def _demo_network(
-    ctx: click.Context, count: int, root: Path, bind: str | None, serve_it: bool
+    ctx: click.Context, count: int, root: Path, bind: str | None, public: bool, serve_it: bool
 ) -> None:
     """``trivium demo --peers N``: N demo instances, served, joined by plugins."""
     from core import demo as demo_data
 
     try:
-        instances = demo_data.prepare_network(count, root, bind=bind or demo_data.NETWORK_BIND)
+        instances = demo_data.prepare_network(
+            count, root, bind=bind or demo_data.NETWORK_BIND, public=public
+        )
     except demo_data.BadBindAddress as exc:
         raise click.BadParameter(str(exc), ctx=ctx, param_hint="'--bind'") from exc
     except _startup_errors() as exc:

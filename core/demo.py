@@ -13,8 +13,10 @@ federation plugin peers them, so that each catalog lists the others' courses.
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import logging
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -126,7 +128,8 @@ STOP_TIMEOUT = 35.0
 
 
 class BadBindAddress(ValueError):
-    """``--bind`` is not ``HOST:PORT`` with room for every instance's port."""
+    """``--bind`` is not ``HOST:PORT`` with room for every instance's port, or
+    not on a loopback host (see :func:`check_bind`)."""
 
 
 class PortInUse(Exception):
@@ -303,22 +306,60 @@ def _progress(user: User, item: Item, status: str, now: datetime) -> Progress:
 # ---------------------------------------------------------------- a demo network
 
 
-def network_binds(bind: str, count: int) -> list[str]:
-    """The addresses of ``count`` network instances: ``bind`` and the next ports.
+def check_bind(bind: str, *, public: bool = False) -> tuple[str, int]:
+    """The host and port of ``bind``, a ``HOST:PORT`` on a loopback host.
 
-    :raise BadBindAddress: ``bind`` is not ``HOST:PORT`` or the ports run out.
+    The demo's accounts share one published password, so a demo instance
+    listens on this machine only unless the operator says otherwise.
+
+    :param public: allow any host (``trivium demo --public``).
+    :raise BadBindAddress: ``bind`` is not ``HOST:PORT``, or (without
+        ``public``) its host is not ``localhost`` or a loopback address.
     """
     host, sep, port_text = bind.rpartition(":")
-    if not sep or not host or not port_text.isdigit():
+    if not sep or _HOST.fullmatch(host) is None or not port_text.isdigit():
         raise BadBindAddress(f"{bind!r} is not HOST:PORT, e.g. {NETWORK_BIND}")
-    port = int(port_text)
+    if not public and not _loopback(host):
+        raise BadBindAddress(
+            f"{bind!r} is reachable from other machines, and every demo account's "
+            "password is published: use a loopback address such as 127.0.0.1, or "
+            "pass --public to serve it there anyway"
+        )
+    return host, int(port_text)
+
+
+# a host name, an IPv4 address or a bracketed IPv6 address
+_HOST = re.compile(r"[A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\]")
+
+
+def _loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.removeprefix("[").removesuffix("]")).is_loopback
+    except ValueError:  # another host name: it may resolve anywhere
+        return False
+
+
+def network_binds(bind: str, count: int, *, public: bool = False) -> list[str]:
+    """The addresses of ``count`` network instances: ``bind`` and the next ports.
+
+    :param public: allow a host that is not a loopback address (:func:`check_bind`).
+    :raise BadBindAddress: ``bind`` is not ``HOST:PORT`` on a host allowed,
+        or the ports run out.
+    """
+    host, port = check_bind(bind, public=public)
     if not 1 <= port <= 65536 - count:
         raise BadBindAddress(f"{bind!r}: {count} ports from {port} on do not fit in 1-65535")
     return [f"{host}:{port + n}" for n in range(count)]
 
 
 def prepare_network(
-    count: int, root: str | os.PathLike[str] = NETWORK_ROOT, *, bind: str = NETWORK_BIND
+    count: int,
+    root: str | os.PathLike[str] = NETWORK_ROOT,
+    *,
+    bind: str = NETWORK_BIND,
+    public: bool = False,
 ) -> list[DemoInstance]:
     """Prepare the first ``count`` instances of :data:`NETWORK`, one folder each under ``root``.
 
@@ -327,11 +368,12 @@ def prepare_network(
     folder is reused as it is, with nothing added twice.
 
     :raise ValueError: ``count`` is not between :data:`MIN_PEERS` and :data:`MAX_PEERS`.
+    :param public: allow ``bind`` on a host that is not a loopback address.
     :raise BadBindAddress: checked before any folder is written.
     """
     if not MIN_PEERS <= count <= MAX_PEERS:
         raise ValueError(f"a demo network has {MIN_PEERS} to {MAX_PEERS} instances, not {count}")
-    binds = network_binds(bind, count)
+    binds = network_binds(bind, count, public=public)
     return [
         prepare(Path(root) / folder, bind=address, name=name)
         for (folder, name), address in zip(NETWORK, binds, strict=False)

@@ -11,6 +11,7 @@ import os
 import signal
 import socket
 import time
+import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -111,8 +112,47 @@ def test_peers_must_be_two_or_three(tmp_path: Path, value: str) -> None:
     assert not root.exists()
 
 
+@pytest.mark.parametrize("peers", [None, "2"])
 @pytest.mark.parametrize(
-    "bind", ["nope", "127.0.0.1:", ":8101", "127.0.0.1:http", "127.0.0.1:0", "127.0.0.1:65535"]
+    "bind", ["0.0.0.0:18950", "192.0.2.7:18950", "[::]:18950", "demo.example.org:18950"]
+)
+def test_the_demo_serves_on_this_machine_only_unless_told(
+    tmp_path: Path, bind: str, peers: str | None
+) -> None:
+    # every demo account's password is printed and documented
+    root = tmp_path / "demo"
+    more = ("--peers", peers) if peers else ()
+    result = run("demo", *more, "--bind", bind, "--path", str(root), "--no-serve")
+    assert result.exit_code == 2
+    assert "Invalid value for '--bind'" in result.output and "--public" in result.output
+    assert not root.exists()
+
+
+@pytest.mark.parametrize("bind", ["127.0.0.1:8000", "127.9.9.9:8000", "localhost:80", "[::1]:8000"])
+def test_loopback_demo_addresses_need_no_flag(bind: str) -> None:
+    assert core_demo.check_bind(bind)[1] in {8000, 80}
+
+
+def test_public_serves_the_demo_on_any_address(tmp_path: Path) -> None:
+    root = tmp_path / "demo"
+    result = run("demo", "--bind", "0.0.0.0:18951", "--public", "--path", str(root), "--no-serve")
+    assert result.exit_code == 0, result.output
+    written = tomllib.loads((root / "instance.toml").read_text())
+    assert written["server"]["bind"] == "0.0.0.0:18951"
+
+
+@pytest.mark.parametrize(
+    "bind",
+    [
+        "nope",
+        "127.0.0.1:",
+        ":8101",
+        "127.0.0.1:http",
+        "127.0.0.1:0",
+        "127.0.0.1:65535",
+        "local'host:8101",
+        "[::1:8101",
+    ],
 )
 def test_the_bind_address_of_a_network_is_host_and_port_with_room(
     tmp_path: Path, bind: str
