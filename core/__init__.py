@@ -61,6 +61,7 @@ def create_app(
     from core import cache
     from core import db
     from core import errors
+    from core import generations
     from core import headers
     from core import logconfig
     from core import readcache
@@ -102,7 +103,9 @@ def create_app(
         settings.path,
         settings.cache.read_seconds,
         redis_url=settings.cache.url if settings.cache.url.startswith("redis") else "",
-        channel="trivium:generations:" + settings.instance.base_url,
+        # the layout's name in it: processes hashing keys to other slots
+        # (another release) must not move each other's counters
+        channel=f"trivium:{generations.FILE_NAME}:{settings.instance.base_url}",
     )
 
     host = PluginHost(settings.plugins, trace=bool(os.environ.get("TRIVIUM_TRACE_HOOKS")))

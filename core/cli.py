@@ -628,6 +628,11 @@ def demo(
     except _startup_errors() as exc:
         raise click.ClickException(str(exc)) from exc
     ctx.call_on_close(lambda: close_app(instance.app))
+    if serve_it:
+        try:
+            demo_data.check_served_bind(instance, public=public)
+        except demo_data.BadBindAddress as exc:
+            raise click.ClickException(str(exc)) from exc
     if instance.created:
         click.echo(f"Created the demo instance in {instance.path}.")
     click.echo("Added the sample data." if instance.seeded else "Sample data already present.")
@@ -661,6 +666,11 @@ def _demo_network(
     if not serve_it:
         click.echo(f"Prepared {count} demo instances; plugins join them when they are served.")
         return
+    try:
+        for instance in instances:
+            demo_data.check_served_bind(instance, public=public)
+    except demo_data.BadBindAddress as exc:
+        raise click.ClickException(str(exc)) from exc
     # SIGTERM and a closed terminal (SIGHUP) stop the servers as Ctrl-C does:
     # each runs in a session of its own, which the terminal's hang-up misses.
     stopping = (signal.SIGTERM, signal.SIGHUP)

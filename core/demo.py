@@ -332,6 +332,21 @@ def check_bind(bind: str, *, public: bool = False) -> tuple[str, int]:
 _HOST = re.compile(r"[A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\]")
 
 
+def check_served_bind(instance: DemoInstance, *, public: bool = False) -> None:
+    """Refuse to serve a demo instance whose ``[server] bind`` other machines reach.
+
+    ``--bind`` only places a *new* instance: an existing folder keeps the
+    address in its ``instance.toml``, which is checked here before serving.
+
+    :raise BadBindAddress: as :func:`check_bind`, naming the instance folder.
+    """
+    bind = _bind_of(instance)
+    try:
+        check_bind(bind, public=public)
+    except BadBindAddress as exc:
+        raise BadBindAddress(f"{instance.path}/instance.toml: {exc}") from exc
+
+
 def _loopback(host: str) -> bool:
     if host == "localhost":
         return True

@@ -214,7 +214,8 @@ def load_item_for_report(sess: Session, public_id: str, user: User) -> tuple[Ite
     With the read cache on, the item, course and standing come from it
     (:func:`core.courses.view_item`: snapshots, read only) and
     :func:`report_progress` reads the state with one small query; without
-    it, all of it comes from one query.
+    it, all of it comes from one query (the state only while no heartbeats
+    wait in a buffer: then it is read after the buffer, by its own query).
 
     :raise ItemNotFound: there is none.
     """
@@ -235,7 +236,11 @@ def load_item_for_report(sess: Session, public_id: str, user: User) -> tuple[Ite
             updated_at=row[8],
             completed_at=row[9],
         )
-    sess.info.setdefault(_STATE_MEMO, {})[(user.id, item.id)] = state
+    buffer = current_buffer()
+    if buffer is None or buffer.write_through:
+        # with heartbeats waiting, the state is read after the buffer instead:
+        # one written meanwhile would be missed in both (report_progress)
+        sess.info.setdefault(_STATE_MEMO, {})[(user.id, item.id)] = state
     return item, row[1]
 
 
@@ -441,6 +446,10 @@ def report_many(
                 waiting = buffer.get(user.id, item.id) if buffer is not None else None
                 stored[item.id] = _stored_state(sess, user, item)
                 states[item.id] = state_of(newest(stored[item.id], waiting))
+                if waiting is not None:
+                    # written by the time of the second pass, it would be
+                    # missed there in the buffer: that pass reads the row again
+                    del stored[item.id]
             # the state it meets is kept apart: the content type may change
             # what it is given, and the second pass compares with this one
             met = states[item.id]

@@ -353,9 +353,10 @@ class ProgressBuffer:
 
     def _keep_newer(self, record: ProgressRecord) -> None:
         # Call with _lock held.  A record handed on late (a batch's, once its
-        # request committed) must not replace a newer report's waiting here.
+        # request committed) must not replace a newer report's waiting here,
+        # nor hide a newer one being written (get() reads _pending first).
         key = (record.user_id, record.item_id)
-        waiting = self._pending.get(key)
+        waiting = self._pending.get(key) or self._inflight.get(key)
         if waiting is None or waiting.updated_at <= record.updated_at:
             self._pending[key] = record
 
@@ -407,8 +408,8 @@ class ProgressBuffer:
                 written = self._write(batch, events)
             except BaseException:
                 with self._lock:
-                    for key, record in batch.items():
-                        self._pending.setdefault(key, record)
+                    for record in batch.values():
+                        self._keep_newer(record)  # a newer report since stays
                     self._events[:0] = events
                 # _inflight keeps the batch until the next flush replaces it:
                 # a lock-free get() may have missed the records in _pending

@@ -133,6 +133,18 @@ def test_loopback_demo_addresses_need_no_flag(bind: str) -> None:
     assert core_demo.check_bind(bind)[1] in {8000, 80}
 
 
+def test_an_existing_demo_on_a_public_address_is_not_served_without_the_flag(
+    tmp_path: Path,
+) -> None:
+    # --bind places a new instance only: the folder keeps its own address
+    root = tmp_path / "demo"
+    made = run("demo", "--bind", "0.0.0.0:18952", "--public", "--path", str(root), "--no-serve")
+    assert made.exit_code == 0, made.output
+    again = run("demo", "--path", str(root), "--bind", "127.0.0.1:18952")
+    assert again.exit_code == 1
+    assert "instance.toml" in again.output and "--public" in again.output
+
+
 def test_public_serves_the_demo_on_any_address(tmp_path: Path) -> None:
     root = tmp_path / "demo"
     result = run("demo", "--bind", "0.0.0.0:18951", "--public", "--path", str(root), "--no-serve")

@@ -486,6 +486,40 @@ def test_a_record_handed_on_late_never_replaces_a_newer_one_waiting(buffer: Prog
     buffer._events.clear()
 
 
+def test_a_record_handed_on_late_never_hides_a_newer_one_being_written(
+    buffer: ProgressBuffer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def record(scroll: float, at: Any) -> ProgressRecord:
+        return ProgressRecord(
+            user_id=1,
+            item_id=1,
+            course_id=1,
+            status="in_progress",
+            score=None,
+            data={"scroll": scroll},
+            updated_at=at,
+        )
+
+    now = utcnow()
+    newer = record(0.5, now)
+    buffer.add(newer, {})
+    late = record(0.2, now - timedelta(seconds=1))
+
+    def write_fails_after_a_late_hand_on(*_args: Any) -> None:
+        # while the newer record is being written, an older one arrives
+        buffer.add_many([late], [])
+        assert buffer.get(1, 1) is newer
+        raise OperationalError("INSERT", {}, Exception("database is locked"))
+
+    monkeypatch.setattr(progress_buffer, "write", write_fails_after_a_late_hand_on)
+    with pytest.raises(OperationalError):
+        buffer.flush()
+    # the failed batch goes back; the older record never replaced it
+    assert buffer.get(1, 1) is newer and buffer._pending[(1, 1)] is newer
+    buffer._pending.clear()  # made-up ids: nothing to write
+    buffer._events.clear()
+
+
 def test_a_reader_without_the_lock_never_misses_a_record_not_yet_written(
     buffer: ProgressBuffer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
