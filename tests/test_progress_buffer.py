@@ -458,28 +458,30 @@ def test_a_large_batch_stores_every_value(
     assert {str(d) for _, d, _ in _stored(app)} == {str({"scroll": 1.0})}
 
 
+def _record(scroll: float, at: Any) -> ProgressRecord:
+    """A made-up learner's record on a made-up item (never written)."""
+    return ProgressRecord(
+        user_id=1,
+        item_id=1,
+        course_id=1,
+        status="in_progress",
+        score=None,
+        data={"scroll": scroll},
+        updated_at=at,
+    )
+
+
 def test_a_record_handed_on_late_never_replaces_a_newer_one_waiting(buffer: ProgressBuffer) -> None:
     # A batch's records reach the buffer when its request commits, which may
     # be after a single report on the same item was queued.
-    def record(scroll: float, at: Any) -> ProgressRecord:
-        return ProgressRecord(
-            user_id=1,
-            item_id=1,
-            course_id=1,
-            status="in_progress",
-            score=None,
-            data={"scroll": scroll},
-            updated_at=at,
-        )
-
     now = utcnow()
-    newer = record(0.5, now)
+    newer = _record(0.5, now)
     buffer.add(newer, {})
-    buffer.add_many([record(0.2, now - timedelta(seconds=1))], [])
+    buffer.add_many([_record(0.2, now - timedelta(seconds=1))], [])
     assert buffer.get(1, 1) is newer
-    buffer.add(record(0.1, now - timedelta(seconds=2)), {})
+    buffer.add(_record(0.1, now - timedelta(seconds=2)), {})
     assert buffer.get(1, 1) is newer
-    later = record(0.7, now + timedelta(seconds=1))
+    later = _record(0.7, now + timedelta(seconds=1))
     buffer.add_many([later], [])
     assert buffer.get(1, 1) is later
     buffer._pending.clear()  # made-up ids: nothing to write
@@ -489,21 +491,10 @@ def test_a_record_handed_on_late_never_replaces_a_newer_one_waiting(buffer: Prog
 def test_a_record_handed_on_late_never_hides_a_newer_one_being_written(
     buffer: ProgressBuffer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    def record(scroll: float, at: Any) -> ProgressRecord:
-        return ProgressRecord(
-            user_id=1,
-            item_id=1,
-            course_id=1,
-            status="in_progress",
-            score=None,
-            data={"scroll": scroll},
-            updated_at=at,
-        )
-
     now = utcnow()
-    newer = record(0.5, now)
+    newer = _record(0.5, now)
     buffer.add(newer, {})
-    late = record(0.2, now - timedelta(seconds=1))
+    late = _record(0.2, now - timedelta(seconds=1))
 
     def write_fails_after_a_late_hand_on(*_args: Any) -> None:
         # while the newer record is being written, an older one arrives
