@@ -452,6 +452,11 @@ def listen(database: Database, generations: Generations) -> None:
         event.listen(factory, "after_transaction_end", _after_transaction_end)
 
 
+#: The shared files of earlier layouts, removed at start-up (the progress
+#: table alone took 32 MiB).
+_OLD_RUN_FILES = ("generations", "progress-states")
+
+
 def init_app(
     app: Flask,
     database: Database,
@@ -467,6 +472,10 @@ def init_app(
         then relayed between machines on ``channel`` (see :mod:`core.generations`).
     """
     run = Path(instance_path) / "run"
+    for old in _OLD_RUN_FILES:
+        # an earlier release's layout (a process of it still running keeps its
+        # mapping; the names are never used again)
+        (run / old).unlink(missing_ok=True)
     generations = Generations(run / generations_file)
     relay = RedisRelay(redis_url, channel, generations) if redis_url else None
     epoch = slot_of(PROGRESS_EPOCH)

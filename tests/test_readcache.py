@@ -34,6 +34,7 @@ from core.models import Course as CourseRow
 from core.models import Enrolment
 from core.models import User
 from tests.conftest import Users
+from tests.conftest import base_config
 from tests.course_helpers import Person
 from tests.course_helpers import build_course
 from tests.course_helpers import call
@@ -111,6 +112,24 @@ def test_progress_counters_never_share_a_slot_with_other_keys() -> None:
     assert all(QUIET_SLOTS <= slot < SLOTS for slot in busy)
     assert all(0 <= slot < QUIET_SLOTS for slot in quiet)
     assert len(busy) > 4800  # still spread over their own part
+
+
+def test_the_shared_files_of_an_earlier_layout_are_removed(tmp_path: Path) -> None:
+    from core import create_app
+    from core.db import get_db
+
+    config = base_config(tmp_path, "sqlite")
+    run = tmp_path / "run"
+    run.mkdir()
+    for old in ("generations", "progress-states"):
+        (run / old).write_bytes(b"\0" * 64)
+    app = create_app(tmp_path, config)
+    try:
+        names = sorted(p.name for p in run.iterdir())
+        assert "generations" not in names and "progress-states" not in names
+        assert "generations-2" in names and "progress-states-2" in names
+    finally:
+        get_db(app).dispose()
 
 
 def test_memory_generations_without_a_file() -> None:
