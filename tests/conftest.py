@@ -33,22 +33,93 @@ BACKENDS = [
 ]
 
 
+SCHEMA_PREFIX = "trivium_test_"
+_made_schema: list[str] = []
+
+
+def _worker_schema() -> str:
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
+    # the pid keeps two test runs on one machine out of each other's tables
+    return f"{SCHEMA_PREFIX}{os.getpid()}_{worker}"
+
+
 def pg_worker_url() -> str:
     """PostgreSQL URL with a schema of this xdist worker's own on the search path.
 
-    Workers share one database; each truncates only its own schema's tables.
+    Workers share one database; each truncates only its own schema's tables,
+    and drops the schema when its session ends (:func:`pytest_sessionfinish`).
     """
     import sqlalchemy as sa
 
-    worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
-    # the pid keeps two test runs on one machine out of each other's tables
-    schema = f"trivium_test_{os.getpid()}_{worker}"
-    engine = sa.create_engine(PG_URL)
-    with engine.begin() as conn:
-        conn.execute(text(f'CREATE SCHEMA IF NOT EXISTS "{schema}"'))
-    engine.dispose()
+    schema = _worker_schema()
+    if not _made_schema:
+        engine = sa.create_engine(PG_URL)
+        with engine.begin() as conn:
+            conn.execute(text(f'CREATE SCHEMA IF NOT EXISTS "{schema}"'))
+        engine.dispose()
+        _made_schema.append(schema)
     sep = "&" if "?" in PG_URL else "?"
     return f"{PG_URL}{sep}options=-csearch_path%3D{schema}"
+
+
+def _drop_schemas(names: list[str]) -> None:
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(PG_URL)
+    try:
+        for name in names:
+            try:
+                with engine.begin() as conn:
+                    # a connection some test left open must not hang the run's end
+                    conn.execute(text("SET LOCAL lock_timeout = '5s'"))
+                    conn.execute(text(f'DROP SCHEMA IF EXISTS "{name}" CASCADE'))
+            except sa.exc.SQLAlchemyError as exc:
+                print(f"\ntest schema {name} left in place: {exc.__class__.__name__}")
+    finally:
+        engine.dispose()
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """Drop the test schemas of runs on this machine that ended without dropping theirs."""
+    if not PG_URL or os.environ.get("PYTEST_XDIST_WORKER"):
+        return  # the controller (or a plain run) cleans up, once
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(PG_URL)
+    try:
+        with engine.connect() as conn:
+            names = list(
+                conn.scalars(
+                    text("SELECT nspname FROM pg_namespace WHERE nspname LIKE :prefix"),
+                    {"prefix": SCHEMA_PREFIX + "%"},
+                )
+            )
+    except sa.exc.SQLAlchemyError:
+        return  # the PostgreSQL tests report it
+    finally:
+        engine.dispose()
+    gone = []
+    for name in names:
+        pid = name.removeprefix(SCHEMA_PREFIX).split("_", 1)[0]
+        if pid.isdigit() and not _alive(int(pid)):
+            gone.append(name)
+    _drop_schemas(gone)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Drop this process's test schema, if it made one."""
+    if PG_URL and _made_schema:
+        _drop_schemas([_worker_schema()])
 
 
 def base_config(tmp_path: Path, backend: str = "sqlite") -> dict[str, Any]:
