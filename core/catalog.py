@@ -9,8 +9,9 @@ knows nothing of peers: a source is an opaque key.
 Full text runs on SQLite's FTS5 (an external-content table kept in step by
 triggers) or PostgreSQL's full-text search (a weighted ``tsvector`` stored
 as a generated column, with a GIN index), with the same behaviour on both:
-every word of the query must match, the last one as a prefix (search as you type); the title
-weighs most, then summary, subject and institution, then the description.
+every word of the query must match, the last one as a prefix (search as you
+type); the title weighs most, then summary, subject and institution, then
+the description.
 On SQLite, a word held by many entries (as an unfinished last word of a
 few letters often is) only narrows the matches and does not rank them
 (:data:`RANKED_PREFIX_MATCHES`, :data:`RANKED_WORD_MATCHES`): they are
