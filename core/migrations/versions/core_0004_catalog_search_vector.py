@@ -6,6 +6,10 @@ broad prefix in a million entries, when the planner scans the newest rows
 first).  A generated, stored ``tsvector`` column holds it once per row; the
 index is on that column.  SQLite (FTS5) is unchanged.
 
+Adding the column rewrites the table under an exclusive lock: about a minute
+per million entries on the 2-core reference machine, during which catalog
+reads and syncs wait.  Run it when the index is large in a quiet hour.
+
 Revision ID: core_0004
 Revises: core_0003
 Create Date: 2026-11-21 21:30:00
