@@ -110,7 +110,7 @@ class _RandomPool(threading.local):
     the other request threads.  Reading a block at a time gives the same
     bytes at a fraction of the calls.  Each thread has a block of its own,
     so taking bytes needs no lock (a lock here made busy request threads
-    queue for it), and a forked child starts afresh (see :func:`random_bytes`),
+    queue for it), and a forked child starts afresh (:func:`_new_random_pool`),
     so no two processes ever hand out the same bytes.
     """
 

@@ -17,6 +17,7 @@ a new session (login) issues a new token, returned by the login response (see
 from __future__ import annotations
 
 from collections.abc import Callable
+from collections.abc import Mapping
 from typing import Any
 from typing import TypeVar
 
@@ -42,10 +43,15 @@ class CsrfFailed(BadRequest):
     type_slug = "csrf-failed"
 
 
+def bearer_token(environ: Mapping[str, Any]) -> str:
+    """The token of an ``Authorization: Bearer <token>`` header in ``environ``, else ``""``."""
+    scheme, _, value = environ.get("HTTP_AUTHORIZATION", "").partition(" ")
+    return value.strip() if scheme.lower() == "bearer" else ""
+
+
 def has_bearer_token() -> bool:
     """True if the request carries ``Authorization: Bearer <something>``."""
-    scheme, _, value = request.environ.get("HTTP_AUTHORIZATION", "").partition(" ")
-    return scheme.lower() == "bearer" and bool(value.strip())
+    return bool(bearer_token(request.environ))
 
 
 def csrf_token() -> str:

@@ -22,6 +22,8 @@ from flask.sessions import SecureCookieSessionInterface
 from flask.sessions import SessionMixin
 from itsdangerous import URLSafeTimedSerializer
 
+from core.auth.csrf import bearer_token
+
 
 class SessionCookies(SecureCookieSessionInterface):
     """Flask's cookie sessions, reusing the serializer while the keys are unchanged."""
@@ -42,8 +44,7 @@ class SessionCookies(SecureCookieSessionInterface):
 
     def open_session(self, app: Flask, request: Request) -> SecureCookieSession | None:
         """The request's session: an unsaved, empty one for a bearer-token request."""
-        scheme, _, value = request.environ.get("HTTP_AUTHORIZATION", "").partition(" ")
-        if scheme.lower() == "bearer" and value.strip():
+        if bearer_token(request.environ):
             return TokenRequestSession()
         return super().open_session(app, request)
 

@@ -42,6 +42,7 @@ from sqlalchemy.orm import Session
 
 from core import db
 from core import readcache
+from core.auth.csrf import bearer_token
 from core.cache import MemoryCache
 from core.cache import get_cache
 from core.db import detached
@@ -284,8 +285,7 @@ def forget_user_tokens(sess: Session, user_id: int) -> None:
 @hookimpl(trylast=True)
 def actor_from_request(request: Request) -> User | None:
     """Authenticate ``Authorization: Bearer <token>``."""
-    header = request.environ.get("HTTP_AUTHORIZATION", "")
-    scheme, _, value = header.partition(" ")
-    if scheme.lower() != "bearer" or not value:
+    token = bearer_token(request.environ)
+    if not token:
         return None
-    return user_for_token(db.session(), value.strip())
+    return user_for_token(db.session(), token)

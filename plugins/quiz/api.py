@@ -479,6 +479,17 @@ def _audit_question(
     )
 
 
+def _new_question(course: Course, data: dict[str, Any]) -> BankQuestion:
+    """A new, validated bank question of ``course`` (not added to any session).
+
+    :raise QuestionRejected: ``data`` does not validate.
+    """
+    row = BankQuestion(course_id=course.id)
+    row.public_id = db.new_public_id()
+    _set_question(row, _validated(data, row.public_id))
+    return row
+
+
 def add_question(
     sess: Session, course: Course, data: dict[str, Any], *, actor: User
 ) -> BankQuestion:
@@ -486,9 +497,7 @@ def add_question(
 
     :raise QuestionRejected: the question does not validate; nothing is added.
     """
-    row = BankQuestion(course_id=course.id)
-    row.public_id = db.new_public_id()
-    _set_question(row, _validated(data, row.public_id))
+    row = _new_question(course, data)
     sess.add(row)
     sess.flush()
     _audit_question(sess, actor, "create", row, course)
@@ -527,10 +536,7 @@ def import_questions(
         body = dump_question(question)
         if not body.get("category") and category:
             body["category"] = category
-        row = BankQuestion(course_id=course.id)
-        row.public_id = db.new_public_id()
-        _set_question(row, _validated(body, row.public_id))
-        rows.append(row)
+        rows.append(_new_question(course, body))
     sess.add_all(rows)
     audit(
         sess,
