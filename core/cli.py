@@ -625,7 +625,7 @@ def demo(
             raise click.BadParameter(str(exc), ctx=ctx, param_hint="'--bind'") from exc
     try:
         instance = demo_data.prepare(root, bind=bind or "127.0.0.1:8000")
-    except _startup_errors() as exc:
+    except _demo_errors() as exc:
         raise click.ClickException(str(exc)) from exc
     ctx.call_on_close(lambda: close_app(instance.app))
     if serve_it:
@@ -643,6 +643,13 @@ def demo(
         server.run(instance.app)
 
 
+def _demo_errors() -> tuple[type[Exception], ...]:
+    """What stops ``trivium demo`` with a message: a broken instance, or not a demo one."""
+    from core.demo import NotADemoInstance
+
+    return (*_startup_errors(), NotADemoInstance)
+
+
 def _demo_network(
     ctx: click.Context, count: int, root: Path, bind: str | None, public: bool, serve_it: bool
 ) -> None:
@@ -655,7 +662,7 @@ def _demo_network(
         )
     except demo_data.BadBindAddress as exc:
         raise click.BadParameter(str(exc), ctx=ctx, param_hint="'--bind'") from exc
-    except _startup_errors() as exc:
+    except _demo_errors() as exc:
         raise click.ClickException(str(exc)) from exc
     for instance in instances:
         ctx.call_on_close(lambda app=instance.app: close_app(app))

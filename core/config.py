@@ -38,6 +38,9 @@ class InstanceSection(_Section):
     base_url: str = "http://127.0.0.1:8000"
     secret_key: str = ""
     max_request_bytes: int = Field(default=1024 * 1024, ge=1024)
+    demo: bool = False
+    """Made by ``trivium demo``: only such an instance takes the demo's accounts,
+    whose password is published."""
 
 
 class DatabaseSection(_Section):
@@ -220,6 +223,11 @@ def load_settings(
     return settings
 
 
+DEMO_MARKER = """\
+# Made by `trivium demo`: every demo account's password is published.
+demo = true
+"""
+
 INSTANCE_TEMPLATE = """\
 # Trivium instance configuration. Any key can be overridden by an environment
 # variable TRIVIUM_<SECTION>_<KEY>, e.g. TRIVIUM_DATABASE_URL.
@@ -227,7 +235,7 @@ INSTANCE_TEMPLATE = """\
 [instance]
 name = {name!r}
 base_url = {base_url!r}
-
+{demo}
 [database]
 # Empty: SQLite in this folder. Scaled out: postgresql+psycopg://user@host/db
 url = ""
@@ -262,8 +270,12 @@ def write_instance(
     base_url: str,
     bind: str = "127.0.0.1:8000",
     force: bool = False,
+    demo: bool = False,
 ) -> Path:
     """Create an instance folder with ``instance.toml`` and ``secrets.toml`` (0600).
+
+    :param demo: mark it as a demo instance (``[instance] demo``), the only
+        kind :func:`core.demo.seed` adds its accounts to.
 
     :raise ConfigError: the folder already holds an instance and ``force`` is false.
     """
@@ -272,7 +284,8 @@ def write_instance(
     conf = root / "instance.toml"
     if conf.exists() and not force:
         raise ConfigError(f"{conf} exists; pass --force to overwrite")
-    conf.write_text(INSTANCE_TEMPLATE.format(name=name, base_url=base_url, bind=bind))
+    marker = DEMO_MARKER if demo else ""
+    conf.write_text(INSTANCE_TEMPLATE.format(name=name, base_url=base_url, bind=bind, demo=marker))
     secret_file = root / "secrets.toml"
     fd = os.open(secret_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as fh:

@@ -136,6 +136,10 @@ class PortInUse(Exception):
     """Something already listens where a demo instance is to be served."""
 
 
+class NotADemoInstance(Exception):
+    """The demo's accounts were to be added to an instance the demo did not make."""
+
+
 class ServerFailed(Exception):
     """A demo instance's server exited or did not answer in time."""
 
@@ -170,11 +174,12 @@ def prepare(
 
     :param bind: the address of a new instance (an existing one keeps its own).
     :param name: the name of a new instance.
+    :raise NotADemoInstance: ``path`` holds an instance the demo did not make (see :func:`seed`).
     """
     root = Path(path)
     created = False
     if not (root / "instance.toml").exists():
-        write_instance(root, name=name, base_url=f"http://{bind}", bind=bind)
+        write_instance(root, name=name, base_url=f"http://{bind}", bind=bind, demo=True)
         created = True
     app = create_app(root)
     schema.upgrade(app)
@@ -200,9 +205,13 @@ def logins() -> list[tuple[str, str]]:
 def seed(app: Flask) -> bool:
     """Add the demo users, course, enrolments and progress unless already there.
 
-    The course is listed in the instance's catalog.
+    The course is listed in the instance's catalog.  Only an instance the
+    demo made (``[instance] demo = true``) takes the data: every demo
+    account's password is published.
 
     :return: True if data was added.
+    :raise NotADemoInstance: the instance is not marked as a demo one, and
+        holds no demo data yet; nothing was added.
     """
     settings: Settings = app.extensions["trivium.settings"]
     host: PluginHost = app.extensions["trivium.plugins"]
@@ -210,6 +219,13 @@ def seed(app: Flask) -> bool:
     with app.app_context(), get_db(app).session() as sess:
         if sess.scalar(select(User.id).where(User.email == ADMIN)) is not None:
             return False
+        if not settings.instance.demo:
+            raise NotADemoInstance(
+                f"{settings.path} was not made by `trivium demo`, so the demo's accounts, "
+                "whose password is published, were not added to it. Run the demo on a "
+                "folder of its own (--path), or, to try it on a copy of this instance, "
+                "set demo = true in the [instance] section of the copy's instance.toml."
+            )
         hasher = password_hasher(settings.accounts.hash_profile)
         admin = _user(sess, hasher, ADMIN, "Demo Administrator", admin=True)
         instructor = _user(sess, hasher, INSTRUCTOR, "Ines Instructor", creator=True)
@@ -385,6 +401,7 @@ def prepare_network(
     :raise ValueError: ``count`` is not between :data:`MIN_PEERS` and :data:`MAX_PEERS`.
     :param public: allow ``bind`` on a host that is not a loopback address.
     :raise BadBindAddress: checked before any folder is written.
+    :raise NotADemoInstance: a folder holds an instance the demo did not make.
     """
     if not MIN_PEERS <= count <= MAX_PEERS:
         raise ValueError(f"a demo network has {MIN_PEERS} to {MAX_PEERS} instances, not {count}")

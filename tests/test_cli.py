@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import stat
+import tomllib
 from collections.abc import Iterator
 from importlib import metadata
 from pathlib import Path
@@ -298,3 +299,46 @@ def test_demo_creates_its_data_once(tmp_path: Path) -> None:
     assert course.status == "published" and course.published_at is not None
     assert {i.type for i in items} == {"page"}
     assert items[0].config["body"].startswith("<h2>Welcome</h2>")
+
+
+def test_a_new_demo_instance_is_marked_as_one(tmp_path: Path) -> None:
+    path = tmp_path / "demo"
+
+    assert run("demo", "--path", str(path), "--no-serve").exit_code == 0
+
+    assert tomllib.loads((path / "instance.toml").read_text())["instance"]["demo"] is True
+
+
+@pytest.mark.parametrize("peers", [None, "2"])
+def test_the_demo_adds_no_accounts_to_an_instance_it_did_not_make(
+    tmp_path: Path, peers: str | None
+) -> None:
+    """Its accounts share a published password: an operator's instance keeps out of it."""
+    root = tmp_path / "demo-network" if peers else tmp_path / "uni"
+    path = root / "north" if peers else root
+    assert run("init", str(path), "--name", "One U").exit_code == 0
+    assert run("--instance", str(path), "db", "upgrade").exit_code == 0
+    before = {m.__name__: count(path, m) for m in (User, Course, Enrolment, Progress)}
+    toml_before = (path / "instance.toml").read_text()
+
+    args = ["--peers", peers, "--path", str(root)] if peers else ["--path", str(path)]
+    result = run("demo", *args, "--no-serve")
+
+    assert result.exit_code == 1, result.output
+    assert "was not made by `trivium demo`" in result.output
+    assert "demo-password-123" not in result.output
+    assert {m.__name__: count(path, m) for m in (User, Course, Enrolment, Progress)} == before
+    assert (path / "instance.toml").read_text() == toml_before
+
+
+def test_the_demo_runs_on_an_instance_marked_as_one(tmp_path: Path) -> None:
+    path = tmp_path / "copy"
+    assert run("init", str(path), "--name", "Copy U").exit_code == 0
+    text = (path / "instance.toml").read_text()
+    (path / "instance.toml").write_text(text.replace("[instance]\n", "[instance]\ndemo = true\n"))
+
+    result = run("--instance", str(path), "demo", "--no-serve")
+
+    assert result.exit_code == 0, result.output
+    assert "Added the sample data." in result.output
+    assert count(path, User) == 5

@@ -234,7 +234,7 @@ def demo_apps(tmp_path: Path, **plugins: object) -> list[DemoInstance]:
         path.mkdir()
         url = f"http://127.0.0.1:{18911 + n}"
         config = base_config(path)
-        config["instance"] = {"name": name, "base_url": url}
+        config["instance"] = {"name": name, "base_url": url, "demo": True}
         config["plugins"] = {"enabled": ONLY_TEST_PLUGINS.split(",")}
         app = create_app(path, config, extra_plugins=plugins)
         schema.upgrade(app)

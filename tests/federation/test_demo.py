@@ -34,8 +34,10 @@ PATIENT = {"read_timeout": 2.0, "request_deadline": 5.0}
 
 def demo_instance(instance: Instance) -> DemoInstance:
     """``instance`` with core's demo data, as ``trivium demo --peers N`` hands it to plugins."""
+    settings = instance.app.extensions["trivium.settings"]
+    settings.instance.demo = True  # as the demo marks the instances it makes
     seeded = core_demo.seed(instance.app)
-    name = instance.app.extensions["trivium.settings"].instance.name
+    name = settings.instance.name
     return DemoInstance(
         app=instance.app,
         path=instance.path,
