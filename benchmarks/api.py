@@ -13,7 +13,14 @@ A last run posts ``--batch`` heartbeats per request (``POST /me/progress``, a
 player catching up) and prints the heartbeats ingested per second (DESIGN.md:
 >= 5,000/s); it is not one of the ratio's endpoints.
 
+With ``--probe``, two more rows load diagnostic routes (``probe_app.py``:
+Trivium's app served the same way) with the progress request: one that
+answers at once, one that only authenticates the token.  Between the bare
+endpoint, those two and "record progress" lie the costs of Trivium's
+middleware, of authentication and of the report itself.
+
 Usage: ./dev bench api [--seconds 10] [--learners 500] [--workers 2] [--threads 8] [--batch 20]
+       [--probe]
 """
 
 from __future__ import annotations
@@ -25,6 +32,8 @@ import tempfile
 from pathlib import Path
 
 from common import ROOT
+from common import Server
+from common import free_port
 from common import new_instance
 from common import per_worker
 from common import run_wrk
@@ -104,6 +113,28 @@ def seed(instance: Path, learners: int) -> Path:
     return data
 
 
+def serve_probe(
+    instance: Path, *, workers: int, threads: int, connections: int
+) -> tuple[Server, int]:
+    """Start ``probe_app.py`` on a free port, shaped like :func:`common.serve_instance`."""
+    port = free_port()
+    server = Server(
+        [
+            sys.executable,
+            str(Path(__file__).parent / "probe_app.py"),
+            str(instance),
+            f"127.0.0.1:{port}",
+            str(workers),
+            str(threads),
+        ],
+        env={
+            "TRIVIUM_LOG_LEVEL": "WARNING",
+            "TRIVIUM_SERVER_WORKER_CONNECTIONS": str(per_worker(connections, workers)),
+        },
+    )
+    return server, port
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=int, default=10)
@@ -112,6 +143,9 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=8)
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--batch", type=int, default=20, help="reports per batch request")
+    parser.add_argument(
+        "--probe", action="store_true", help="also load the diagnostic routes of probe_app.py"
+    )
     args = parser.parse_args()
     shape = {"workers": args.workers, "threads": args.threads, "connections": args.connections}
     batch = str(args.batch)
@@ -171,6 +205,31 @@ def main() -> None:
                 script_env={"BENCH_DATA": str(data), "BENCH_MODE": "batch", "BENCH_BATCH": batch},
                 server=server,
             )
+            probes = []
+            if args.probe:
+                probe_server, probe_port = serve_probe(instance, **shape)
+                try:
+                    wait_ready(f"http://127.0.0.1:{probe_port}/healthz")
+                    probe_base = f"http://127.0.0.1:{probe_port}"
+                    for mode, label in (
+                        ("probe-stack", "PUT probe: stack only"),
+                        ("probe-auth", "PUT probe: + token auth"),
+                    ):
+                        env = {"BENCH_DATA": str(data), "BENCH_MODE": mode}
+                        run_wrk("warm", probe_base, seconds=2, script=script, script_env=env)
+                        probes.append(
+                            run_wrk(
+                                label,
+                                probe_base,
+                                seconds=args.seconds,
+                                connections=args.connections,
+                                script=script,
+                                script_env=env,
+                                server=probe_server,
+                            )
+                        )
+                finally:
+                    probe_server.stop()
         finally:
             stop_all()
 
@@ -189,7 +248,11 @@ def main() -> None:
         batched.line()
         + f"  = {batched.requests_per_s * args.batch:,.0f} heartbeats/s (target >= 5,000)"
     )
-    bad = [r for r in [*results, batched] if r.non_2xx or r.errors]
+    for r in probes:
+        cpu_ratio = bare.server_cpu_us / r.server_cpu_us if r.server_cpu_us else 0.0
+        ratio = r.requests_per_s / bare.requests_per_s
+        print(r.line() + f"  ratio {ratio:.2f} (CPU {cpu_ratio:.2f})")
+    bad = [r for r in [*results, batched, *probes] if r.non_2xx or r.errors]
     if bad:
         print("WARNING: failed requests in: " + ", ".join(r.name for r in bad))
     worst = min(results[1:], key=lambda r: r.requests_per_s)

@@ -1,6 +1,7 @@
 -- wrk script: each request picks the next learner's token and item.
 -- BENCH_DATA: file of "token item_id" lines; BENCH_MODE: courses | item | progress | batch
 -- (batch: BENCH_BATCH reports on the item in one POST /me/progress, as a player catching up)
+-- | probe-stack | probe-auth (probe_app.py's routes, sent the progress request)
 local mode = os.getenv("BENCH_MODE")
 local rows = {}
 for line in io.lines(os.getenv("BENCH_DATA")) do
@@ -30,6 +31,9 @@ request = function()
   else
     headers["Content-Type"] = "application/json"
     local body = '{"status": "in_progress", "data": {"scroll": ' .. (counter % 100) / 100 .. '}}'
+    if mode:sub(1, 6) == "probe-" then
+      return wrk.format("PUT", "/probe/" .. mode:sub(7) .. "/" .. row.item, headers, body)
+    end
     return wrk.format("PUT", "/api/v1/items/" .. row.item .. "/progress", headers, body)
   end
 end
