@@ -19,9 +19,9 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from core import create_app  # noqa: E402
-from core import serve  # noqa: E402
-from core.auth import require_user  # noqa: E402
+from core import create_app
+from core import serve
+from core.auth import require_user
 
 #: The shape and size of a progress report's answer.
 ANSWER: dict[str, Any] = {
