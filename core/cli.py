@@ -11,6 +11,7 @@ import logging
 import multiprocessing
 import os
 import signal
+import smtplib
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -422,6 +423,88 @@ def jobs_purge(ctx: click.Context, days: int) -> None:
 
     count = get_jobs(_state(ctx).app()).purge(timedelta(days=days))
     click.echo(f"Deleted {count} done jobs.")
+
+
+# ---------------------------------------------------------------- mail
+
+
+@cli.group()
+def mail() -> None:
+    """Mail: the outbox, and a test of the SMTP settings ([mail] url)."""
+
+
+@mail.command("outbox")
+@click.option("--limit", default=20, show_default=True, type=click.IntRange(1, 10_000))
+@click.option("--unsent", is_flag=True, help="Only mail no SMTP server has accepted yet.")
+@click.pass_context
+def mail_outbox(ctx: click.Context, limit: int, unsent: bool) -> None:
+    """List the newest mail in the outbox (read one with `mail show ID`)."""
+    from core.db import get_db
+    from core.models import OutboxMail
+
+    query = select(OutboxMail).order_by(OutboxMail.id.desc()).limit(limit)
+    if unsent:
+        query = query.where(OutboxMail.sent_at.is_(None))
+    with get_db(_state(ctx).app()).session() as sess:
+        rows = [
+            (
+                str(m.id),
+                m.created_at.strftime("%Y-%m-%d %H:%M:%S"),
+                m.sent_at.strftime("%Y-%m-%d %H:%M:%S") if m.sent_at else "-",
+                m.to,
+                m.subject[:60],
+            )
+            for m in sess.scalars(query)
+        ]
+    if not rows:
+        click.echo("No mail.")
+        return
+    _table(("id", "written (UTC)", "sent (UTC)", "to", "subject"), rows)
+
+
+@mail.command("show")
+@click.argument("mail_id", type=int)
+@click.pass_context
+def mail_show(ctx: click.Context, mail_id: int) -> None:
+    """Print the outbox mail MAIL_ID (it may hold a password-reset link)."""
+    from core.db import get_db
+    from core.models import OutboxMail
+
+    with get_db(_state(ctx).app()).session() as sess:
+        found = sess.get(OutboxMail, mail_id)
+        if found is None:
+            raise click.ClickException(f"no mail {mail_id} in the outbox")
+        sent = found.sent_at.strftime("%Y-%m-%d %H:%M:%S UTC") if found.sent_at else "not sent"
+        click.echo(f"To: {found.to}\nSubject: {found.subject}\nSent: {sent}\n\n{found.body}")
+
+
+@mail.command("test")
+@click.argument("address")
+@click.pass_context
+def mail_test(ctx: click.Context, address: str) -> None:
+    """Send a test mail to ADDRESS through [mail] url now, and say what the server did."""
+    from core import smtp
+
+    app = _state(ctx).app()
+    conf = app.extensions["trivium.settings"]
+    if not conf.mail.url:
+        raise click.ClickException(
+            "[mail] url is empty: mail goes to the outbox only (trivium mail outbox)"
+        )
+    server = smtp.parse_url(conf.mail.url)
+    sender = conf.mail.sender or smtp.default_sender(conf.instance.name, conf.instance.base_url)
+    try:
+        message = smtp.build_message(
+            sender,
+            address,
+            f"Test mail from {conf.instance.name}",
+            f"This is a test of the mail settings of {conf.instance.name} "
+            f"({conf.instance.base_url}).\n",
+        )
+        smtp.send(server, message, timeout=conf.mail.timeout_seconds, ca_file=conf.mail.ca_file)
+    except (smtp.MailRefused, smtplib.SMTPException, OSError) as exc:
+        raise click.ClickException(f"not sent through {server.describe()}: {exc}") from exc
+    click.echo(f"Sent a test mail from {sender} to {address} through {server.describe()}.")
 
 
 # ---------------------------------------------------------------- catalog

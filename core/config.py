@@ -113,6 +113,22 @@ class ServerSection(_Section):
     address and scheme (``X-Forwarded-For``/``-Proto``); 0 trusts none."""
 
 
+class MailSection(_Section):
+    url: str = ""
+    """Where mail goes.  Empty: to the ``outbox_mail`` table and the log, where
+    an embedded instance's operator reads it (``trivium mail outbox``).  An
+    SMTP URL (``smtp+starttls://user:password@host:587``, ``smtps://…:465``,
+    or ``smtp://127.0.0.1:25`` for a relay on this machine; see
+    :mod:`core.smtp`): also delivered by a background job.  A URL with a
+    password belongs in ``secrets.toml``."""
+    sender: str = ""
+    """The From address; empty: ``"<instance name>" <noreply@<base URL host>>``."""
+    timeout_seconds: int = Field(default=10, ge=1, le=300)
+    ca_file: str = ""
+    """PEM file of the authorities that sign the SMTP server's certificate
+    (empty: the system's)."""
+
+
 class PluginsSection(BaseModel):
     """``[plugins]``: ``enabled`` (allow-list, empty = all) and ``disabled``;
     every other key is a per-plugin table, ``[plugins.<name>]``."""
@@ -138,6 +154,7 @@ class Settings(_Section):
     accounts: AccountsSection = AccountsSection()
     progress: ProgressSection = ProgressSection()
     server: ServerSection = ServerSection()
+    mail: MailSection = MailSection()
     plugins: PluginsSection = PluginsSection()
     path: str = ""
     """The instance folder (data, keys, media live below it)."""
@@ -211,6 +228,7 @@ def load_settings(
         raise ConfigError(f"invalid configuration: {exc}") from exc
     if not settings.path:
         raise ConfigError("no instance folder: pass one or set TRIVIUM_INSTANCE_PATH")
+    _check_mail_url(settings)
     if not settings.database.url:
         db_file = Path(settings.path) / "trivium.db"
         settings.database.url = f"sqlite:///{db_file}"
@@ -221,6 +239,19 @@ def load_settings(
             )
         settings.instance.secret_key = secrets.token_urlsafe(32)
     return settings
+
+
+def _check_mail_url(settings: Settings) -> None:
+    # Here rather than in a validator: a validation error would quote the URL,
+    # password and all, into the log.
+    if settings.mail.url:
+        from core.smtp import MailUrlInvalid
+        from core.smtp import parse_url
+
+        try:
+            parse_url(settings.mail.url)
+        except MailUrlInvalid as exc:
+            raise ConfigError(f"invalid configuration: [mail] {exc}") from None
 
 
 DEMO_MARKER = """\

@@ -225,7 +225,10 @@ def send_mail(to: str, subject: str, body: str) -> bool | None:
 
     Called each time core sends mail.  The first implementation returning
     True has delivered it.  Core's default (``trylast``) writes it to the
-    ``outbox_mail`` table and the log, which is what an embedded instance uses.
+    ``outbox_mail`` table and the log, which is what an embedded instance uses,
+    and with ``[mail] url`` set queues its SMTP delivery in the same
+    transaction (the ``core.deliver_mail`` job).  Called in the caller's
+    transaction, often a request's: queue slow work rather than calling out.
 
     :param to: the recipient address.
     :param subject: the subject line.

@@ -124,7 +124,8 @@ class Invitation(Base):
 
 
 class OutboxMail(Base):
-    """Mail written by the embedded mail sender (and kept as a record by others)."""
+    """Mail written by core's mail sender: the outbox, and with ``[mail] url`` the
+    queue of the SMTP delivery job (``sent_at``: when the server accepted it)."""
 
     __tablename__ = "outbox_mail"
 

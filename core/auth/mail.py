@@ -1,9 +1,13 @@
 """Sending mail through the ``send_mail`` hook, and core's default sender.
 
 Core's default (``trylast``, registered as ``core.mail``) writes each mail to
-the ``outbox_mail`` table in the caller's transaction and logs it: an embedded
-instance's operator reads the outbox, and a mail plugin that really delivers
-overrides it by returning True first.
+the ``outbox_mail`` table in the caller's transaction and logs it.  Without
+``[mail] url`` that is all: an embedded instance's operator reads the outbox
+(``trivium mail outbox``).  With an SMTP URL the same transaction also queues
+a ``core.deliver_mail`` job, which sends it (:mod:`core.smtp`) and marks it
+sent, so a refused request sends nothing and a slow or unreachable mail
+server never holds up a request.  A mail plugin that delivers otherwise
+overrides all this by returning True first.
 """
 
 from __future__ import annotations
@@ -42,6 +46,19 @@ def write_to_outbox(to: str, subject: str, body: str) -> bool:
 
     The row joins the request's transaction, so a refused request leaves no mail.
     """
-    db.session().add(OutboxMail(to=to, subject=subject[:300], body=body))
-    log.info("mail to=%s subject=%r", to, subject)
+    sess = db.session()
+    mail = OutboxMail(to=to, subject=subject[:300], body=body)
+    sess.add(mail)
+    if current_app.extensions["trivium.settings"].mail.url:
+        from core.tasks import get_jobs
+
+        sess.flush()
+        get_jobs().enqueue_on_commit(sess, DELIVER_ACTOR, (mail.id,))
+        log.info("mail to=%s subject=%r status=queued id=%s", to, subject, mail.id)
+    else:
+        log.info("mail to=%s subject=%r status=outbox", to, subject)
     return True
+
+
+#: The job that sends one outbox mail by SMTP (:func:`core.tasks.builtin.deliver_mail`).
+DELIVER_ACTOR = "core.deliver_mail"

@@ -9,6 +9,7 @@ from sqlalchemy import select
 
 from core.db import session
 from core.plugins import PluginHost
+from core.smtp import MailRefused
 from core.tasks.spec import actor
 
 log = logging.getLogger(__name__)
@@ -35,6 +36,41 @@ def send_mail(to: str, subject: str, body: str) -> None:
     # in outbox_mail); the job's transaction is theirs to keep.
     session().commit()
     log.info("job=core.send_mail status=sent")
+
+
+@actor("core.deliver_mail", queue="mail", max_retries=8, throws=(MailRefused,))
+def deliver_mail(outbox_id: int) -> None:
+    """Send one ``outbox_mail`` row by SMTP (``[mail] url``) and mark it sent.
+
+    Queued by core's default mail sender in the transaction that wrote the
+    row.  An unreachable server or a temporary refusal is tried again with
+    backoff (about an hour over eight tries); a permanent refusal fails the
+    job at once, with the server's answer as its error.  At least once: a
+    worker that dies between the server's acceptance and the commit sends
+    the mail again.
+
+    :raise MailRefused: the server refused it for good.
+    """
+    from core import smtp
+    from core.db import utcnow
+    from core.models import OutboxMail
+
+    sess = session()
+    mail = sess.get(OutboxMail, outbox_id)
+    if mail is None or mail.sent_at is not None:
+        log.info("job=core.deliver_mail id=%s status=nothing_to_send", outbox_id)
+        return
+    conf = current_app.extensions["trivium.settings"]
+    if not conf.mail.url:
+        log.warning("job=core.deliver_mail id=%s status=kept mail_url=empty", outbox_id)
+        return  # the setting was removed meanwhile: the mail stays in the outbox
+    server = smtp.parse_url(conf.mail.url)
+    sender = conf.mail.sender or smtp.default_sender(conf.instance.name, conf.instance.base_url)
+    message = smtp.build_message(sender, mail.to, mail.subject, mail.body)
+    smtp.send(server, message, timeout=conf.mail.timeout_seconds, ca_file=conf.mail.ca_file)
+    mail.sent_at = utcnow()
+    sess.commit()
+    log.info("job=core.deliver_mail id=%s status=sent server=%s", outbox_id, server.describe())
 
 
 @actor("core.complete_where_due", max_retries=5)

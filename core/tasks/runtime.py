@@ -472,9 +472,10 @@ def core_actors() -> list[ActorSpec]:
     """Core's own jobs."""
     from core.tasks.builtin import announce_completion
     from core.tasks.builtin import complete_where_due
+    from core.tasks.builtin import deliver_mail
     from core.tasks.builtin import send_mail
 
-    return [send_mail, complete_where_due, announce_completion]
+    return [send_mail, deliver_mail, complete_where_due, announce_completion]
 
 
 def collect_specs(host: PluginHost) -> list[tuple[str, ActorSpec]]:

@@ -37,6 +37,8 @@ class ActorSpec:
     :ivar time_limit_ms: the run is interrupted after this long; ``None`` uses
         the default (10 minutes).
     :ivar priority: lower runs first among messages a worker has fetched.
+    :ivar throws: exceptions that fail the job at once, without retries:
+        what no second run can mend (a mail server refusing the address).
     """
 
     fn: Callable[..., Any]
@@ -45,6 +47,7 @@ class ActorSpec:
     max_retries: int | None = None
     time_limit_ms: int | None = None
     priority: int = 0
+    throws: tuple[type[Exception], ...] = ()
 
     def __post_init__(self) -> None:
         if not self.name or self.name != self.name.strip():
@@ -65,6 +68,8 @@ class ActorSpec:
             options["max_retries"] = self.max_retries
         if self.time_limit_ms is not None:
             options["time_limit"] = self.time_limit_ms
+        if self.throws:
+            options["throws"] = self.throws
         return options
 
     def send(self, *args: Any, **kwargs: Any) -> Message[Any]:
@@ -97,6 +102,7 @@ def actor(
     max_retries: int | None = None,
     time_limit_ms: int | None = None,
     priority: int = 0,
+    throws: tuple[type[Exception], ...] = (),
 ) -> Callable[[Callable[..., Any]], ActorSpec]:
     """Turn a plain function into an :class:`ActorSpec`.
 
@@ -121,6 +127,7 @@ def actor(
             max_retries=max_retries,
             time_limit_ms=time_limit_ms,
             priority=priority,
+            throws=throws,
         )
 
     return decorate

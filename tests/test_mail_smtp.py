@@ -1,0 +1,519 @@
+"""Mail delivered by SMTP (``[mail] url``), against a real SMTP server on loopback.
+
+The server is aiosmtpd: plain, STARTTLS with login, or TLS from the start,
+with a certificate from a throwaway authority.  Mail is written to the
+outbox in the request and sent by the ``core.deliver_mail`` job.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import ipaddress
+import socket
+import ssl
+import time
+from collections.abc import Iterator
+from email import message_from_bytes
+from email.message import Message
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import AuthResult
+from aiosmtpd.smtp import LoginPassword
+from click.testing import CliRunner
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+from flask import Flask
+from sqlalchemy import select
+
+from core import create_app
+from core import smtp
+from core.cli import cli
+from core.config import ConfigError
+from core.db import get_db
+from core.models import Job
+from core.models import OutboxMail
+from core.tasks import get_jobs
+from tests.auth_helpers import PASSWORD
+from tests.auth_helpers import Api
+from tests.auth_helpers import outbox
+from tests.conftest import Users
+from tests.conftest import base_config
+from tests.conftest import reset_schema
+
+EMAIL = "ada@example.org"
+LOGIN = ("trivium", "s3cret pass/:@")
+LOGIN_IN_URL = "trivium:s3cret%20pass%2F%3A%40"
+
+
+# ---------------------------------------------------------------- the server
+
+
+class Inbox:
+    """An aiosmtpd handler that keeps what it accepts and refuses some domains."""
+
+    def __init__(self) -> None:
+        self.messages: list[tuple[str, list[str], Message]] = []
+        self.logins: list[str] = []
+
+    async def handle_RCPT(
+        self, server: Any, session: Any, envelope: Any, address: str, options: list[str]
+    ) -> str:
+        if address.endswith("@refused.example"):
+            return "550 5.1.1 no such mailbox"
+        if address.endswith("@later.example"):
+            return "451 4.3.0 try again later"
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        self.messages.append(
+            (envelope.mail_from, list(envelope.rcpt_tos), message_from_bytes(envelope.content))
+        )
+        return "250 Message accepted"
+
+    def authenticate(
+        self, server: Any, session: Any, envelope: Any, mechanism: str, data: Any
+    ) -> AuthResult:
+        ok = (
+            isinstance(data, LoginPassword)
+            and (
+                data.login.decode(),
+                data.password.decode(),
+            )
+            == LOGIN
+        )
+        if ok:
+            self.logins.append(data.login.decode())
+        return AuthResult(success=ok, handled=False)
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def authority(folder: Path) -> tuple[Path, ssl.SSLContext]:
+    """A throwaway certificate authority's PEM, and a server context it signed for 127.0.0.1."""
+    now = dt.datetime.now(dt.UTC)
+
+    def name(common: str) -> x509.Name:
+        return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common)])
+
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca = (
+        x509.CertificateBuilder()
+        .subject_name(name("Test mail CA"))
+        .issuer_name(name("Test mail CA"))
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=True,
+                crl_sign=True,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .add_extension(
+            x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name("127.0.0.1"))
+        .issuer_name(ca.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()),
+            critical=False,
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
+    ca_file = folder / "mail-ca.pem"
+    ca_file.write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    cert_file, key_file = folder / "mail-cert.pem", folder / "mail-key.pem"
+    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert_file, key_file)
+    return ca_file, context
+
+
+class MailServer:
+    """A running SMTP server on 127.0.0.1 and the URL to reach it."""
+
+    def __init__(self, mode: str, folder: Path) -> None:
+        self.inbox = Inbox()
+        self.port = free_port()
+        self.ca_file, context = authority(folder)
+        options: dict[str, Any] = {}
+        if mode == "starttls":
+            options = {
+                "tls_context": context,
+                "require_starttls": True,
+                "authenticator": self.inbox.authenticate,
+                "auth_required": True,
+            }
+            self.url = f"smtp+starttls://{LOGIN_IN_URL}@127.0.0.1:{self.port}"
+        elif mode == "tls":
+            options = {"ssl_context": context}
+            self.url = f"smtps://127.0.0.1:{self.port}"
+        else:
+            self.url = f"smtp://127.0.0.1:{self.port}"
+        self.controller = Controller(self.inbox, hostname="127.0.0.1", port=self.port, **options)
+        if mode == "tls":
+            # the controller's own readiness probe connects by TLS without
+            # verifying; it only needs to reach the port
+            self.controller.ssl_context = context
+        self.controller.start()
+
+    def stop(self) -> None:
+        self.controller.stop()
+
+
+@pytest.fixture
+def starttls_server(tmp_path: Path) -> Iterator[MailServer]:
+    server = MailServer("starttls", tmp_path)
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def plain_server(tmp_path: Path) -> Iterator[MailServer]:
+    server = MailServer("plain", tmp_path)
+    yield server
+    server.stop()
+
+
+# ---------------------------------------------------------------- helpers
+
+
+def mail_app(config: dict[str, Any], **mail: Any) -> Flask:
+    app = create_app(config["path"], {**config, "mail": mail})
+    reset_schema(app)
+    return app
+
+
+def deliver_jobs(app: Flask, *, until: tuple[str, ...] = ("done", "failed")) -> list[Job]:
+    """Run the worker until every ``core.deliver_mail`` job has run at least once.
+
+    A job retried later counts once it has failed an attempt (``attempts``
+    > 0 and back to ``queued``): the test does not wait for the backoff.
+    """
+    jobs = get_jobs(app)
+    jobs.start_worker()
+    rows: list[Job] = []
+    try:
+        for _ in range(400):  # bounded: 20 s at most
+            with get_db(app).session() as sess:
+                rows = list(
+                    sess.scalars(
+                        select(Job).where(Job.actor == "core.deliver_mail").order_by(Job.id)
+                    )
+                )
+                sess.expunge_all()
+            if rows and all(
+                j.state in until or (j.state == "queued" and j.attempts > 0 and j.error)
+                for j in rows
+            ):
+                return rows
+            time.sleep(0.05)
+        raise AssertionError(f"delivery jobs never ran: {[(j.state, j.error) for j in rows]}")
+    finally:
+        jobs.stop_worker()
+
+
+def delivery_jobs(app: Flask) -> list[Job]:
+    with get_db(app).session() as sess:
+        rows = list(sess.scalars(select(Job).where(Job.actor == "core.deliver_mail")))
+        sess.expunge_all()
+    return rows
+
+
+def request_reset(app: Flask, users: Users, email: str = EMAIL) -> None:
+    users.create(email, password=PASSWORD)
+    resp = Api(app.test_client()).post("/auth/password-reset", {"email": email})
+    assert resp.status_code == 202
+
+
+@pytest.fixture
+def starttls_app(
+    config: dict[str, Any], starttls_server: MailServer
+) -> Iterator[tuple[Flask, MailServer]]:
+    app = mail_app(config, url=starttls_server.url, ca_file=str(starttls_server.ca_file))
+    yield app, starttls_server
+    get_db(app).dispose()
+
+
+# ---------------------------------------------------------------- delivery
+
+
+def test_a_reset_mail_is_sent_by_a_job_after_the_request(
+    starttls_app: tuple[Flask, MailServer],
+) -> None:
+    app, server = starttls_app
+    users = Users(app)
+
+    request_reset(app, users)
+
+    # the request wrote the outbox row and queued its delivery, nothing more
+    assert server.inbox.messages == []
+    [mail] = outbox(app)
+    assert mail.sent_at is None
+    [job] = delivery_jobs(app)
+    assert job.state == "queued"
+
+    [job] = deliver_jobs(app)
+
+    assert job.state == "done", job.error
+    [(mail_from, rcpt, message)] = server.inbox.messages
+    assert mail_from == "noreply@testserver" and rcpt == [EMAIL]
+    assert message["From"] == "Test U <noreply@testserver>"
+    assert message["To"] == EMAIL
+    assert message["Subject"] == "Reset your Test U password"
+    assert message["Auto-Submitted"] == "auto-generated"
+    assert message["Message-ID"].endswith("@testserver>")
+    assert "token=" in message.get_payload(decode=True).decode()
+    assert server.inbox.logins == ["trivium"]
+    [mail] = outbox(app)
+    assert mail.sent_at is not None
+
+
+def test_the_sender_comes_from_the_settings(
+    config: dict[str, Any], plain_server: MailServer
+) -> None:
+    app = mail_app(config, url=plain_server.url, sender="Learning <lms@uni.example>")
+    try:
+        request_reset(app, Users(app))
+        [job] = deliver_jobs(app)
+    finally:
+        get_db(app).dispose()
+    assert job.state == "done", job.error
+    [(mail_from, _, message)] = plain_server.inbox.messages
+    assert mail_from == "lms@uni.example"
+    assert message["From"] == "Learning <lms@uni.example>"
+    assert message["Message-ID"].endswith("@uni.example>")
+
+
+def test_a_server_whose_certificate_is_not_trusted_gets_nothing(
+    config: dict[str, Any], starttls_server: MailServer
+) -> None:
+    app = mail_app(config, url=starttls_server.url)  # no ca_file: the system's authorities
+    try:
+        request_reset(app, Users(app))
+        [job] = deliver_jobs(app)
+        [mail] = outbox(app)
+    finally:
+        get_db(app).dispose()
+    assert job.state == "queued" and job.attempts == 1  # tried again later
+    assert "CERTIFICATE_VERIFY_FAILED" in job.error
+    assert starttls_server.inbox.messages == [] and starttls_server.inbox.logins == []
+    assert mail.sent_at is None
+
+
+def test_a_permanent_refusal_fails_the_job_at_once(
+    config: dict[str, Any], plain_server: MailServer
+) -> None:
+    app = mail_app(config, url=plain_server.url)
+    try:
+        request_reset(app, Users(app), "ada@refused.example")
+        [job] = deliver_jobs(app)
+        [mail] = outbox(app)
+    finally:
+        get_db(app).dispose()
+    assert job.state == "failed" and job.attempts == 1
+    assert "550" in job.error and "MailRefused" in job.error
+    assert plain_server.inbox.messages == []
+    assert mail.sent_at is None
+
+
+def test_a_temporary_refusal_is_tried_again(
+    config: dict[str, Any], plain_server: MailServer
+) -> None:
+    app = mail_app(config, url=plain_server.url)
+    try:
+        request_reset(app, Users(app), "ada@later.example")
+        [job] = deliver_jobs(app)
+    finally:
+        get_db(app).dispose()
+    assert job.state == "queued" and job.attempts == 1
+    assert "451" in job.error
+    assert plain_server.inbox.messages == []
+
+
+def test_an_unreachable_server_does_not_touch_the_request(config: dict[str, Any]) -> None:
+    app = mail_app(config, url=f"smtp://127.0.0.1:{free_port()}")  # nobody listens
+    try:
+        users = Users(app)
+        request_reset(app, users)  # 202 all the same
+        [mail] = outbox(app)
+        [job] = deliver_jobs(app)
+        [still] = outbox(app)
+    finally:
+        get_db(app).dispose()
+    assert mail.to == EMAIL and still.sent_at is None
+    assert job.state == "queued" and job.attempts == 1
+    assert "Connection refused" in job.error or "ConnectionRefusedError" in job.error
+
+
+def test_without_a_url_mail_stays_in_the_outbox(app: Flask, users: Users) -> None:
+    request_reset(app, users)
+
+    assert [m.to for m in outbox(app)] == [EMAIL]
+    assert delivery_jobs(app) == []
+
+
+def test_a_mail_sent_already_is_not_sent_twice(
+    config: dict[str, Any], plain_server: MailServer
+) -> None:
+    app = mail_app(config, url=plain_server.url)
+    try:
+        request_reset(app, Users(app))
+        deliver_jobs(app)
+        [mail] = outbox(app)
+        with app.app_context():
+            get_jobs(app).enqueue("core.deliver_mail", (mail.id,))  # delivered once more
+        jobs = deliver_jobs(app)
+    finally:
+        get_db(app).dispose()
+    assert [j.state for j in jobs] == ["done", "done"]
+    assert len(plain_server.inbox.messages) == 1
+
+
+# ---------------------------------------------------------------- the pieces
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("http://mail.example", "the scheme must be one of"),
+        ("smtp+starttls://", "no host"),
+        ("smtps://mail.example:notaport", "mail url"),
+        ("smtp://mail.example/inbox", "give only the scheme"),
+        ("smtp://user:hunter2@mail.example", "would send the password unencrypted"),
+    ],
+)
+def test_an_unusable_url_stops_start_up_without_quoting_it(
+    tmp_path: Path, url: str, message: str
+) -> None:
+    config = base_config(tmp_path)
+    with pytest.raises(ConfigError) as caught:
+        create_app(config["path"], {**config, "mail": {"url": url}})
+    assert message in str(caught.value)
+    assert "hunter2" not in str(caught.value)
+
+
+def test_a_url_names_its_server() -> None:
+    server = smtp.parse_url(f"smtp+starttls://{LOGIN_IN_URL}@Mail.Example")
+    assert (server.host, server.port, server.username, server.password) == (
+        "mail.example",
+        587,
+        *LOGIN,
+    )
+    assert "s3cret" not in repr(server) and "s3cret" not in server.describe()
+    assert smtp.parse_url("smtps://mail.example").port == 465
+    assert smtp.parse_url("smtp://user:pw@localhost:2525").port == 2525  # loopback: allowed
+
+
+@pytest.mark.parametrize(
+    ("to", "subject"),
+    [("ada@example.org\r\nBcc: eve@example.org", "Hi"), ("ada@example.org", "Hi\nBcc: eve@x")],
+)
+def test_a_header_cannot_be_injected(to: str, subject: str) -> None:
+    with pytest.raises(smtp.MailRefused):
+        smtp.build_message("noreply@uni.example", to, subject, "body")
+
+
+# ---------------------------------------------------------------- the CLI
+
+
+def cli_run(path: Path, *args: str) -> Any:
+    env = {"TRIVIUM_INSTANCE_PATH": None, "TRIVIUM_ACCOUNTS_HASH_PROFILE": "cheapest"}
+    return CliRunner(env=env).invoke(cli, ["--instance", str(path), *args])
+
+
+@pytest.fixture
+def instance(tmp_path: Path) -> Path:
+    path = tmp_path / "uni"
+    assert cli_run(path, "init", str(path), "--name", "Uni U").exit_code == 0
+    assert cli_run(path, "db", "upgrade").exit_code == 0
+    return path
+
+
+def set_mail(path: Path, lines: str) -> None:
+    with (path / "instance.toml").open("a") as fh:
+        fh.write(f"\n[mail]\n{lines}\n")
+
+
+def test_mail_test_sends_through_tls(instance: Path, tmp_path: Path) -> None:
+    server = MailServer("tls", tmp_path)
+    try:
+        set_mail(instance, f'url = "{server.url}"\nca_file = "{server.ca_file}"')
+        result = cli_run(instance, "mail", "test", "ops@uni.example")
+    finally:
+        server.stop()
+    assert result.exit_code == 0, result.output
+    assert f"through 127.0.0.1:{server.port} (smtps)" in result.output
+    [(_, rcpt, message)] = server.inbox.messages
+    assert rcpt == ["ops@uni.example"] and message["Subject"] == "Test mail from Uni U"
+
+
+def test_mail_test_says_what_the_server_refused(instance: Path, plain_server: MailServer) -> None:
+    set_mail(instance, f'url = "{plain_server.url}"')
+    result = cli_run(instance, "mail", "test", "ops@refused.example")
+    assert result.exit_code == 1
+    assert "not sent through" in result.output and "550" in result.output
+
+
+def test_mail_test_needs_a_url(instance: Path) -> None:
+    result = cli_run(instance, "mail", "test", "ops@uni.example")
+    assert result.exit_code == 1 and "[mail] url is empty" in result.output
+
+
+def test_the_outbox_lists_and_shows_mail(instance: Path) -> None:
+    assert cli_run(instance, "mail", "outbox").output.strip() == "No mail."
+    app = create_app(instance)
+    try:
+        with get_db(app).session() as sess:
+            sess.add(OutboxMail(to="ada@uni.example", subject="Reset", body="token=abc"))
+    finally:
+        get_db(app).dispose()
+
+    listed = cli_run(instance, "mail", "outbox", "--unsent")
+    shown = cli_run(instance, "mail", "show", "1")
+    missing = cli_run(instance, "mail", "show", "2")
+
+    assert "ada@uni.example" in listed.output and "Reset" in listed.output
+    assert "token=abc" in shown.output and "Sent: not sent" in shown.output
+    assert missing.exit_code == 1 and "no mail 2" in missing.output
