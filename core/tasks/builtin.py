@@ -6,6 +6,7 @@ import logging
 
 from flask import current_app
 from sqlalchemy import select
+from sqlalchemy import update
 
 from core.db import session
 from core.plugins import PluginHost
@@ -67,8 +68,9 @@ def deliver_mail(outbox_id: int) -> None:
     server = smtp.parse_url(conf.mail.url)
     sender = conf.mail.sender or smtp.default_sender(conf.instance.name, conf.instance.base_url)
     message = smtp.build_message(sender, mail.to, mail.subject, mail.body)
+    sess.rollback()  # no transaction stays open while the mail server takes its time
     smtp.send(server, message, timeout=conf.mail.timeout_seconds, ca_file=conf.mail.ca_file)
-    mail.sent_at = utcnow()
+    sess.execute(update(OutboxMail).where(OutboxMail.id == outbox_id).values(sent_at=utcnow()))
     sess.commit()
     log.info("job=core.deliver_mail id=%s status=sent server=%s", outbox_id, server.describe())
 
