@@ -13,12 +13,17 @@ import os
 import signal
 import smtplib
 import threading
+from collections.abc import Callable
 from collections.abc import Sequence
 from dataclasses import dataclass
 from dataclasses import field
 from datetime import timedelta
 from pathlib import Path
 from types import FrameType
+from typing import TYPE_CHECKING
+from typing import Any
+from typing import TypeVar
+from typing import cast
 
 import click
 from argon2 import PasswordHasher
@@ -30,7 +35,13 @@ from sqlalchemy import select
 from core.config import ConfigError
 from core.config import write_instance
 
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
+
+    from core.models import User
+
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 def _startup_errors() -> tuple[type[Exception], ...]:
@@ -348,6 +359,137 @@ def users_create(
         )
         role = "administrator" if admin else "course creator" if creator else "user"
         click.echo(f"Created {role} {email} (id {user.public_id}).")
+
+
+@users.command("list")
+@click.option("--state", type=click.Choice(["active", "inactive", "admin", "creator"]))
+@click.option("--search", "q", help="Part of the e-mail address or name.")
+@click.option("--limit", default=50, show_default=True, type=click.IntRange(1, 10_000))
+@click.pass_context
+def users_list(ctx: click.Context, state: str | None, q: str | None, limit: int) -> None:
+    """List accounts, newest first."""
+    from core import operator
+    from core.db import get_db
+
+    with get_db(_state(ctx).app()).session() as sess:
+        found, _ = operator.search_users(sess, q=q, state=cast(Any, state), limit=limit)
+        rows = [
+            (
+                u.email,
+                u.display_name,
+                u.public_id,
+                ",".join(
+                    flag
+                    for flag, on in (
+                        ("admin", u.is_admin),
+                        ("creator", u.can_create_courses and not u.is_admin),
+                        ("2fa", u.totp_enabled),
+                        ("inactive", not u.is_active),
+                    )
+                    if on
+                )
+                or "-",
+                u.created_at.strftime("%Y-%m-%d"),
+            )
+            for u in found
+        ]
+    if not rows:
+        click.echo("No users.")
+        return
+    _table(("email", "name", "id", "flags", "created"), rows)
+
+
+def _account_change(ctx: click.Context, email: str, change: Callable[[Session, User], T]) -> T:
+    """Run ``change(sess, user)`` on the account ``email`` and commit; refuse problems."""
+    from core.auth.tokens import forget_user_tokens
+    from core.db import get_db
+    from core.errors import Problem
+    from core.models import User as Account
+
+    app = _state(ctx).app()
+    address = email.strip().lower()
+    with app.app_context(), get_db(app).sessions() as sess:
+        user = sess.scalar(select(Account).where(Account.email == address))
+        if user is None:
+            raise click.ClickException(f"no user {address}")
+        try:
+            outcome = change(sess, user)
+        except Problem as exc:
+            raise click.ClickException(f"{address}: {exc.detail}") from exc
+        sess.commit()
+        forget_user_tokens(sess, user.id)  # cached tokens carry the owner's rights
+    return outcome
+
+
+@users.command("set-password")
+@click.argument("email")
+@click.password_option(help="Prompted for when omitted.")
+@click.pass_context
+def users_set_password(ctx: click.Context, email: str, password: str) -> None:
+    """Give EMAIL a new password; their sessions end (API tokens stay)."""
+    from core import operator
+    from core.auth.accounts import throttle
+
+    def change(sess: Session, user: User) -> None:
+        conf = _state(ctx).app().extensions["trivium.settings"]
+        operator.set_password(sess, None, user, password, conf.accounts)
+
+    _account_change(ctx, email, change)
+    with _state(ctx).app().app_context():
+        throttle().clear_account(email.strip().lower())  # a locked-out user may log in now
+    click.echo(f"Set a new password for {email.strip().lower()}; their sessions ended.")
+
+
+@users.command("reset-2fa")
+@click.argument("email")
+@click.pass_context
+def users_reset_2fa(ctx: click.Context, email: str) -> None:
+    """Turn EMAIL's second factor off (a lost device); their sessions end."""
+    from core import operator
+
+    changed = _account_change(
+        ctx, email, lambda sess, user: operator.reset_second_factor(sess, None, user)
+    )
+    address = email.strip().lower()
+    if changed:
+        click.echo(f"Turned two-factor authentication off for {address}; their sessions ended.")
+    else:
+        click.echo(f"{address} has no second factor: nothing changed.")
+
+
+@users.command("admin")
+@click.argument("email")
+@click.option("--revoke", is_flag=True, help="Take the site-admin role away instead.")
+@click.pass_context
+def users_admin(ctx: click.Context, email: str, revoke: bool) -> None:
+    """Make EMAIL a site administrator (or, with --revoke, no longer one)."""
+    from core import operator
+
+    _account_change(ctx, email, lambda sess, user: operator.set_admin(sess, None, user, not revoke))
+    role = "no longer a site administrator" if revoke else "a site administrator"
+    click.echo(f"{email.strip().lower()} is {role}.")
+
+
+@users.command("deactivate")
+@click.argument("email")
+@click.pass_context
+def users_deactivate(ctx: click.Context, email: str) -> None:
+    """Stop EMAIL logging in; their sessions and API tokens stop working at once."""
+    from core import operator
+
+    _account_change(ctx, email, lambda sess, user: operator.deactivate(sess, None, user))
+    click.echo(f"Deactivated {email.strip().lower()}.")
+
+
+@users.command("reactivate")
+@click.argument("email")
+@click.pass_context
+def users_reactivate(ctx: click.Context, email: str) -> None:
+    """Let the deactivated account EMAIL log in again."""
+    from core import operator
+
+    _account_change(ctx, email, lambda sess, user: operator.reactivate(sess, None, user))
+    click.echo(f"Reactivated {email.strip().lower()}.")
 
 
 def _password_hasher(profile: str) -> PasswordHasher:

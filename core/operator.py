@@ -18,11 +18,16 @@ from typing import Literal
 from urllib.parse import urlsplit
 from urllib.parse import urlunsplit
 
+from sqlalchemy import func
 from sqlalchemy import or_
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from core.auth.audit import audit
+from core.auth.passwords import check_password_policy
+from core.auth.passwords import make_password_service
+from core.auth.totp import delete_recovery_codes
+from core.config import AccountsSection
 from core.config import Settings
 from core.errors import Conflict
 from core.errors import NotFound
@@ -119,19 +124,80 @@ def _target(user: User) -> str:
     return f"user:{user.public_id}"
 
 
-def set_admin(sess: Session, actor: User, user: User, value: bool) -> None:
+def _by(actor: User | None) -> str:
+    return actor.public_id if actor is not None else "cli"
+
+
+def _via(actor: User | None) -> dict[str, Any]:
+    """The audit detail naming the command line when no admin acted."""
+    return {} if actor is not None else {"via": "cli"}
+
+
+def set_admin(sess: Session, actor: User | None, user: User, value: bool) -> None:
     """Make ``user`` a site admin or take the role away.
 
+    :param actor: the admin acting, or None for the operator's command line.
     :raise CannotChangeOwnAccount: ``actor`` would drop their own admin role
         (another admin must do it, so an instance always keeps one).
+    :raise AccountStateInvalid: ``user`` is the last active site admin.
     """
-    if user.id == actor.id and not value:
+    if actor is not None and user.id == actor.id and not value:
         raise CannotChangeOwnAccount("you cannot remove your own admin role")
     if user.is_admin == value:
         return
+    if not value and user.is_active and _active_admins(sess) <= 1:
+        raise AccountStateInvalid("an instance keeps at least one active site administrator")
     user.is_admin = value
-    audit(sess, actor, "admin.user_admin", _target(user), {"value": value})
+    audit(sess, actor, "admin.user_admin", _target(user), {"value": value, **_via(actor)})
     sess.flush()
+
+
+def _active_admins(sess: Session) -> int:
+    found = sess.scalar(
+        select(func.count())
+        .select_from(User)
+        .where(User.is_admin.is_(True), User.is_active.is_(True))
+    )
+    return int(found or 0)
+
+
+def set_password(
+    sess: Session, actor: User | None, user: User, password: str, accounts: AccountsSection
+) -> None:
+    """Give ``user`` a new password (checked by the policy); every session ends.
+
+    For an operator helping someone locked out.  API tokens stay valid, as
+    they do after a password reset.
+
+    :raise PasswordRejected: the password breaks the policy.
+    """
+    check_password_policy(password, user.email, accounts.password_min_length)
+    user.password_hash = make_password_service(accounts).hash(password)
+    user.session_version += 1
+    audit(sess, actor, "admin.user_password", _target(user), _via(actor))
+    log.info("user_password_set user=%s by=%s", user.public_id, _by(actor))
+    sess.flush()
+
+
+def reset_second_factor(sess: Session, actor: User | None, user: User) -> bool:
+    """Turn ``user``'s second factor off (lost device), recovery codes and all.
+
+    Every session ends; the user may set a new one up after logging in with
+    the password alone.
+
+    :return: False if there was none to turn off (nothing changed).
+    """
+    if not user.totp_enabled and not user.totp_secret:
+        return False
+    user.totp_enabled = False
+    user.totp_secret = None
+    user.totp_last_step = None
+    delete_recovery_codes(sess, user)
+    user.session_version += 1
+    audit(sess, actor, "admin.user_totp_reset", _target(user), _via(actor))
+    log.info("user_totp_reset user=%s by=%s", user.public_id, _by(actor))
+    sess.flush()
+    return True
 
 
 def set_course_creator(sess: Session, actor: User, user: User, value: bool) -> None:
@@ -143,30 +209,34 @@ def set_course_creator(sess: Session, actor: User, user: User, value: bool) -> N
     sess.flush()
 
 
-def deactivate(sess: Session, actor: User, user: User) -> None:
+def deactivate(sess: Session, actor: User | None, user: User) -> None:
     """Deactivate an account: it cannot log in, and its sessions end at once.
 
     API tokens stop working too (they are refused for inactive users; call
     :func:`core.auth.tokens.forget_user_tokens` after committing to drop
     cached ones).  Courses, enrolments and progress are kept.
 
+    :param actor: the admin acting, or None for the operator's command line.
     :raise CannotChangeOwnAccount: ``actor`` is ``user``.
-    :raise AccountStateInvalid: the account is already deactivated.
+    :raise AccountStateInvalid: the account is already deactivated, or it is
+        the last active site admin.
     """
-    if user.id == actor.id:
+    if actor is not None and user.id == actor.id:
         raise CannotChangeOwnAccount("you cannot deactivate your own account")
     if not user.is_active:
         raise AccountStateInvalid("this account is already deactivated")
+    if user.is_admin and _active_admins(sess) <= 1:
+        raise AccountStateInvalid("an instance keeps at least one active site administrator")
     user.is_active = False
     # A new session version makes every existing session cookie invalid, so
     # reactivating the account does not bring old sessions back.
     user.session_version += 1
-    audit(sess, actor, "admin.user_deactivate", _target(user))
-    log.info("user_deactivated user=%s by=%s", user.public_id, actor.public_id)
+    audit(sess, actor, "admin.user_deactivate", _target(user), _via(actor) or None)
+    log.info("user_deactivated user=%s by=%s", user.public_id, _by(actor))
     sess.flush()
 
 
-def reactivate(sess: Session, actor: User, user: User) -> None:
+def reactivate(sess: Session, actor: User | None, user: User) -> None:
     """Let a deactivated account log in again.
 
     :raise AccountStateInvalid: the account is active.
@@ -174,7 +244,7 @@ def reactivate(sess: Session, actor: User, user: User) -> None:
     if user.is_active:
         raise AccountStateInvalid("this account is active")
     user.is_active = True
-    audit(sess, actor, "admin.user_reactivate", _target(user))
+    audit(sess, actor, "admin.user_reactivate", _target(user), _via(actor) or None)
     sess.flush()
 
 

@@ -15,6 +15,7 @@ from core.config import Settings
 from core.db import get_db
 from core.models import AuditLog
 from core.models import Invitation
+from core.models import RecoveryCode
 from core.models import User
 from core.operator import MASK
 from core.operator import masked_settings
@@ -195,6 +196,51 @@ def test_deactivation_ends_sessions_and_tokens(
     assert account(app, bob).is_active is True
     assert bobs_browser.get("/api/v1/me").status_code == 401
     assert Browser(app, bob.user).get("/api/v1/me").status_code == 200
+
+
+def test_an_admin_turns_off_a_lost_second_factor(
+    app: Flask, web: Browser, admin: Person, bob: Person
+) -> None:
+    with get_db(app).session() as sess:
+        user = sess.get(User, bob.user.id)
+        assert user is not None
+        user.totp_enabled = True
+        user.totp_secret = "JBSWY3DPEHPK3PXP"
+        sess.add(RecoveryCode(user_id=user.id, code_hash="0" * 64))
+    bobs_browser = Browser(app, account(app, bob))
+    assert bobs_browser.get("/api/v1/me").status_code == 200
+    assert "Turn second factor off" in text(web.get(f"/admin/users/{bob.id}"))
+    # not offered, and refused, on the admin's own account
+    assert "Turn second factor off" not in text(web.get(f"/admin/users/{admin.id}"))
+    before = snapshot(app)
+    assert web.post(f"/admin/users/{admin.id}/second-factor/reset").status_code == 303
+    assert snapshot(app) == before
+
+    resp = web.post(f"/admin/users/{bob.id}/second-factor/reset")
+
+    assert resp.status_code == 303
+    found = account(app, bob)
+    assert (found.totp_enabled, found.totp_secret) == (False, None)
+    assert bobs_browser.get("/api/v1/me").status_code == 401  # logged out everywhere
+    with get_db(app).session() as sess:
+        assert sess.scalars(select(RecoveryCode)).all() == []
+    assert audit_actions(app)[-1] == "admin.user_totp_reset"
+    page = text(web.get(f"/admin/users/{bob.id}"))
+    assert "Two-factor authentication is off" in page
+    assert "Turn second factor off" not in page
+    # a second reset changes nothing
+    before = snapshot(app)
+    assert web.post(f"/admin/users/{bob.id}/second-factor/reset").status_code == 303
+    assert "has no second factor" in text(web.get(f"/admin/users/{bob.id}"))
+    assert snapshot(app) == before
+
+
+def test_a_learner_cannot_reset_a_second_factor(app: Flask, bob: Person, users: Users) -> None:
+    other = person(users, "eve@example.org")
+    before = snapshot(app)
+    resp = Browser(app, bob.user).post(f"/admin/users/{other.id}/second-factor/reset")
+    assert resp.status_code == 403
+    assert snapshot(app) == before
 
 
 def test_user_page_lists_teaching_and_actions(

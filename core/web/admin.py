@@ -190,7 +190,7 @@ def set_admin(user_id: str) -> ResponseReturnValue:
     value = _flag()
     try:
         operator.set_admin(sess, admin, account, value)
-    except operator.CannotChangeOwnAccount as exc:
+    except (operator.CannotChangeOwnAccount, operator.AccountStateInvalid) as exc:
         sess.rollback()
         flash(exc.detail, "error")
         return _back_to(account)
@@ -249,6 +249,30 @@ def deactivate(user_id: str) -> ResponseReturnValue:
         ),
         "success",
     )
+    return _back_to(account)
+
+
+@bp.post("/users/<user_id>/second-factor/reset")
+def reset_second_factor(user_id: str) -> ResponseReturnValue:
+    """Turn another account's second factor off (a lost device) and end its sessions."""
+    admin = _admin("site.users")
+    sess = db.session()
+    account = operator.get_account(sess, user_id)
+    if account.id == admin.id:
+        flash(gettext("Turn your own second factor off on your account page."), "error")
+        return _back_to(account)
+    if operator.reset_second_factor(sess, admin, account):
+        sess.commit()
+        flash(
+            gettext(
+                "Two-factor authentication is off for %(name)s, who has been logged out "
+                "everywhere and can set it up again after logging in with the password.",
+                name=account.display_name,
+            ),
+            "success",
+        )
+    else:
+        flash(gettext("%(name)s has no second factor.", name=account.display_name), "info")
     return _back_to(account)
 
 
