@@ -517,3 +517,16 @@ def test_the_outbox_lists_and_shows_mail(instance: Path) -> None:
     assert "ada@uni.example" in listed.output and "Reset" in listed.output
     assert "token=abc" in shown.output and "Sent: not sent" in shown.output
     assert missing.exit_code == 1 and "no mail 2" in missing.output
+
+
+def test_the_settings_page_masks_the_mail_password(tmp_path: Path) -> None:
+    from core.operator import masked_settings
+
+    config = base_config(tmp_path)
+    app = create_app(config["path"], {**config, "mail": {"url": f"smtps://{LOGIN_IN_URL}@mx"}})
+    try:
+        shown = masked_settings(app.extensions["trivium.settings"])["mail"]["url"]
+    finally:
+        get_db(app).dispose()
+    assert shown.startswith("smtps://trivium:") and shown.endswith("@mx")
+    assert "s3cret" not in shown
