@@ -126,7 +126,7 @@ class MailSection(_Section):
     timeout_seconds: int = Field(default=10, ge=1, le=300)
     ca_file: str = ""
     """PEM file of the authorities that sign the SMTP server's certificate
-    (empty: the system's)."""
+    (empty: the system's); a relative path is in the instance folder."""
 
 
 class PluginsSection(BaseModel):
@@ -242,16 +242,27 @@ def load_settings(
 
 
 def _check_mail_url(settings: Settings) -> None:
+    """With ``[mail] url``: a usable URL, sender and ``ca_file`` (made absolute)."""
     # Here rather than in a validator: a validation error would quote the URL,
     # password and all, into the log.
-    if settings.mail.url:
-        from core.smtp import MailUrlInvalid
-        from core.smtp import parse_url
+    mail = settings.mail
+    if not mail.url:
+        return
+    from core import smtp
 
-        try:
-            parse_url(settings.mail.url)
-        except MailUrlInvalid as exc:
-            raise ConfigError(f"invalid configuration: [mail] {exc}") from None
+    try:
+        smtp.parse_url(mail.url)
+        if mail.sender:
+            smtp.check_sender(mail.sender)
+        else:
+            smtp.default_sender(settings.instance.name, settings.instance.base_url)
+    except (smtp.MailUrlInvalid, smtp.MailSenderInvalid) as exc:
+        raise ConfigError(f"invalid configuration: [mail] {exc}") from None
+    if mail.ca_file:
+        ca_file = Path(settings.path, mail.ca_file)  # relative to the instance folder
+        if not ca_file.is_file():
+            raise ConfigError(f"invalid configuration: [mail] ca_file {ca_file}: no such file")
+        mail.ca_file = str(ca_file)
 
 
 DEMO_MARKER = """\

@@ -37,8 +37,12 @@ class MailUrlInvalid(ValueError):
     """``[mail] url`` cannot be used."""
 
 
+class MailSenderInvalid(ValueError):
+    """``[mail] sender`` (or the default made from the base URL) cannot be used."""
+
+
 class MailRefused(Exception):
-    """The server refused the mail for good (a 5xx reply) or it cannot be written.
+    """The server refused the recipient or the message for good, or it cannot be written.
 
     Retrying does not help: the delivery job fails at once with this error.
     """
@@ -68,8 +72,12 @@ def parse_url(url: str) -> SmtpServer:
     try:
         parts = urlsplit(url)
         port = parts.port
-    except ValueError as exc:
-        raise MailUrlInvalid(f"mail url: {exc}") from exc
+    except ValueError:
+        # the parser's message may quote part of the password: say nothing of it
+        raise MailUrlInvalid(
+            "mail url: the port is not a number, or the user name or password holds "
+            "an unencoded reserved character (percent-encode / ? # @ :)"
+        ) from None
     scheme = parts.scheme.lower()
     if scheme not in SCHEMES:
         known = ", ".join(f"{s}://" for s in SCHEMES)
@@ -99,18 +107,22 @@ def _loopback(host: str) -> bool:
 
 
 def build_message(sender: str, to: str, subject: str, body: str) -> EmailMessage:
-    """A plain-text UTF-8 message, marked as sent by a program (RFC 3834).
+    """A plain-text UTF-8 message to one recipient, marked as sent by a program (RFC 3834).
 
-    :raise MailRefused: an address or the subject cannot be written as a
-        header (a line break, say): no header injection reaches the server.
+    :raise MailRefused: ``to`` is not exactly one address, or an address or
+        the subject cannot be written as a header (a line break, say): no
+        header injection reaches the server.
     """
     message = EmailMessage()
     try:
         message["From"] = sender
         message["To"] = to
         message["Subject"] = subject
+        recipients = message["To"].addresses
     except (ValueError, IndexError) as exc:  # the header parser refuses it
         raise MailRefused(f"the mail cannot be written: {exc}") from exc
+    if len(recipients) != 1 or not recipients[0].domain:
+        raise MailRefused(f"the mail must go to exactly one address, not {to!r}")
     domain = _domain(sender)
     message["Date"] = formatdate(localtime=False, usegmt=True)
     message["Message-ID"] = make_msgid(domain=domain or None)
@@ -126,20 +138,55 @@ def _domain(sender: str) -> str:
         return ""
 
 
-def _first_address(sender: str) -> Address:
+def _addresses(value: str) -> tuple[Address, ...]:
     message = EmailMessage()
-    message["From"] = sender
-    addresses = message["From"].addresses
+    message["From"] = value
+    found: tuple[Address, ...] = message["From"].addresses
+    return found
+
+
+def _first_address(sender: str) -> Address:
+    addresses = _addresses(sender)
     if not addresses:
         raise ValueError(sender)
-    first: Address = addresses[0]
-    return first
+    return addresses[0]
 
 
 def default_sender(instance_name: str, base_url: str) -> str:
-    """``"<instance name>" <noreply@<base URL's host>>``."""
-    host = urlsplit(base_url).hostname or "localhost"
+    """``"<instance name>" <noreply@<base URL's host>>``.
+
+    :raise MailSenderInvalid: the host is not a domain name (an IP address,
+        ``localhost``): mail servers refuse such a sender.
+    """
+    host = urlsplit(base_url).hostname or ""
+    if "." not in host or _is_ip(host):
+        raise MailSenderInvalid(
+            f"the base URL's host {host!r} is not a domain name mail servers accept in a "
+            "From address: set [mail] sender"
+        )
     return str(Address(display_name=instance_name, username="noreply", domain=host))
+
+
+def check_sender(sender: str) -> None:
+    """Refuse a ``[mail] sender`` that is not one address with a domain.
+
+    :raise MailSenderInvalid: it is not.
+    """
+    try:
+        addresses = _addresses(sender)
+    except (ValueError, IndexError):
+        addresses = ()
+    valid = len(addresses) == 1 and bool(addresses[0].domain)
+    if not valid:
+        raise MailSenderInvalid(f"[mail] sender {sender!r} is not one address like lms@uni.example")
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
 
 
 def tls_context(ca_file: str = "") -> ssl.SSLContext:
@@ -150,10 +197,16 @@ def tls_context(ca_file: str = "") -> ssl.SSLContext:
 def send(server: SmtpServer, message: EmailMessage, *, timeout: float, ca_file: str = "") -> None:
     """Deliver ``message`` to ``server`` in one SMTP conversation.
 
-    :raise MailRefused: the server refused it with a permanent (5xx) reply.
+    Only the server's answer to the recipient or the message itself can
+    refuse a mail for good, and then only for that mail: a 5xx reply there,
+    unless its enhanced status is 5.7 (relaying denied, authentication
+    required: the settings' fault, like a refused login, STARTTLS or sender).
+
+    :raise MailRefused: the server refused this mail for good.
     :raise OSError: the server could not be reached, or TLS failed (the
-        certificate, say); ``smtplib.SMTPException``: a temporary refusal or
-        a broken conversation.  Both are worth another try later.
+        certificate, say); ``smtplib.SMTPException``: a temporary refusal, a
+        refusal the settings can mend, or a broken conversation.  All are
+        worth another try later.
     """
     client: smtplib.SMTP
     if server.scheme == "smtps":
@@ -169,24 +222,30 @@ def send(server: SmtpServer, message: EmailMessage, *, timeout: float, ca_file: 
             client.ehlo()
         if server.username:
             client.login(server.username, server.password)
-        client.send_message(message)
-    except smtplib.SMTPRecipientsRefused as exc:
-        codes = [code for code, _ in exc.recipients.values()]
-        if all(code >= 500 for code in codes):
-            raise MailRefused(
-                f"{server.describe()} refused the recipient: {exc.recipients}"
-            ) from exc
-        raise
-    except smtplib.SMTPResponseException as exc:
-        # a refused login or sender is the operator's to mend: tried again later
-        settings_problem = (smtplib.SMTPAuthenticationError, smtplib.SMTPSenderRefused)
-        if exc.smtp_code >= 500 and not isinstance(exc, settings_problem):
-            raise MailRefused(
-                f"{server.describe()} refused the mail: {exc.smtp_code} {exc.smtp_error!r}"
-            ) from exc
-        raise
+        recipient = message["To"].addresses[0].addr_spec
+        try:
+            client.send_message(message, to_addrs=[recipient])
+        except smtplib.SMTPRecipientsRefused as exc:
+            code, answer = exc.recipients[recipient]
+            if _for_good(code, answer):
+                raise MailRefused(
+                    f"{server.describe()} refused {recipient}: {code} {answer!r}"
+                ) from exc
+            raise
+        except smtplib.SMTPDataError as exc:
+            if _for_good(exc.smtp_code, exc.smtp_error):
+                raise MailRefused(
+                    f"{server.describe()} refused the message: {exc.smtp_code} {exc.smtp_error!r}"
+                ) from exc
+            raise
     finally:
         try:
             client.quit()
         except (smtplib.SMTPException, OSError):
             client.close()
+
+
+def _for_good(code: int, answer: bytes | str) -> bool:
+    """A 5xx reply about this mail, not about the settings (enhanced status 5.7.x, 530)."""
+    text = answer.decode(errors="replace") if isinstance(answer, bytes) else answer
+    return 500 <= code < 600 and code != 530 and not text.lstrip().startswith("5.7.")

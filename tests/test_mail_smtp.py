@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import ipaddress
+import smtplib
 import socket
 import ssl
 import time
@@ -68,10 +69,14 @@ class Inbox:
             return "550 5.1.1 no such mailbox"
         if address.endswith("@later.example"):
             return "451 4.3.0 try again later"
+        if address.endswith("@elsewhere.example"):
+            return "550 5.7.1 Relaying denied"
         envelope.rcpt_tos.append(address)
         return "250 OK"
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        if b"Subject: Spam" in envelope.content:
+            return "554 5.6.0 message refused"
         self.messages.append(
             (envelope.mail_from, list(envelope.rcpt_tos), message_from_bytes(envelope.content))
         )
@@ -220,7 +225,9 @@ def plain_server(tmp_path: Path) -> Iterator[MailServer]:
 
 
 def mail_app(config: dict[str, Any], **mail: Any) -> Flask:
-    app = create_app(config["path"], {**config, "mail": mail})
+    # a base URL whose host mail servers accept in the default From address
+    instance = {**config["instance"], "base_url": "http://lms.test.example"}
+    app = create_app(config["path"], {**config, "instance": instance, "mail": mail})
     reset_schema(app)
     return app
 
@@ -298,12 +305,12 @@ def test_a_reset_mail_is_sent_by_a_job_after_the_request(
 
     assert job.state == "done", job.error
     [(mail_from, rcpt, message)] = server.inbox.messages
-    assert mail_from == "noreply@testserver" and rcpt == [EMAIL]
-    assert message["From"] == "Test U <noreply@testserver>"
+    assert mail_from == "noreply@lms.test.example" and rcpt == [EMAIL]
+    assert message["From"] == "Test U <noreply@lms.test.example>"
     assert message["To"] == EMAIL
     assert message["Subject"] == "Reset your Test U password"
     assert message["Auto-Submitted"] == "auto-generated"
-    assert message["Message-ID"].endswith("@testserver>")
+    assert message["Message-ID"].endswith("@lms.test.example>")
     assert "token=" in message.get_payload(decode=True).decode()
     assert server.inbox.logins == ["trivium"]
     [mail] = outbox(app)
@@ -455,6 +462,81 @@ def test_a_header_cannot_be_injected(to: str, subject: str) -> None:
         smtp.build_message("noreply@uni.example", to, subject, "body")
 
 
+def test_a_mail_goes_to_exactly_one_address() -> None:
+    with pytest.raises(smtp.MailRefused, match="exactly one address"):
+        smtp.build_message("lms@uni.example", "ada@x.example, eve@y.example", "Hi", "body")
+    with pytest.raises(smtp.MailRefused):
+        smtp.build_message("lms@uni.example", "not an address", "Hi", "body")
+
+
+def send_to(server: MailServer, to: str, subject: str = "Hello") -> None:
+    message = smtp.build_message("lms@uni.example", to, subject, "body")
+    smtp.send(smtp.parse_url(server.url), message, timeout=5)
+
+
+def test_only_refusals_of_this_mail_are_for_good(plain_server: MailServer) -> None:
+    with pytest.raises(smtp.MailRefused, match="550"):
+        send_to(plain_server, "ada@refused.example")
+    with pytest.raises(smtp.MailRefused, match="554"):
+        send_to(plain_server, "ada@uni.example", subject="Spam")
+    # relaying denied is the settings' fault: tried again, not failed for good
+    with pytest.raises(smtplib.SMTPRecipientsRefused) as caught:
+        send_to(plain_server, "ada@elsewhere.example")
+    assert not isinstance(caught.value, smtp.MailRefused)
+    assert plain_server.inbox.messages == []
+
+
+def test_a_server_without_starttls_gets_nothing_in_the_clear(plain_server: MailServer) -> None:
+    server = smtp.SmtpServer("smtp+starttls", "127.0.0.1", plain_server.port, "u", "pw")
+    message = smtp.build_message("lms@uni.example", "ada@uni.example", "Hi", "body")
+    with pytest.raises(smtplib.SMTPNotSupportedError):
+        smtp.send(server, message, timeout=5)  # retried by the job, never sent in plain text
+    assert plain_server.inbox.messages == []
+
+
+@pytest.mark.parametrize("password", ["leaky/rest", "leaky#rest", "leaky?rest"])
+def test_a_reserved_character_in_the_password_is_not_quoted(tmp_path: Path, password: str) -> None:
+    config = base_config(tmp_path)
+    url = f"smtps://user:{password}@smtp.example.org:465"
+    with pytest.raises(ConfigError) as caught:
+        create_app(config["path"], {**config, "mail": {"url": url, "sender": "a@b.example"}})
+    assert "leaky" not in str(caught.value) and "percent-encode" in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("mail", "base_url", "message"),
+    [
+        ({}, "http://127.0.0.1:8000", "is not a domain name"),
+        ({}, "http://localhost:8000", "is not a domain name"),
+        ({"sender": "two@a.example, addresses@b.example"}, "https://lms.example", "one address"),
+        ({"sender": "nobody"}, "https://lms.example", "one address"),
+        ({"ca_file": "missing-ca.pem"}, "https://lms.example", "no such file"),
+    ],
+)
+def test_mail_settings_are_checked_at_start_up(
+    tmp_path: Path, mail: dict[str, str], base_url: str, message: str
+) -> None:
+    config = base_config(tmp_path)
+    settings = {
+        **config,
+        "instance": {**config["instance"], "base_url": base_url},
+        "mail": {"url": "smtp://127.0.0.1:25", **mail},
+    }
+    with pytest.raises(ConfigError, match=message):
+        create_app(config["path"], settings)
+
+
+def test_a_relative_ca_file_is_found_in_the_instance_folder(tmp_path: Path) -> None:
+    config = base_config(tmp_path)
+    (tmp_path / "ca.pem").write_text("")
+    mail = {"url": "smtps://mx.example", "sender": "lms@uni.example", "ca_file": "ca.pem"}
+    app = create_app(config["path"], {**config, "mail": mail})
+    try:
+        assert app.extensions["trivium.settings"].mail.ca_file == str(tmp_path / "ca.pem")
+    finally:
+        get_db(app).dispose()
+
+
 # ---------------------------------------------------------------- the CLI
 
 
@@ -466,7 +548,10 @@ def cli_run(path: Path, *args: str) -> Any:
 @pytest.fixture
 def instance(tmp_path: Path) -> Path:
     path = tmp_path / "uni"
-    assert cli_run(path, "init", str(path), "--name", "Uni U").exit_code == 0
+    made = cli_run(
+        path, "init", str(path), "--name", "Uni U", "--base-url", "https://lms.uni.example"
+    )
+    assert made.exit_code == 0
     assert cli_run(path, "db", "upgrade").exit_code == 0
     return path
 
@@ -523,7 +608,8 @@ def test_the_settings_page_masks_the_mail_password(tmp_path: Path) -> None:
     from core.operator import masked_settings
 
     config = base_config(tmp_path)
-    app = create_app(config["path"], {**config, "mail": {"url": f"smtps://{LOGIN_IN_URL}@mx"}})
+    mail = {"url": f"smtps://{LOGIN_IN_URL}@mx", "sender": "lms@uni.example"}
+    app = create_app(config["path"], {**config, "mail": mail})
     try:
         shown = masked_settings(app.extensions["trivium.settings"])["mail"]["url"]
     finally:

@@ -44,9 +44,11 @@ def deliver_mail(outbox_id: int) -> None:
     """Send one ``outbox_mail`` row by SMTP (``[mail] url``) and mark it sent.
 
     Queued by core's default mail sender in the transaction that wrote the
-    row.  An unreachable server or a temporary refusal is tried again with
-    backoff (about an hour over eight tries); a permanent refusal fails the
-    job at once, with the server's answer as its error.  At least once: a
+    row.  An unreachable server, a temporary refusal or one the settings
+    can mend (login, STARTTLS, sender, relaying) is tried again with backoff:
+    eight more tries over one to two hours.  A permanent refusal of this
+    recipient or message fails the job at once, with the server's answer as
+    its error (:func:`core.smtp.send`).  At least once: a
     worker that dies between the server's acceptance and the commit sends
     the mail again.
 
@@ -70,9 +72,17 @@ def deliver_mail(outbox_id: int) -> None:
     message = smtp.build_message(sender, mail.to, mail.subject, mail.body)
     sess.rollback()  # no transaction stays open while the mail server takes its time
     smtp.send(server, message, timeout=conf.mail.timeout_seconds, ca_file=conf.mail.ca_file)
-    sess.execute(update(OutboxMail).where(OutboxMail.id == outbox_id).values(sent_at=utcnow()))
+    marked = sess.scalar(
+        update(OutboxMail)
+        .where(OutboxMail.id == outbox_id, OutboxMail.sent_at.is_(None))
+        .values(sent_at=utcnow())
+        .returning(OutboxMail.id)
+    )
     sess.commit()
-    log.info("job=core.deliver_mail id=%s status=sent server=%s", outbox_id, server.describe())
+    status = "sent" if marked is not None else "sent_row_gone_or_marked_meanwhile"
+    log.info(
+        "job=core.deliver_mail id=%s status=%s server=%s", outbox_id, status, server.describe()
+    )
 
 
 @actor("core.complete_where_due", max_retries=5)
