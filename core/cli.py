@@ -435,9 +435,16 @@ def users_set_password(ctx: click.Context, email: str, password: str) -> None:
         operator.set_password(sess, None, user, password, conf.accounts)
 
     _account_change(ctx, email, change)
-    with _state(ctx).app().app_context():
-        throttle().clear_account(email.strip().lower())  # a locked-out user may log in now
+    app = _state(ctx).app()
+    with app.app_context():
+        throttle().clear_account(email.strip().lower())
     click.echo(f"Set a new password for {email.strip().lower()}; their sessions ended.")
+    if app.extensions["trivium.settings"].cache.url.startswith("memory"):
+        # the serving processes keep their own failure counts
+        click.echo(
+            "A login lock-out of this account ends by itself within "
+            "accounts.login_window_seconds (with a Redis cache, this command lifts it)."
+        )
 
 
 @users.command("reset-2fa")
@@ -465,9 +472,18 @@ def users_admin(ctx: click.Context, email: str, revoke: bool) -> None:
     """Make EMAIL a site administrator (or, with --revoke, no longer one)."""
     from core import operator
 
-    _account_change(ctx, email, lambda sess, user: operator.set_admin(sess, None, user, not revoke))
-    role = "no longer a site administrator" if revoke else "a site administrator"
-    click.echo(f"{email.strip().lower()} is {role}.")
+    def change(sess: Session, user: User) -> bool:
+        was = user.is_admin
+        operator.set_admin(sess, None, user, not revoke)
+        return was != user.is_admin
+
+    changed = _account_change(ctx, email, change)
+    address = email.strip().lower()
+    if not changed:
+        state = "was not" if revoke else "already is"
+        click.echo(f"{address} {state} a site administrator: nothing changed.")
+    else:
+        click.echo(f"{address} is {'no longer ' if revoke else ''}a site administrator.")
 
 
 @users.command("deactivate")

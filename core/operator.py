@@ -18,7 +18,6 @@ from typing import Literal
 from urllib.parse import urlsplit
 from urllib.parse import urlunsplit
 
-from sqlalchemy import func
 from sqlalchemy import or_
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -57,6 +56,12 @@ class AccountStateInvalid(Conflict):
     """The account is already in the requested state."""
 
     type_slug = "account-state-invalid"
+
+
+class LastActiveAdmin(Conflict):
+    """The change would leave the instance without an active site administrator."""
+
+    type_slug = "last-active-admin"
 
 
 # ---------------------------------------------------------------- users
@@ -139,26 +144,32 @@ def set_admin(sess: Session, actor: User | None, user: User, value: bool) -> Non
     :param actor: the admin acting, or None for the operator's command line.
     :raise CannotChangeOwnAccount: ``actor`` would drop their own admin role
         (another admin must do it, so an instance always keeps one).
-    :raise AccountStateInvalid: ``user`` is the last active site admin.
+    :raise LastActiveAdmin: ``user`` is the last active site admin.
     """
     if actor is not None and user.id == actor.id and not value:
         raise CannotChangeOwnAccount("you cannot remove your own admin role")
     if user.is_admin == value:
         return
-    if not value and user.is_active and _active_admins(sess) <= 1:
-        raise AccountStateInvalid("an instance keeps at least one active site administrator")
+    if not value and user.is_active:
+        _keep_an_admin(sess)
     user.is_admin = value
     audit(sess, actor, "admin.user_admin", _target(user), {"value": value, **_via(actor)})
     sess.flush()
 
 
-def _active_admins(sess: Session) -> int:
-    found = sess.scalar(
-        select(func.count())
-        .select_from(User)
-        .where(User.is_admin.is_(True), User.is_active.is_(True))
-    )
-    return int(found or 0)
+def _keep_an_admin(sess: Session) -> None:
+    """Refuse to lose an active admin unless another stays.
+
+    The active admins' rows are locked (PostgreSQL) until the caller's
+    commit, so two admins taking each other's role at once cannot both pass.
+
+    :raise LastActiveAdmin: no other active admin would remain.
+    """
+    admins = sess.scalars(
+        select(User.id).where(User.is_admin.is_(True), User.is_active.is_(True)).with_for_update()
+    ).all()
+    if len(admins) <= 1:
+        raise LastActiveAdmin("an instance keeps at least one active site administrator")
 
 
 def set_password(
@@ -218,15 +229,15 @@ def deactivate(sess: Session, actor: User | None, user: User) -> None:
 
     :param actor: the admin acting, or None for the operator's command line.
     :raise CannotChangeOwnAccount: ``actor`` is ``user``.
-    :raise AccountStateInvalid: the account is already deactivated, or it is
-        the last active site admin.
+    :raise AccountStateInvalid: the account is already deactivated.
+    :raise LastActiveAdmin: it is the last active site admin.
     """
     if actor is not None and user.id == actor.id:
         raise CannotChangeOwnAccount("you cannot deactivate your own account")
     if not user.is_active:
         raise AccountStateInvalid("this account is already deactivated")
-    if user.is_admin and _active_admins(sess) <= 1:
-        raise AccountStateInvalid("an instance keeps at least one active site administrator")
+    if user.is_admin:
+        _keep_an_admin(sess)
     user.is_active = False
     # A new session version makes every existing session cookie invalid, so
     # reactivating the account does not bring old sessions back.
@@ -342,6 +353,7 @@ __all__ = [
     "AccountStateInvalid",
     "AuditRow",
     "CannotChangeOwnAccount",
+    "LastActiveAdmin",
     "audit_actions",
     "audit_entries",
     "deactivate",
@@ -349,7 +361,9 @@ __all__ = [
     "get_account",
     "masked_settings",
     "reactivate",
+    "reset_second_factor",
     "search_users",
     "set_admin",
     "set_course_creator",
+    "set_password",
 ]

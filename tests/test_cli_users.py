@@ -142,9 +142,11 @@ def test_admin_grants_and_revokes_and_tokens_follow(instance: Path, app: Flask) 
     with app.app_context(), get_db(app).sessions() as sess:
         assert user_for_token(sess, token).is_admin is True  # type: ignore[union-attr]
     revoked = run(instance, "users", "admin", "ada@uni.example", "--revoke")
+    again = run(instance, "users", "admin", "ada@uni.example", "--revoke")
 
     assert granted.exit_code == 0 and "is a site administrator" in granted.output
     assert revoked.exit_code == 0 and "no longer" in revoked.output
+    assert again.exit_code == 0 and "was not a site administrator: nothing changed" in again.output
     assert account(app, "ada@uni.example").is_admin is False
     assert audits(app) == [
         ("admin.user_admin", {"value": True, "via": "cli"}),

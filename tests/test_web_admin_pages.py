@@ -237,6 +237,10 @@ def test_an_admin_turns_off_a_lost_second_factor(
 
 def test_a_learner_cannot_reset_a_second_factor(app: Flask, bob: Person, users: Users) -> None:
     other = person(users, "eve@example.org")
+    with get_db(app).session() as sess:
+        target = sess.get(User, other.user.id)
+        assert target is not None
+        target.totp_enabled, target.totp_secret = True, "JBSWY3DPEHPK3PXP"
     before = snapshot(app)
     resp = Browser(app, bob.user).post(f"/admin/users/{other.id}/second-factor/reset")
     assert resp.status_code == 403

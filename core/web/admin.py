@@ -190,7 +190,7 @@ def set_admin(user_id: str) -> ResponseReturnValue:
     value = _flag()
     try:
         operator.set_admin(sess, admin, account, value)
-    except (operator.CannotChangeOwnAccount, operator.AccountStateInvalid) as exc:
+    except (operator.CannotChangeOwnAccount, operator.LastActiveAdmin) as exc:
         sess.rollback()
         flash(exc.detail, "error")
         return _back_to(account)
@@ -236,7 +236,11 @@ def deactivate(user_id: str) -> ResponseReturnValue:
     account = operator.get_account(sess, user_id)
     try:
         operator.deactivate(sess, admin, account)
-    except (operator.CannotChangeOwnAccount, operator.AccountStateInvalid) as exc:
+    except (
+        operator.CannotChangeOwnAccount,
+        operator.AccountStateInvalid,
+        operator.LastActiveAdmin,
+    ) as exc:
         sess.rollback()
         flash(exc.detail, "error")
         return _back_to(account)
