@@ -34,6 +34,9 @@ from pathlib import Path
 from argon2 import PasswordHasher
 from argon2 import profiles
 from flask import Flask
+from sqlalchemy import create_engine
+from sqlalchemy import inspect
+from sqlalchemy import make_url
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -41,6 +44,7 @@ from core import catalog
 from core import create_app
 from core import schema
 from core.config import Settings
+from core.config import load_settings
 from core.config import write_instance
 from core.db import get_db
 from core.db import utcnow
@@ -177,6 +181,7 @@ def prepare(
     :raise NotADemoInstance: ``path`` holds an instance the demo did not make (see :func:`seed`).
     """
     root = Path(path)
+    check_folder(root)
     created = False
     if not (root / "instance.toml").exists():
         write_instance(root, name=name, base_url=f"http://{bind}", bind=bind, demo=True)
@@ -220,12 +225,7 @@ def seed(app: Flask) -> bool:
         if sess.scalar(select(User.id).where(User.email == ADMIN)) is not None:
             return False
         if not settings.instance.demo:
-            raise NotADemoInstance(
-                f"{settings.path} was not made by `trivium demo`, so the demo's accounts, "
-                "whose password is published, were not added to it. Run the demo on a "
-                "folder of its own (--path), or, to try it on a copy of this instance, "
-                "set demo = true in the [instance] section of the copy's instance.toml."
-            )
+            raise _not_a_demo(settings.path)
         hasher = password_hasher(settings.accounts.hash_profile)
         admin = _user(sess, hasher, ADMIN, "Demo Administrator", admin=True)
         instructor = _user(sess, hasher, INSTRUCTOR, "Ines Instructor", creator=True)
@@ -278,6 +278,48 @@ def seed(app: Flask) -> bool:
                 sess.add(_progress(learner, items[index], "in_progress", now))
         log.info("demo=seeded admin_id=%s course=%s", admin.public_id, course.public_id)
     return True
+
+
+def _not_a_demo(path: str | os.PathLike[str]) -> NotADemoInstance:
+    return NotADemoInstance(
+        f"{path} was not made by `trivium demo`, so the demo left it as it was: its "
+        "accounts have a published password. Run the demo on a folder of its own "
+        "(--path), or, to try it on a copy of this instance, set demo = true in the "
+        "[instance] section of the copy's instance.toml."
+    )
+
+
+def check_folder(path: str | os.PathLike[str]) -> None:
+    """Refuse a folder holding an instance the demo did not make, before touching it.
+
+    Nothing is migrated, created or written here.  An instance counts as the
+    demo's if its ``instance.toml`` says ``demo = true``, or if its database
+    already holds the demo administrator (made before instances were marked).
+
+    :raise NotADemoInstance: it holds another instance.
+    """
+    root = Path(path)
+    if not (root / "instance.toml").exists():
+        return
+    settings = load_settings(root)
+    if settings.instance.demo or _holds_demo_admin(settings.database.url):
+        return
+    raise _not_a_demo(settings.path)
+
+
+def _holds_demo_admin(url: str) -> bool:
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite" and not Path(parsed.database or "").is_file():
+        return False  # connecting would create the file
+    engine = create_engine(url)
+    try:
+        with engine.connect() as conn:
+            if not inspect(conn).has_table("users"):
+                return False
+            found = conn.execute(select(User.id).where(User.email == ADMIN)).first()
+            return found is not None
+    finally:
+        engine.dispose()
 
 
 def password_hasher(profile: str) -> PasswordHasher:
@@ -406,6 +448,8 @@ def prepare_network(
     if not MIN_PEERS <= count <= MAX_PEERS:
         raise ValueError(f"a demo network has {MIN_PEERS} to {MAX_PEERS} instances, not {count}")
     binds = network_binds(bind, count, public=public)
+    for folder, _ in NETWORK[:count]:
+        check_folder(Path(root) / folder)  # every folder before any is touched
     return [
         prepare(Path(root) / folder, bind=address, name=name)
         for (folder, name), address in zip(NETWORK, binds, strict=False)

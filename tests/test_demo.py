@@ -331,3 +331,49 @@ def test_hook_demo_instances_started(
     for url in urls:
         with pytest.raises(requests.ConnectionError):
             requests.get(url + "/healthz", timeout=2)
+
+
+# ---------------------------------------------------------------- whose folder
+
+
+def cli_run(*args: str) -> Result:
+    return CliRunner(env=ENV).invoke(cli, list(args))
+
+
+def listing(path: Path) -> list[str]:
+    return sorted(str(p.relative_to(path)) for p in path.rglob("*"))
+
+
+def test_the_demo_touches_nothing_of_an_instance_it_did_not_make(tmp_path: Path) -> None:
+    path = tmp_path / "uni"
+    assert cli_run("init", str(path), "--name", "Uni U").exit_code == 0  # not migrated yet
+    before = listing(path)
+
+    result = cli_run("demo", "--path", str(path), "--no-serve")
+
+    assert result.exit_code == 1
+    assert "was not made by `trivium demo`" in result.output
+    assert listing(path) == before  # no database created or migrated, no run/ folder
+
+
+def test_a_network_checks_every_folder_before_preparing_any(tmp_path: Path) -> None:
+    root = tmp_path / "net"
+    south = root / "south"
+    assert cli_run("init", str(south), "--name", "South U").exit_code == 0
+
+    result = cli_run("demo", "--peers", "2", "--path", str(root), "--no-serve")
+
+    assert result.exit_code == 1 and "south was not made" in result.output
+    assert not (root / "north").exists()
+
+
+def test_a_demo_folder_from_before_the_marker_is_still_served(tmp_path: Path) -> None:
+    path = tmp_path / "demo"
+    assert cli_run("demo", "--path", str(path), "--no-serve").exit_code == 0
+    toml = path / "instance.toml"
+    toml.write_text(toml.read_text().replace("demo = true\n", ""))
+
+    again = cli_run("demo", "--path", str(path), "--no-serve")
+
+    assert again.exit_code == 0, again.output
+    assert "already present" in again.output
