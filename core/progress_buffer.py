@@ -524,6 +524,18 @@ _live: weakref.WeakSet[ProgressBuffer] = weakref.WeakSet()
 _create_lock = threading.Lock()
 
 
+def close_buffer(app: Flask, timeout: float = 5.0) -> None:
+    """Write ``app``'s waiting heartbeats and stop its writer, if this process has one.
+
+    For a server worker that is about to exit: called before anything that
+    may take long (stopping the job worker), so a master that loses patience
+    and kills the process finds nothing left unwritten.
+    """
+    buffer: ProgressBuffer | None = app.extensions.get(EXTENSION)
+    if buffer is not None and buffer._pid == process.pid():
+        buffer.close(timeout=timeout)
+
+
 @atexit.register
 def _flush_at_exit() -> None:
     for buffer in list(_live):

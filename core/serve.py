@@ -22,6 +22,7 @@ from gunicorn.app.base import BaseApplication
 from core import schema
 from core.config import Settings
 from core.db import get_db
+from core.progress_buffer import close_buffer
 from core.tasks import get_jobs
 
 log = logging.getLogger(__name__)
@@ -67,6 +68,9 @@ def gunicorn_options(
         get_jobs(app).start_embedded_worker()
 
     def worker_exit(server: Any, worker: Any) -> None:
+        # heartbeats first: stopping the job worker may wait for running jobs,
+        # and the master kills a worker graceful_timeout after asking it to stop
+        close_buffer(app)
         get_jobs(app).stop_worker()
 
     def when_ready(server: Any) -> None:

@@ -33,6 +33,7 @@ from core.models import Progress
 from core.models import User
 from core.progress_buffer import ProgressBuffer
 from core.progress_states import ProgressRecord
+from core.tasks import get_jobs
 from tests.conftest import Users
 from tests.conftest import base_config
 from tests.course_helpers import Course
@@ -390,6 +391,24 @@ def test_close_writes_what_waits(
     buf.close()
     assert _stored(app) == [("in_progress", {"scroll": 0.8}, False)]
     assert buf.waiting() == 0
+
+
+def test_a_server_worker_exiting_writes_heartbeats_before_stopping_jobs(
+    app: Flask, client: FlaskClient, learner: Person, course: Course, monkeypatch: Any
+) -> None:
+    from core import serve
+
+    buf = progress_buffer.get_buffer(app)
+    _beat(client, learner, course.items[0], scroll=0.3)
+    order: list[str] = []
+    jobs = get_jobs(app)
+    monkeypatch.setattr(jobs, "stop_worker", lambda *a, **k: order.append(f"jobs {buf.waiting()}"))
+    options = serve.gunicorn_options(app)
+
+    options["worker_exit"](None, None)
+
+    assert order == ["jobs 0"]  # the heartbeat was written before the jobs were stopped
+    assert _stored(app) == [("in_progress", {"scroll": 0.3}, False)]
 
 
 def test_a_large_batch_stores_every_value(
