@@ -257,9 +257,7 @@ def main() -> None:
     if bad:
         print("WARNING: failed requests in: " + ", ".join(r.name for r in bad))
     worst = min(results[1:], key=lambda r: r.requests_per_s)
-    write_json(
-        Path(__file__).parent / "last-api.json", [r.__dict__ for r in [*results, *probes]]
-    )
+    write_json(Path(__file__).parent / "last-api.json", [r.__dict__ for r in [*results, *probes]])
     print(f"worst learner endpoint: {worst.name}, p99 {worst.p99_ms:.1f} ms (target < 50 ms)")
     print(f"ratio={worst.requests_per_s / bare.requests_per_s:.2f}")
 
