@@ -636,6 +636,39 @@ def mail_show(ctx: click.Context, mail_id: int) -> None:
         click.echo(f"To: {found.to}\nSubject: {found.subject}\nSent: {sent}\n\n{found.body}")
 
 
+@mail.command("purge")
+@click.option("--days", default=30, show_default=True, type=click.IntRange(0), help="Age.")
+@click.pass_context
+def mail_purge(ctx: click.Context, days: int) -> None:
+    """Delete outbox mail older than --days (its bodies hold reset links and invitation codes).
+
+    With [mail] url set, mail not sent yet is kept a day longer, while its
+    delivery may still be tried.
+    """
+    from sqlalchemy import delete
+    from sqlalchemy import or_
+
+    from core.db import get_db
+    from core.db import utcnow
+    from core.models import OutboxMail
+
+    app = _state(ctx).app()
+    cutoff = utcnow() - timedelta(days=days)
+    keep_unsent = bool(app.extensions["trivium.settings"].mail.url)
+    query = delete(OutboxMail).where(OutboxMail.created_at < cutoff)
+    if keep_unsent:
+        # delivery is tried for a couple of hours: a day more leaves it room
+        query = query.where(
+            or_(
+                OutboxMail.sent_at.is_not(None),
+                OutboxMail.created_at < cutoff - timedelta(days=1),
+            )
+        )
+    with get_db(app).session() as sess:
+        removed = sess.execute(query).rowcount  # type: ignore[attr-defined]
+    click.echo(f"Deleted {removed} outbox mail older than {days} days.")
+
+
 @mail.command("test")
 @click.argument("address")
 @click.pass_context

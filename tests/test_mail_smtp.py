@@ -616,3 +616,31 @@ def test_the_settings_page_masks_the_mail_password(tmp_path: Path) -> None:
         get_db(app).dispose()
     assert shown.startswith("smtps://trivium:") and shown.endswith("@mx")
     assert "s3cret" not in shown
+
+
+def test_purge_deletes_old_mail_and_keeps_unsent_mail_a_day_longer(instance: Path) -> None:
+    now = dt.datetime.now(dt.UTC)
+    ages = {"fresh": 1, "old-sent": 40, "old-unsent": 30.5, "older-unsent": 32}
+    app = create_app(instance)
+    try:
+        with get_db(app).session() as sess:
+            for subject, days in ages.items():
+                sess.add(
+                    OutboxMail(
+                        to="ada@uni.example",
+                        subject=subject,
+                        body="token=abc",
+                        created_at=now - dt.timedelta(days=days),
+                        sent_at=now if subject == "old-sent" else None,
+                    )
+                )
+    finally:
+        get_db(app).dispose()
+    set_mail(instance, 'url = "smtp://127.0.0.1:25"')
+
+    result = cli_run(instance, "mail", "purge", "--days", "30")
+
+    assert result.exit_code == 0 and "Deleted 2 outbox mail" in result.output
+    listed = cli_run(instance, "mail", "outbox").output
+    assert "fresh" in listed and "old-unsent" in listed
+    assert "old-sent" not in listed and "older-unsent" not in listed
