@@ -395,7 +395,18 @@ def search_postgresql(root: Path, url: str, total: int, args: argparse.Namespace
         loaded = bulk_load(path, total, "bench-bulk", seed=2, database_url=scoped)
         with admin.begin() as conn:  # what autovacuum would do soon after such a load
             conn.execute(sa.text(f"ANALYZE {name}.catalog_entries"))
-        print(f"PostgreSQL: {total} entries bulk-loaded in {loaded:.1f} s, then searched")
+            table, index, buffers = conn.execute(
+                sa.text(
+                    "SELECT pg_relation_size(:t), pg_relation_size(:i), "
+                    "current_setting('shared_buffers')"
+                ),
+                {"t": f"{name}.catalog_entries", "i": f"{name}.ix_catalog_entries_keys"},
+            ).one()
+        print(
+            f"PostgreSQL: {total} entries bulk-loaded in {loaded:.1f} s, then searched "
+            f"(table {table / 1e6:.0f} MB, search index {index / 1e6:.0f} MB, "
+            f"shared_buffers {buffers})"
+        )
         latencies = search_latencies(path, args.queries, 3, scoped, warm=args.queries)
         report("search (PostgreSQL)", latencies, total)
     finally:

@@ -8,7 +8,8 @@ knows nothing of peers: a source is an opaque key.
 
 Full text runs on SQLite's FTS5 (an external-content table kept in step by
 triggers) or PostgreSQL's full-text search (a weighted ``tsvector`` stored
-as a generated column, with a GIN index), with the same behaviour on both:
+as a generated column; a GIN index keys its words by id bucket, so that the
+newest matches are read first), with the same behaviour on both:
 every word of the query must match, the last one as a prefix (search as you
 type); the title weighs most, then summary, subject and institution, then
 the description.
@@ -53,6 +54,7 @@ from sqlalchemy import Double
 from sqlalchemy import Integer
 from sqlalchemy import Select
 from sqlalchemy import Table
+from sqlalchemy import Text
 from sqlalchemy import bindparam
 from sqlalchemy import cast
 from sqlalchemy import column
@@ -65,6 +67,7 @@ from sqlalchemy import select
 from sqlalchemy import table
 from sqlalchemy import text
 from sqlalchemy import update
+from sqlalchemy.dialects.postgresql import TSQUERY
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
@@ -238,13 +241,51 @@ SQLITE_DDL = (
     "END",
 )
 SQLITE_DROP = ("DROP TABLE IF EXISTS catalog_entries_fts",)
+
+PG_BUCKET_BITS = 15
+"""PostgreSQL's index keys each word by its entry's bucket: ``id >> PG_BUCKET_BITS``.
+
+A bucket holds 32,768 consecutive ids.  The index then hands out the
+matches of a few buckets (the newest first) without reading the rest: see
+:func:`_pg_scan`.  The value is part of the index (:data:`PG_KEYS`):
+changing it takes a migration that rebuilds the index.
+"""
+#: Codes of the filters' keys (:data:`PG_KEYS_FUNCTION`): ``<bucket>|=<code><lower(value)>``.
+PG_FILTER_CODES = {"language": "l", "subject": "s", "level": "v", "institution": "i"}
+#: The keys of a row: each word of its document as ``<bucket>|<word>`` (words of more than
+#: 256 characters cut there: a key must stay under tsvector's 2,047 bytes, and a query's
+#: words are far shorter, so none matches differently), then its filter values.
+PG_KEYS_FUNCTION = """\
+CREATE OR REPLACE FUNCTION catalog_search_keys(
+    doc tsvector, bucket integer, language text, subject text, level text, institution text
+) RETURNS tsvector LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+SELECT array_to_tsvector(ARRAY(
+    SELECT bucket::text || '|' || left(lexeme, 256) FROM unnest(doc)
+    UNION ALL
+    SELECT bucket::text || '|=' || facet FROM unnest(ARRAY[
+        'l' || lower(coalesce(language, '')), 's' || lower(coalesce(subject, '')),
+        'v' || lower(coalesce(level, '')), 'i' || lower(coalesce(institution, ''))
+    ]) AS facet
+))
+$$"""
+#: The indexed expression; a search must spell it the same for the index to answer it.
+PG_KEYS = (
+    f"catalog_search_keys(search_vector, id >> {PG_BUCKET_BITS}, language, subject, level, "
+    "institution)"
+)
 #: PostgreSQL: the document as a stored column (tokenised once per row, which
-#: searches read and rank without tokenising again) and its GIN index.
+#: searches read and rank without tokenising again) and a GIN index on its
+#: keys.  A small pending list: every search reads the whole of it, with each
+#: of its (many) keys; inserts still go in batches.
 PG_DDL = (
     "ALTER TABLE catalog_entries ADD COLUMN IF NOT EXISTS search_vector tsvector "
     f"GENERATED ALWAYS AS ({PG_VECTOR}) STORED",
-    "CREATE INDEX IF NOT EXISTS ix_catalog_entries_vector ON catalog_entries "
-    "USING gin (search_vector)",
+    PG_KEYS_FUNCTION,
+    "CREATE INDEX IF NOT EXISTS ix_catalog_entries_keys ON catalog_entries "
+    f"USING gin (({PG_KEYS})) WITH (gin_pending_list_limit = 256)",
+)
+PG_DROP = (
+    "DROP FUNCTION IF EXISTS catalog_search_keys(tsvector, integer, text, text, text, text)",
 )
 
 
@@ -252,7 +293,7 @@ def _ddl(statement: str) -> DDL:
     return DDL(statement)  # type: ignore[no-untyped-call]
 
 
-# The migrations (core_0002 to core_0004) run the same statements; these listeners give a
+# The migrations (core_0002 to core_0005) run the same statements; these listeners give a
 # schema built with ``metadata.create_all`` (tests) the same full-text setup.
 _ENTRIES: Table = CatalogEntry.__table__  # type: ignore[assignment]
 for _statement in SQLITE_DDL:
@@ -261,6 +302,8 @@ for _statement in SQLITE_DROP:
     event.listen(_ENTRIES, "before_drop", _ddl(_statement).execute_if(dialect="sqlite"))
 for _statement in PG_DDL:
     event.listen(_ENTRIES, "after_create", _ddl(_statement).execute_if(dialect="postgresql"))
+for _statement in PG_DROP:
+    event.listen(_ENTRIES, "after_drop", _ddl(_statement).execute_if(dialect="postgresql"))
 _STATE: Table = CatalogState.__table__  # type: ignore[assignment]
 _STATE_ROW = "INSERT INTO catalog_state (id, version) VALUES (1, '0')"
 event.listen(_STATE, "after_create", _ddl(_STATE_ROW))
@@ -704,31 +747,21 @@ def _scan(
     At most :data:`MATCH_SCAN` + 1, the most recently indexed first (the
     full-text indexes hand them out in that order, so nothing else is read):
     both the page and the facet counts are worked out from these rows.
-    PostgreSQL ranks them in the same statement; SQLite in a second one
-    (:func:`_sqlite_ranks`), or not at all when no word ranks (``ranked``
-    missing from ``params``): every rank is then 0.
+    PostgreSQL ranks them in the same statements (:func:`_pg_scan`); SQLite in
+    a second one (:func:`_sqlite_ranks`), or not at all when no word ranks
+    (``ranked`` missing from ``params``): every rank is then 0.
     """
+    if _is_postgres(sess):
+        return _pg_scan(sess, filters, params)
     entries = CatalogEntry.__table__
     facet_columns = [entries.c[name] for name in FACETS]
-    if _is_postgres(sess):
-        query = func.to_tsquery(literal_column("'simple'::regconfig"), bindparam("tsq"))
-        # real -> double precision, so the value in a cursor compares equal
-        # to the row's own when it comes back.
-        rank: ColumnElement[Any] = cast(-func.ts_rank_cd(_PG_VECTOR, query), Double())
-        stmt = _filtered(
-            select(entries.c.id, rank, *facet_columns).where(
-                entries.c.deleted.is_(False), _PG_VECTOR.op("@@")(query)
-            ),
-            filters,
-        ).order_by(entries.c.id.desc())
-    else:
-        # Deleted rows have no text, so they never match.
-        stmt = _filtered(
-            select(_FTS.c.rowid, _UNRANKED, *facet_columns)
-            .select_from(_FTS.join(entries, entries.c.id == _FTS.c.rowid))
-            .where(_FTS_MATCH.op("MATCH")(bindparam("fts"))),
-            filters,
-        ).order_by(_FTS.c.rowid.desc())
+    # Deleted rows have no text, so they never match.
+    stmt = _filtered(
+        select(_FTS.c.rowid, _UNRANKED, *facet_columns)
+        .select_from(_FTS.join(entries, entries.c.id == _FTS.c.rowid))
+        .where(_FTS_MATCH.op("MATCH")(bindparam("fts"))),
+        filters,
+    ).order_by(_FTS.c.rowid.desc())
     # Rows as the driver returns them (ints, floats, strings: the columns are
     # not nullable), fetched at once: up to MATCH_SCAN + 1 of them.
     rows: list[Any] = list(sess.execute(stmt.limit(MATCH_SCAN + 1), params).all())
@@ -736,6 +769,133 @@ def _scan(
         ranks = _sqlite_ranks(sess, [row[0] for row in rows], params["ranked"])
         rows = [(row[0], ranks.get(row[0], 0.0), *row[2:]) for row in rows]
     return rows
+
+
+PG_FIRST_IDS = 1 << PG_BUCKET_BITS
+"""PostgreSQL: the first statement of a search reads the buckets of its newest this many ids."""
+_PG_KEYS: ColumnElement[Any] = literal_column(PG_KEYS)
+# The newest id, the words' tsquery as PostgreSQL parses them, and the buckets
+# holding entries, one step down the primary key each: ids leave gaps of
+# empty buckets as a source's entries come and go, which searches then skip.
+_PG_BUCKETS = text(
+    """\
+WITH RECURSIVE filled(bucket) AS (
+    SELECT max(id) >> :bits FROM catalog_entries
+    UNION ALL
+    SELECT (SELECT max(id) >> :bits FROM catalog_entries WHERE id < (filled.bucket << :bits))
+    FROM filled WHERE filled.bucket IS NOT NULL
+)
+SELECT (SELECT max(id) FROM catalog_entries),
+    CAST(to_tsquery('simple'::regconfig, :tsq) AS text),
+    ARRAY(SELECT bucket FROM filled WHERE bucket IS NOT NULL)"""
+).bindparams(bits=PG_BUCKET_BITS)
+# A quoted word in the text of a tsquery (quotes in it doubled), and its prefix mark.
+_PG_OPERAND = re.compile(r"'((?:[^']|'')*)'(:\*)?")
+_PG_PHRASE = re.compile(r"<(?:-|\d+)>")
+
+
+def _pg_scan(sess: Session, filters: Mapping[str, str], params: dict[str, Any]) -> list[_Match]:
+    """PostgreSQL's :func:`_scan`: the newest matches, read a few buckets of ids at a time.
+
+    The index keys each word by the bucket of its entry's id
+    (:data:`PG_BUCKET_BITS`), so a statement can ask it for the matches in a
+    few buckets alone.  (An index of the words alone hands out every match,
+    in no useful order: a broad prefix's matches fill most pages of the
+    table, and reading them, or walking the table down from the newest
+    entry, took 50 to 300 ms in a million entries.)  The first statement
+    reads the buckets of the newest :data:`PG_FIRST_IDS` ids; each next one
+    reads older buckets, as many as the matches found so far say it takes
+    to find the rest (whole buckets: some to spare), until
+    :data:`MATCH_SCAN` + 1 matches are found or no bucket is left.  From
+    the third statement on it reads at least as many ids as were read so
+    far, should the matches lie much thinner in older entries.  Each match
+    read costs a page of the table (they lie scattered), about all a search
+    costs: the buckets read hold little more than the matches needed.  Every
+    statement also checks each row itself (words, filters, ``deleted``): the
+    keys only pick the rows to read.
+    """
+    entries = CatalogEntry.__table__
+    highest, parsed, filled = sess.execute(_PG_BUCKETS, params).one()
+    if highest is None or not parsed:  # an empty index, or no word the parser keeps
+        return []
+    query = func.to_tsquery(literal_column("'simple'::regconfig"), bindparam("tsq"))
+    # real -> double precision, so the value in a cursor compares equal
+    # to the row's own when it comes back.
+    rank: ColumnElement[Any] = cast(-func.ts_rank_cd(_PG_VECTOR, query), Double())
+    # The keys' query as a value of its own (an InitPlan), which the planner
+    # does not look into: it takes the usual share of matches instead of
+    # adding up one per bucket and word, which over many buckets looked like
+    # most of the table (and a plan worth compiling with JIT).
+    keys = select(cast(bindparam("keys", type_=Text()), TSQUERY())).scalar_subquery()
+    stmt = (
+        _filtered(
+            select(entries.c.id, rank, *(entries.c[name] for name in FACETS)).where(
+                _PG_KEYS.op("@@")(keys),
+                entries.c.deleted.is_(False),
+                _PG_VECTOR.op("@@")(query),
+            ),
+            filters,
+        )
+        .order_by(entries.c.id.desc())
+        # Always the whole scan's worth: told of fewer, the planner could walk
+        # the primary key down from the newest entry instead.
+        .limit(MATCH_SCAN + 1)
+    )
+    values = [PG_FILTER_CODES[name] + value.lower() for name, value in sorted(filters.items())]
+    newest = int(highest) >> PG_BUCKET_BITS
+
+    def ids_in(bucket: int) -> int:
+        if bucket == newest:
+            return int(highest) - (bucket << PG_BUCKET_BITS) + 1
+        return 1 << PG_BUCKET_BITS
+
+    unread = sorted(filled, reverse=True)  # buckets holding entries, newest first
+    rows: list[Any] = []
+    read = 0  # ids in the buckets read so far
+    span = PG_FIRST_IDS  # ids the next statement reads, at least one bucket's
+    statements = 0
+    while unread and len(rows) <= MATCH_SCAN:
+        chosen = [unread.pop(0)]
+        covered = ids_in(chosen[0])
+        while unread and covered < span:
+            chosen.append(unread.pop(0))
+            covered += ids_in(chosen[-1])
+        found = sess.execute(stmt, {**params, "keys": _pg_keys(parsed, values, chosen)}).all()
+        rows += found[: MATCH_SCAN + 1 - len(rows)]
+        read += covered
+        statements += 1
+        # none found yet counts as one (then the rest is read at once, short of huge indexes)
+        span = int((MATCH_SCAN + 1 - len(rows)) * read / max(len(rows), 1))
+        if statements >= 2:
+            span = max(span, read)
+    return rows
+
+
+def _pg_keys(parsed: str, values: list[str], buckets: Iterable[int]) -> str:
+    """The tsquery (as text) of a search's keys in ``buckets`` (:data:`PG_KEYS_FUNCTION`).
+
+    :param parsed: the text of the words' tsquery, as PostgreSQL parsed it: each word
+        becomes the same word in any of the buckets.  Phrases (a word the parser
+        splits) become plain "and": the keys keep no positions, and the row's own
+        document settles them.
+    :param values: the filters' keys, without their bucket.
+    """
+    buckets = list(buckets)
+
+    def any_bucket(word: re.Match[str]) -> str:
+        star = word.group(2) or ""
+        return "(" + " | ".join(f"'{b}|{word.group(1)}'{star}" for b in buckets) + ")"
+
+    keys = _PG_OPERAND.sub(any_bucket, _PG_PHRASE.sub("&", parsed))
+    for value in values:
+        quoted = [_pg_quoted(f"{b}|={value}") for b in buckets]
+        keys += " & (" + " | ".join(quoted) + ")"
+    return keys
+
+
+def _pg_quoted(key: str) -> str:
+    """``key`` as a quoted word of a tsquery: every character literal."""
+    return "'" + key.replace("\\", "\\\\").replace("'", "''") + "'"
 
 
 _RANK_IDS: ColumnElement[Any] = literal_column("value")

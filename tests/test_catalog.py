@@ -158,6 +158,57 @@ def test_a_very_broad_search_reads_the_newest_matches_and_says_so(
     assert [hit.external_id for hit in browse.entries] == ["b4", "b3", "b2", "b1", "b0"]
 
 
+def test_on_postgresql_a_search_reads_the_newest_buckets_of_ids_first(
+    app: Flask, sess: Session, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if get_db(app).engine.dialect.name != "postgresql":
+        pytest.skip("PostgreSQL's index keys each word by its entry's id bucket")
+    bucket = 1 << catalog.PG_BUCKET_BITS
+    entries = [("old", "Broad old", "en"), ("rare", "Rarest word", "en")]
+    entries += [(f"mid{n}", f"Broad middle {n}", "de") for n in range(3)]
+    entries += [(f"new{n}", f"Broad newer {n}", "en") for n in range(3)]
+    for external_id, title, language in entries:
+        if external_id in ("mid0", "new0"):  # on to a later bucket
+            first = 5 * bucket if external_id == "mid0" else 9 * bucket
+            sess.execute(sa.text(f"SELECT setval('catalog_entries_id_seq', {first})"))
+        catalog.apply_changes(sess, "peer-a", [peer_entry(external_id, title, language=language)])
+    sess.commit()
+    keys: list[str] = []
+
+    def record(_conn: Any, _cursor: Any, _statement: str, parameters: Any, *_args: Any) -> None:
+        if isinstance(parameters, dict) and "keys" in parameters:
+            keys.append(parameters["keys"])
+
+    def found(q: str, **filters: str) -> list[str]:
+        page = catalog.search(sess, q, filters=filters, limit=20)
+        return sorted(hit.external_id for hit in page.entries)
+
+    engine = get_db(app).engine
+    sa.event.listen(engine, "before_cursor_execute", record)
+    try:
+        monkeypatch.setattr(catalog, "MATCH_SCAN", 4)
+        page = catalog.search(sess, "broad", limit=20)
+        # The five newest matches, though three buckets lie between them.
+        assert sorted(hit.external_id for hit in page.entries) == [
+            "mid1",
+            "mid2",
+            "new0",
+            "new1",
+            "new2",
+        ]
+        assert page.facets["language"] == [("en", 3), ("de", 2)]
+        assert not page.facets_exact and not page.ranking_exact
+        assert keys and not any("'0|broad'" in k for k in keys)  # the oldest bucket unread
+        assert not any("'7|broad'" in k for k in keys)  # nor the empty ones between
+        assert found("broad", language="DE") == ["mid0", "mid1", "mid2"]
+        assert found("broad", language="fr") == []
+        assert found("broad ol") == ["old"]
+        assert found("rarest") == ["rare"]  # read in every bucket
+        assert found("nowhere") == []
+    finally:
+        sa.event.remove(engine, "before_cursor_execute", record)
+
+
 def test_facets_and_ranked_pages_are_cached_until_the_index_changes(
     sess: Session, owner: User, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -411,6 +462,7 @@ def test_filters_match_whole_values_whatever_their_characters(sess: Session, q: 
             peer_entry("cs", "Course cs", subject="Computer science"),
             peer_entry("csh", "Course csh", subject="Computer science history"),
             peer_entry("quote", "Course quote", institution='The "Quoted" U'),
+            peer_entry("slash", "Course slash", institution="Back\\slash's U"),
             peer_entry("marks", "Course marks", level="!!"),
             peer_entry("plain", "Course plain", level="Beginner"),
         ],
@@ -426,6 +478,8 @@ def test_filters_match_whole_values_whatever_their_characters(sess: Session, q: 
     assert found(subject="computer science") == ["cs"]
     assert found(institution='the "quoted" u') == ["quote"]
     assert found(institution='"quoted"') == []
+    assert found(institution="back\\slash's u") == ["slash"]
+    assert found(institution="back\\\\slash's u") == []
     assert found(level="!!") == ["marks"]
     assert found(level="beginner", language="en") == []
     assert catalog.search(sess, q, filters={"level": "beginner"}).facets["level"] == [

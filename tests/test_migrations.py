@@ -24,7 +24,7 @@ from tests.conftest import PG_URL
 from tests.conftest import base_config
 
 #: The newest revision of core's branch.
-CORE_HEAD = "core_0004"
+CORE_HEAD = "core_0005"
 
 CORE_TABLES = {
     m.class_.__tablename__ for m in Base.registry.mappers if m.class_.__module__ == models.__name__
@@ -112,7 +112,11 @@ def with_migrations(
 
 #: Dialect-specific full-text machinery core.catalog creates with DDL (tests/test_catalog.py
 #: searches a migrated database to prove the revision creates it).
-FULL_TEXT_INDEXES = {"ix_catalog_entries_search", "ix_catalog_entries_vector"}
+FULL_TEXT_INDEXES = {
+    "ix_catalog_entries_search",
+    "ix_catalog_entries_vector",
+    "ix_catalog_entries_keys",
+}
 FULL_TEXT_COLUMNS = {"search_vector"}
 
 
