@@ -682,8 +682,8 @@ def mail_test(ctx: click.Context, address: str) -> None:
         raise click.ClickException(
             "[mail] url is empty: mail goes to the outbox only (trivium mail outbox)"
         )
-    server = smtp.parse_url(conf.mail.url)
-    sender = conf.mail.sender or smtp.default_sender(conf.instance.name, conf.instance.base_url)
+    server = smtp.parse_url(conf.mail.url)  # checked at start-up: names it below
+    sender = smtp.sender_of(conf)
     try:
         message = smtp.build_message(
             sender,
@@ -692,7 +692,7 @@ def mail_test(ctx: click.Context, address: str) -> None:
             f"This is a test of the mail settings of {conf.instance.name} "
             f"({conf.instance.base_url}).\n",
         )
-        smtp.send(server, message, timeout=conf.mail.timeout_seconds, ca_file=conf.mail.ca_file)
+        smtp.send_with(conf, message)
     except (smtp.MailRefused, smtplib.SMTPException, OSError) as exc:
         raise click.ClickException(f"not sent through {server.describe()}: {exc}") from exc
     click.echo(f"Sent a test mail from {sender} to {address} through {server.describe()}.")

@@ -252,10 +252,7 @@ def _check_mail_url(settings: Settings) -> None:
 
     try:
         smtp.parse_url(mail.url)
-        if mail.sender:
-            smtp.check_sender(mail.sender)
-        else:
-            smtp.default_sender(settings.instance.name, settings.instance.base_url)
+        smtp.check_sender(smtp.sender_of(settings))
     except (smtp.MailUrlInvalid, smtp.MailSenderInvalid) as exc:
         raise ConfigError(f"invalid configuration: [mail] {exc}") from None
     if mail.ca_file:

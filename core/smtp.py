@@ -26,8 +26,12 @@ from email.headerregistry import Address
 from email.message import EmailMessage
 from email.utils import formatdate
 from email.utils import make_msgid
+from typing import TYPE_CHECKING
 from urllib.parse import unquote
 from urllib.parse import urlsplit
+
+if TYPE_CHECKING:
+    from core.config import Settings
 
 #: Scheme -> default port.
 SCHEMES = {"smtp": 25, "smtp+starttls": 587, "smtps": 465}
@@ -167,6 +171,15 @@ def default_sender(instance_name: str, base_url: str) -> str:
     return str(Address(display_name=instance_name, username="noreply", domain=host))
 
 
+def sender_of(settings: Settings) -> str:
+    """The From address: ``[mail] sender``, else :func:`default_sender`.
+
+    :raise MailSenderInvalid: no sender is set and the base URL gives none.
+    """
+    mail, instance = settings.mail, settings.instance
+    return mail.sender or default_sender(instance.name, instance.base_url)
+
+
 def check_sender(sender: str) -> None:
     """Refuse a ``[mail] sender`` that is not one address with a domain.
 
@@ -243,6 +256,16 @@ def send(server: SmtpServer, message: EmailMessage, *, timeout: float, ca_file: 
             client.quit()
         except (smtplib.SMTPException, OSError):
             client.close()
+
+
+def send_with(settings: Settings, message: EmailMessage) -> SmtpServer:
+    """:func:`send` ``message`` as ``[mail]`` says (URL, timeout, ``ca_file``); return the server.
+
+    :raise MailRefused: as :func:`send`, and its other errors.
+    """
+    server = parse_url(settings.mail.url)
+    send(server, message, timeout=settings.mail.timeout_seconds, ca_file=settings.mail.ca_file)
+    return server
 
 
 def _for_good(code: int, answer: bytes | str) -> bool:

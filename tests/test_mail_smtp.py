@@ -232,7 +232,7 @@ def mail_app(config: dict[str, Any], **mail: Any) -> Flask:
     return app
 
 
-def deliver_jobs(app: Flask, *, until: tuple[str, ...] = ("done", "failed")) -> list[Job]:
+def deliver_jobs(app: Flask) -> list[Job]:
     """Run the worker until every ``core.deliver_mail`` job has run at least once.
 
     A job retried later counts once it has failed an attempt (``attempts``
@@ -251,7 +251,8 @@ def deliver_jobs(app: Flask, *, until: tuple[str, ...] = ("done", "failed")) -> 
                 )
                 sess.expunge_all()
             if rows and all(
-                j.state in until or (j.state == "queued" and j.attempts > 0 and j.error)
+                j.state in ("done", "failed")
+                or (j.state == "queued" and j.attempts > 0 and j.error)
                 for j in rows
             ):
                 return rows

@@ -67,11 +67,9 @@ def deliver_mail(outbox_id: int) -> None:
     if not conf.mail.url:
         log.warning("job=core.deliver_mail id=%s status=kept mail_url=empty", outbox_id)
         return  # the setting was removed meanwhile: the mail stays in the outbox
-    server = smtp.parse_url(conf.mail.url)
-    sender = conf.mail.sender or smtp.default_sender(conf.instance.name, conf.instance.base_url)
-    message = smtp.build_message(sender, mail.to, mail.subject, mail.body)
+    message = smtp.build_message(smtp.sender_of(conf), mail.to, mail.subject, mail.body)
     sess.rollback()  # no transaction stays open while the mail server takes its time
-    smtp.send(server, message, timeout=conf.mail.timeout_seconds, ca_file=conf.mail.ca_file)
+    server = smtp.send_with(conf, message)
     marked = sess.scalar(
         update(OutboxMail)
         .where(OutboxMail.id == outbox_id, OutboxMail.sent_at.is_(None))
