@@ -594,30 +594,44 @@ def mail() -> None:
 @mail.command("outbox")
 @click.option("--limit", default=20, show_default=True, type=click.IntRange(1, 10_000))
 @click.option("--unsent", is_flag=True, help="Only mail no SMTP server has accepted yet.")
+@click.option(
+    "--state",
+    type=click.Choice(["outbox", "queued", "sent", "failed"]),
+    help="Only mail in this delivery state.",
+)
 @click.pass_context
-def mail_outbox(ctx: click.Context, limit: int, unsent: bool) -> None:
-    """List the newest mail in the outbox (read one with `mail show ID`)."""
+def mail_outbox(ctx: click.Context, limit: int, unsent: bool, state: str | None) -> None:
+    """List the newest mail in the outbox and where its delivery stands.
+
+    States: outbox (kept here only, no SMTP server), queued (a delivery job
+    will try it), sent, failed (refused for good or out of tries: `mail
+    retry ID`).  Read one with `mail show ID`.
+    """
     from core.db import get_db
     from core.models import OutboxMail
 
     query = select(OutboxMail).order_by(OutboxMail.id.desc()).limit(limit)
     if unsent:
         query = query.where(OutboxMail.sent_at.is_(None))
+    if state:
+        query = query.where(OutboxMail.state == state)
     with get_db(_state(ctx).app()).session() as sess:
         rows = [
             (
                 str(m.id),
                 m.created_at.strftime("%Y-%m-%d %H:%M:%S"),
-                m.sent_at.strftime("%Y-%m-%d %H:%M:%S") if m.sent_at else "-",
+                m.state,
+                str(m.attempts),
                 m.to,
-                m.subject[:60],
+                m.subject[:50],
+                _last_line(m.last_error)[:60] if m.state != "sent" else "",
             )
             for m in sess.scalars(query)
         ]
     if not rows:
         click.echo("No mail.")
         return
-    _table(("id", "written (UTC)", "sent (UTC)", "to", "subject"), rows)
+    _table(("id", "written (UTC)", "state", "tries", "to", "subject", "last error"), rows)
 
 
 @mail.command("show")
@@ -633,7 +647,40 @@ def mail_show(ctx: click.Context, mail_id: int) -> None:
         if found is None:
             raise click.ClickException(f"no mail {mail_id} in the outbox")
         sent = found.sent_at.strftime("%Y-%m-%d %H:%M:%S UTC") if found.sent_at else "not sent"
-        click.echo(f"To: {found.to}\nSubject: {found.subject}\nSent: {sent}\n\n{found.body}")
+        lines = [f"To: {found.to}", f"Subject: {found.subject}", f"State: {found.state}"]
+        lines.append(f"Sent: {sent}")
+        if found.attempts:
+            tried = found.last_attempt_at
+            when = tried.strftime("%Y-%m-%d %H:%M:%S UTC") if tried else "?"
+            lines.append(f"Tries: {found.attempts}, the last at {when}")
+        if found.last_error and found.state != "sent":
+            lines.append(f"Last error: {found.last_error}")
+        click.echo("\n".join(lines) + f"\n\n{found.body}")
+
+
+@mail.command("retry")
+@click.argument("mail_id", type=int)
+@click.pass_context
+def mail_retry(ctx: click.Context, mail_id: int) -> None:
+    """Queue the failed (or kept) outbox mail MAIL_ID for SMTP delivery again."""
+    from core.auth.mail import MailDeliveryOff
+    from core.auth.mail import MailNotRetryable
+    from core.auth.mail import queue_again
+    from core.db import get_db
+    from core.models import OutboxMail
+
+    app = _state(ctx).app()
+    with app.app_context(), get_db(app).sessions() as sess:
+        found = sess.get(OutboxMail, mail_id)
+        if found is None:
+            raise click.ClickException(f"no mail {mail_id} in the outbox")
+        to = found.to
+        try:
+            queue_again(sess, found, None)
+        except (MailDeliveryOff, MailNotRetryable) as exc:
+            raise click.ClickException(str(exc)) from exc
+        sess.commit()
+    click.echo(f"Mail {mail_id} to {to} queued for delivery again.")
 
 
 @mail.command("purge")

@@ -125,16 +125,27 @@ class Invitation(Base):
 
 class OutboxMail(Base):
     """Mail written by core's mail sender: the outbox, and with ``[mail] url`` the
-    queue of the SMTP delivery job (``sent_at``: when the server accepted it)."""
+    queue of the SMTP delivery job.
+
+    ``state`` is ``outbox`` (kept here only: no SMTP server configured when it
+    was written, or since), ``queued`` (a delivery job will try it; after a
+    failed try ``last_error`` says why), ``sent`` (the server accepted it at
+    ``sent_at``) or ``failed`` (refused for good, or every try failed).
+    """
 
     __tablename__ = "outbox_mail"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    public_id: Mapped[str] = _public_id()
     to: Mapped[str] = mapped_column(String(320))
     subject: Mapped[str] = mapped_column(String(300))
     body: Mapped[str] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     sent_at: Mapped[datetime | None]
+    state: Mapped[str] = mapped_column(String(20), default="outbox")
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    last_error: Mapped[str] = mapped_column(Text, default="")
+    last_attempt_at: Mapped[datetime | None]
 
 
 class Course(Base):

@@ -29,6 +29,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
+from dramatiq.middleware import CurrentMessage
 from flask import Flask
 from sqlalchemy import select
 
@@ -37,8 +38,10 @@ from core import smtp
 from core.cli import cli
 from core.config import ConfigError
 from core.db import get_db
+from core.models import AuditLog
 from core.models import Job
 from core.models import OutboxMail
+from core.tasks import builtin
 from core.tasks import get_jobs
 from tests.auth_helpers import PASSWORD
 from tests.auth_helpers import Api
@@ -262,6 +265,13 @@ def deliver_jobs(app: Flask) -> list[Job]:
         jobs.stop_worker()
 
 
+def audit_entries(app: Flask) -> list[AuditLog]:
+    with get_db(app).session() as sess:
+        rows = list(sess.scalars(select(AuditLog).order_by(AuditLog.id)))
+        sess.expunge_all()
+    return rows
+
+
 def delivery_jobs(app: Flask) -> list[Job]:
     with get_db(app).session() as sess:
         rows = list(sess.scalars(select(Job).where(Job.actor == "core.deliver_mail")))
@@ -298,7 +308,7 @@ def test_a_reset_mail_is_sent_by_a_job_after_the_request(
     # the request wrote the outbox row and queued its delivery, nothing more
     assert server.inbox.messages == []
     [mail] = outbox(app)
-    assert mail.sent_at is None
+    assert mail.sent_at is None and mail.state == "queued" and mail.attempts == 0
     [job] = delivery_jobs(app)
     assert job.state == "queued"
 
@@ -316,6 +326,8 @@ def test_a_reset_mail_is_sent_by_a_job_after_the_request(
     assert server.inbox.logins == ["trivium"]
     [mail] = outbox(app)
     assert mail.sent_at is not None
+    assert (mail.state, mail.attempts, mail.last_error) == ("sent", 1, "")
+    assert mail.last_attempt_at == mail.sent_at
 
 
 def test_the_sender_comes_from_the_settings(
@@ -348,6 +360,8 @@ def test_a_server_whose_certificate_is_not_trusted_gets_nothing(
     assert "CERTIFICATE_VERIFY_FAILED" in job.error
     assert starttls_server.inbox.messages == [] and starttls_server.inbox.logins == []
     assert mail.sent_at is None
+    assert mail.state == "queued" and mail.attempts == 1  # the row says why it waits
+    assert "CERTIFICATE_VERIFY_FAILED" in mail.last_error
 
 
 def test_a_permanent_refusal_fails_the_job_at_once(
@@ -364,6 +378,7 @@ def test_a_permanent_refusal_fails_the_job_at_once(
     assert "550" in job.error and "MailRefused" in job.error
     assert plain_server.inbox.messages == []
     assert mail.sent_at is None
+    assert mail.state == "failed" and mail.attempts == 1 and "550" in mail.last_error
 
 
 def test_a_temporary_refusal_is_tried_again(
@@ -373,11 +388,40 @@ def test_a_temporary_refusal_is_tried_again(
     try:
         request_reset(app, Users(app), "ada@later.example")
         [job] = deliver_jobs(app)
+        [mail] = outbox(app)
     finally:
         get_db(app).dispose()
     assert job.state == "queued" and job.attempts == 1
     assert "451" in job.error
     assert plain_server.inbox.messages == []
+    assert mail.state == "queued" and mail.attempts == 1 and "451" in mail.last_error
+
+
+def test_a_mail_out_of_tries_is_failed(
+    config: dict[str, Any], plain_server: MailServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # the job's last try: dramatiq's retry count has reached the actor's limit
+    app = mail_app(config, url=plain_server.url)
+    seen: list[tuple[int, Any]] = []
+    last_try = builtin._last_try
+
+    def spy(limit: int | None) -> bool:
+        message = CurrentMessage.get_current_message()
+        assert message is not None
+        seen.append((message.options.get("retries", 0), limit))
+        message.options["retries"] = 8  # as after eight failed tries
+        return last_try(limit)
+
+    monkeypatch.setattr(builtin, "_last_try", spy)
+    try:
+        request_reset(app, Users(app), "ada@later.example")
+        [job] = deliver_jobs(app)
+        [mail] = outbox(app)
+    finally:
+        get_db(app).dispose()
+    assert seen == [(0, 8)]
+    assert job.state == "failed"
+    assert mail.state == "failed" and "451" in mail.last_error
 
 
 def test_an_unreachable_server_does_not_touch_the_request(config: dict[str, Any]) -> None:
@@ -398,7 +442,7 @@ def test_an_unreachable_server_does_not_touch_the_request(config: dict[str, Any]
 def test_without_a_url_mail_stays_in_the_outbox(app: Flask, users: Users) -> None:
     request_reset(app, users)
 
-    assert [m.to for m in outbox(app)] == [EMAIL]
+    assert [(m.to, m.state) for m in outbox(app)] == [(EMAIL, "outbox")]
     assert delivery_jobs(app) == []
 
 
@@ -597,12 +641,88 @@ def test_the_outbox_lists_and_shows_mail(instance: Path) -> None:
         get_db(app).dispose()
 
     listed = cli_run(instance, "mail", "outbox", "--unsent")
+    failed = cli_run(instance, "mail", "outbox", "--state", "failed")
     shown = cli_run(instance, "mail", "show", "1")
     missing = cli_run(instance, "mail", "show", "2")
 
     assert "ada@uni.example" in listed.output and "Reset" in listed.output
+    assert " outbox " in listed.output
+    assert failed.output.strip() == "No mail."
     assert "token=abc" in shown.output and "Sent: not sent" in shown.output
+    assert "State: outbox" in shown.output
     assert missing.exit_code == 1 and "no mail 2" in missing.output
+
+
+def add_mail(path: Path, **fields: Any) -> None:
+    app = create_app(path)
+    try:
+        with get_db(app).session() as sess:
+            sess.add(OutboxMail(to="ada@uni.example", subject="Reset", body="token=abc", **fields))
+    finally:
+        get_db(app).dispose()
+
+
+def stored_mail(path: Path) -> list[tuple[str, int, str]]:
+    app = create_app(path)
+    try:
+        return [(m.state, m.attempts, m.last_error) for m in outbox(app)]
+    finally:
+        get_db(app).dispose()
+
+
+def test_a_failed_mail_is_queued_again_and_sent(instance: Path, plain_server: MailServer) -> None:
+    add_mail(instance, state="failed", attempts=9, last_error="451 try later")
+    set_mail(instance, f'url = "{plain_server.url}"')
+
+    shown = cli_run(instance, "mail", "show", "1")
+    assert "State: failed" in shown.output and "Last error: 451 try later" in shown.output
+    assert "Tries: 9" in shown.output
+
+    result = cli_run(instance, "mail", "retry", "1")
+
+    assert result.exit_code == 0, result.output
+    assert "Mail 1 to ada@uni.example queued for delivery again." in result.output
+    assert stored_mail(instance) == [("queued", 0, "451 try later")]
+    app = create_app(instance)
+    try:
+        [job] = deliver_jobs(app)
+        [entry] = [e for e in audit_entries(app) if e.action == "mail.retry"]
+    finally:
+        get_db(app).dispose()
+    assert job.state == "done", job.error
+    assert stored_mail(instance) == [("sent", 1, "")]
+    assert [rcpt for _, rcpt, _ in plain_server.inbox.messages] == [["ada@uni.example"]]
+    assert entry.actor_id is None and entry.detail == {"to": "ada@uni.example", "via": "cli"}
+
+
+@pytest.mark.parametrize(
+    ("fields", "mail_url", "message"),
+    [
+        ({"state": "sent", "attempts": 1}, True, "is sent: only kept or failed mail"),
+        ({"state": "queued"}, True, "is queued: only kept or failed mail"),
+        ({"state": "failed", "attempts": 9}, False, "[mail] url is empty"),
+    ],
+)
+def test_retry_refuses_mail_it_cannot_queue_and_changes_nothing(
+    instance: Path, fields: dict[str, Any], mail_url: bool, message: str
+) -> None:
+    add_mail(instance, **fields)
+    if mail_url:
+        set_mail(instance, 'url = "smtp://127.0.0.1:25"')
+    before = stored_mail(instance)
+
+    result = cli_run(instance, "mail", "retry", "1")
+    missing = cli_run(instance, "mail", "retry", "2")
+
+    assert result.exit_code == 1 and message in result.output
+    assert missing.exit_code == 1 and "no mail 2" in missing.output
+    assert stored_mail(instance) == before
+    app = create_app(instance)
+    try:
+        assert delivery_jobs(app) == []
+        assert [e for e in audit_entries(app) if e.action == "mail.retry"] == []
+    finally:
+        get_db(app).dispose()
 
 
 def test_the_settings_page_masks_the_mail_password(tmp_path: Path) -> None:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 import textwrap
 from collections.abc import Iterator
+from datetime import UTC
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +26,7 @@ from tests.conftest import PG_URL
 from tests.conftest import base_config
 
 #: The newest revision of core's branch.
-CORE_HEAD = "core_0005"
+CORE_HEAD = "core_0006"
 
 CORE_TABLES = {
     m.class_.__tablename__ for m in Base.registry.mappers if m.class_.__module__ == models.__name__
@@ -152,6 +154,55 @@ def test_upgrade_is_idempotent_and_downgrade_to_base_works(app: Flask) -> None:
     schema.downgrade(app, "base")
     assert schema.current(app) == []
     assert table_names(app) <= {"alembic_version"}
+
+
+def test_core_0006_gives_existing_outbox_mail_a_state_and_an_id(app: Flask) -> None:
+    schema.upgrade(app, "core_0005")
+    outbox = sa.table(
+        "outbox_mail",
+        sa.column("id"),
+        sa.column("to"),
+        sa.column("subject"),
+        sa.column("body"),
+        sa.column("created_at", sa.DateTime(timezone=True)),
+        sa.column("sent_at", sa.DateTime(timezone=True)),
+    )
+    now = datetime(2026, 11, 1, tzinfo=UTC)
+    with get_db(app).engine.begin() as conn:
+        for n, sent in enumerate((True, False, False)):
+            conn.execute(
+                sa.insert(outbox).values(
+                    id=n + 1,
+                    to=f"m{n}@uni.example",
+                    subject="s",
+                    body="b",
+                    created_at=now,
+                    sent_at=now if sent else None,
+                )
+            )
+
+    schema.upgrade(app)
+
+    with get_db(app).engine.connect() as conn:
+        rows = conn.execute(
+            sa.text(
+                "SELECT id, state, attempts, last_error, public_id FROM outbox_mail ORDER BY id"
+            )
+        ).all()
+    assert [(r.id, r.state, r.attempts, r.last_error) for r in rows] == [
+        (1, "sent", 0, ""),
+        (2, "outbox", 0, ""),
+        (3, "outbox", 0, ""),
+    ]
+    ids = [r.public_id for r in rows]
+    assert len(set(ids)) == 3 and all(len(i) == 32 for i in ids)
+
+    schema.downgrade(app, "core_0005")
+    with get_db(app).engine.connect() as conn:
+        kept = conn.execute(sa.text("SELECT id, sent_at IS NOT NULL FROM outbox_mail")).all()
+        columns = {c["name"] for c in sa.inspect(conn).get_columns("outbox_mail")}
+    assert sorted((r[0], bool(r[1])) for r in kept) == [(1, True), (2, False), (3, False)]
+    assert "state" not in columns and "public_id" not in columns
 
 
 def test_revisions_render_core_types_as_plain_sqlalchemy() -> None:

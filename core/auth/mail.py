@@ -8,17 +8,28 @@ a ``core.deliver_mail`` job, which sends it (:mod:`core.smtp`) and marks it
 sent, so a refused request sends nothing and a slow or unreachable mail
 server never holds up a request.  A mail plugin that delivers otherwise
 overrides all this by returning True first.
+
+Each row says where its delivery stands (:class:`~core.models.OutboxMail`:
+``outbox``, ``queued``, ``sent``, ``failed``, with the tries and the last
+error), so a mail that could not be delivered is never a silent failure:
+``trivium mail outbox --state failed`` and the administration's mail page
+list it, and :func:`queue_again` tries it again.
 """
 
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from flask import current_app
+from sqlalchemy import update
+from sqlalchemy.orm import Session
 
 from core import db
+from core.auth.audit import audit
 from core.hookspecs import hookimpl
 from core.models import OutboxMail
+from core.models import User
 
 log = logging.getLogger(__name__)
 
@@ -47,9 +58,12 @@ def write_to_outbox(to: str, subject: str, body: str) -> bool:
     The row joins the request's transaction, so a refused request leaves no mail.
     """
     sess = db.session()
-    mail = OutboxMail(to=to, subject=subject[:300], body=body)
+    delivering = bool(current_app.extensions["trivium.settings"].mail.url)
+    mail = OutboxMail(
+        to=to, subject=subject[:300], body=body, state="queued" if delivering else "outbox"
+    )
     sess.add(mail)
-    if current_app.extensions["trivium.settings"].mail.url:
+    if delivering:
         from core.tasks import get_jobs
 
         sess.flush()
@@ -62,3 +76,47 @@ def write_to_outbox(to: str, subject: str, body: str) -> bool:
 
 #: The job that sends one outbox mail by SMTP (:func:`core.tasks.builtin.deliver_mail`).
 DELIVER_ACTOR = "core.deliver_mail"
+
+
+#: Delivery states from which a mail may be queued again.
+RETRYABLE = ("outbox", "failed")
+
+
+class MailDeliveryOff(Exception):
+    """``[mail] url`` is empty: there is no SMTP server to deliver to."""
+
+
+class MailNotRetryable(Exception):
+    """The mail is queued or sent already: only a kept or failed one is queued again."""
+
+
+def queue_again(sess: Session, mail: OutboxMail, actor: User | None) -> None:
+    """Queue a failed or kept mail for SMTP delivery again, with a fresh count of tries.
+
+    The job is sent when ``sess`` commits; the action is audited in it.
+
+    :param actor: the admin who asked (None: the command line).
+    :raise MailDeliveryOff: no SMTP server is configured.
+    :raise MailNotRetryable: the mail is ``queued`` or ``sent`` (also when
+        another admin queued it a moment ago).
+    """
+    from core.tasks import get_jobs
+
+    if not current_app.extensions["trivium.settings"].mail.url:
+        raise MailDeliveryOff("[mail] url is empty: mail is kept in the outbox only")
+    moved = sess.scalar(
+        update(OutboxMail)
+        .where(OutboxMail.id == mail.id, OutboxMail.state.in_(RETRYABLE))
+        .values(state="queued", attempts=0)
+        .returning(OutboxMail.id)
+        .execution_options(synchronize_session="fetch")
+    )
+    if moved is None:
+        sess.refresh(mail)
+        raise MailNotRetryable(f"mail {mail.public_id} is {mail.state}: only kept or failed mail")
+    detail: dict[str, Any] = {"to": mail.to}
+    if actor is None:
+        detail["via"] = "cli"
+    audit(sess, actor, "mail.retry", f"mail:{mail.public_id}", detail)
+    get_jobs().enqueue_on_commit(sess, DELIVER_ACTOR, (mail.id,))
+    log.info("mail id=%s status=queued_again", mail.id)

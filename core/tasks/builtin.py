@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 
+from dramatiq.middleware import CurrentMessage
 from flask import current_app
 from sqlalchemy import select
 from sqlalchemy import update
@@ -44,18 +45,18 @@ def deliver_mail(outbox_id: int) -> None:
     """Send one ``outbox_mail`` row by SMTP (``[mail] url``) and mark it sent.
 
     Queued by core's default mail sender in the transaction that wrote the
-    row.  An unreachable server, a temporary refusal or one the settings
-    can mend (login, STARTTLS, sender, relaying) is tried again with backoff:
-    eight more tries over one to two hours.  A permanent refusal of this
-    recipient or message fails the job at once, with the server's answer as
-    its error (:func:`core.smtp.send`).  At least once: a
-    worker that dies between the server's acceptance and the commit sends
-    the mail again.
+    row (and by ``trivium mail retry`` or the administration's mail page).
+    An unreachable server, a temporary refusal or one the settings can mend
+    (login, STARTTLS, sender, relaying) is tried again with backoff: eight
+    more tries over one to two hours.  A permanent refusal of this recipient
+    or message fails the job at once, with the server's answer as its error
+    (:func:`core.smtp.send`).  Each try is counted on the row with its error;
+    the row is ``failed`` once no try is left.  At least once: a worker that
+    dies between the server's acceptance and the commit sends the mail again.
 
     :raise MailRefused: the server refused it for good.
     """
     from core import smtp
-    from core.db import utcnow
     from core.models import OutboxMail
 
     sess = session()
@@ -65,22 +66,64 @@ def deliver_mail(outbox_id: int) -> None:
         return
     conf = current_app.extensions["trivium.settings"]
     if not conf.mail.url:
+        # the setting was removed meanwhile: the mail stays in the outbox
+        _mail_tried(outbox_id, state="outbox", error="[mail] url is empty", counts=False)
         log.warning("job=core.deliver_mail id=%s status=kept mail_url=empty", outbox_id)
-        return  # the setting was removed meanwhile: the mail stays in the outbox
+        return
     message = smtp.build_message(smtp.sender_of(conf), mail.to, mail.subject, mail.body)
     sess.rollback()  # no transaction stays open while the mail server takes its time
-    server = smtp.send_with(conf, message)
-    marked = sess.scalar(
-        update(OutboxMail)
-        .where(OutboxMail.id == outbox_id, OutboxMail.sent_at.is_(None))
-        .values(sent_at=utcnow())
-        .returning(OutboxMail.id)
-    )
-    sess.commit()
-    status = "sent" if marked is not None else "sent_row_gone_or_marked_meanwhile"
+    try:
+        server = smtp.send_with(conf, message)
+    except Exception as exc:
+        final = isinstance(exc, MailRefused) or _last_try(deliver_mail.max_retries)
+        try:
+            _mail_tried(outbox_id, state="failed" if final else "queued", error=_reason(exc))
+        except Exception:  # the job's own failure is what counts: it is raised below
+            log.exception("job=core.deliver_mail id=%s status=try_not_recorded", outbox_id)
+        raise exc
+    marked = _mail_tried(outbox_id, state="sent", error="")
+    status = "sent" if marked else "sent_row_gone_or_marked_meanwhile"
     log.info(
         "job=core.deliver_mail id=%s status=%s server=%s", outbox_id, status, server.describe()
     )
+
+
+def _reason(exc: Exception) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    return text[:2000]
+
+
+def _last_try(max_retries: int | None) -> bool:
+    """True unless the running job will be tried again after a failure (see dramatiq's Retries)."""
+    message = CurrentMessage.get_current_message()
+    if message is None:
+        return True  # called directly: nothing retries it
+    retries = message.options.get("retries", 0)
+    limit = message.options.get("max_retries", max_retries)
+    return limit is not None and retries >= limit
+
+
+def _mail_tried(outbox_id: int, *, state: str, error: str, counts: bool = True) -> bool:
+    """Record a delivery try on an unsent row in its own transaction; False if none was."""
+    from core.db import utcnow
+    from core.models import OutboxMail
+
+    sess = session()
+    sess.rollback()
+    now = utcnow()
+    values: dict[str, object] = {"state": state, "last_error": error}
+    if counts:
+        values.update(attempts=OutboxMail.attempts + 1, last_attempt_at=now)
+    if state == "sent":
+        values["sent_at"] = now
+    marked = sess.scalar(
+        update(OutboxMail)
+        .where(OutboxMail.id == outbox_id, OutboxMail.sent_at.is_(None))
+        .values(**values)
+        .returning(OutboxMail.id)
+    )
+    sess.commit()
+    return marked is not None
 
 
 @actor("core.complete_where_due", max_retries=5)
