@@ -30,6 +30,8 @@ Actions are dotted names.  Core's own:
 ``events.view_all``        the course's learning events: staff
 ``site.plugins``           the plugin list and its failures: site admins
 ``site.audit``             the audit log: site admins
+``site.jobs``              background jobs, their errors, and retrying failed ones:
+                           site admins
 =========================  =========================================================
 
 Any other action (a plugin's own) is allowed to site admins only unless a
@@ -87,6 +89,7 @@ ACTIONS = frozenset(
         "events.view_all",
         "site.plugins",
         "site.audit",
+        "site.jobs",
     }
 )
 

@@ -343,6 +343,37 @@ class Jobs:
         with get_db(self.app).engine.begin() as conn:
             return store.list_jobs(conn, state=state, limit=limit)
 
+    def page(
+        self, *, state: str | None = None, before: int | None = None, limit: int = 50
+    ) -> tuple[list[store.JobInfo], int | None]:
+        """A page of jobs, newest first, and the key of the next page (see
+        :func:`core.tasks.store.page_jobs`)."""
+        with get_db(self.app).engine.connect() as conn:
+            return store.page_jobs(conn, state=state, before=before, limit=limit)
+
+    def state_counts(self) -> dict[str, int]:
+        """How many jobs are ``queued``, ``running``, ``done`` and ``failed``."""
+        with get_db(self.app).engine.connect() as conn:
+            return store.state_counts(conn)
+
+    def find(self, message_id: str) -> store.JobInfo | None:
+        """The job of this message id (the id pages and links use), or None."""
+        with get_db(self.app).engine.connect() as conn:
+            return store.find(conn, message_id)
+
+    def retry_message(self, message_id: str) -> store.JobInfo:
+        """:meth:`retry` the job of this message id.
+
+        :return: the job as it was before the retry.
+        :raise JobNotFound: no job has this message id.
+        :raise JobNotRetryable: the job is not ``failed``.
+        """
+        job = self.find(message_id)
+        if job is None:
+            raise JobNotFound(message_id)
+        self.retry(job.id)
+        return job
+
     def retry(self, job_id: int) -> None:
         """Queue a failed job again, with a fresh retry budget.
 

@@ -24,6 +24,7 @@ from dramatiq import Message
 from dramatiq import MessageProxy
 from dramatiq.common import q_name
 from sqlalchemy import Connection
+from sqlalchemy import RowMapping
 from sqlalchemy import and_
 from sqlalchemy import delete
 from sqlalchemy import func
@@ -53,7 +54,7 @@ class Claim:
 
 @dataclass(frozen=True)
 class JobInfo:
-    """What ``trivium jobs list`` shows of a row."""
+    """What ``trivium jobs list`` and the operators' Jobs page show of a row."""
 
     id: int
     message_id: str
@@ -64,6 +65,7 @@ class JobInfo:
     available_at: datetime
     updated_at: datetime
     error: str
+    created_at: datetime
 
 
 def encode(message: AnyMessage) -> str:
@@ -257,10 +259,48 @@ def list_jobs(conn: Connection, *, state: str | None = None, limit: int = 50) ->
     stmt = select(Job).order_by(Job.updated_at.desc(), Job.id.desc()).limit(limit)
     if state is not None:
         stmt = stmt.where(Job.state == state)
-    out = []
-    for row in conn.execute(stmt).mappings():
-        out.append(JobInfo(**{f.name: row[f.name] for f in dataclasses.fields(JobInfo)}))
-    return out
+    return [_info(row) for row in conn.execute(stmt).mappings()]
+
+
+def _info(row: RowMapping) -> JobInfo:
+    return JobInfo(**{f.name: row[f.name] for f in dataclasses.fields(JobInfo)})
+
+
+def page_jobs(
+    conn: Connection, *, state: str | None = None, before: int | None = None, limit: int = 50
+) -> tuple[list[JobInfo], int | None]:
+    """A page of rows, newest first (by row id: the order they were first sent).
+
+    Keyed on the row id rather than ``updated_at``, which changes under a
+    reader paging through (a retry, a run), has no index, and ties.
+
+    :param state: only rows in this state.
+    :param before: only rows older than the row with this id (the previous
+        page's key).
+    :return: the rows, and the key of the next page (None on the last one).
+    """
+    stmt = select(Job).order_by(Job.id.desc()).limit(limit + 1)
+    if state is not None:
+        stmt = stmt.where(Job.state == state)
+    if before is not None:
+        stmt = stmt.where(Job.id < before)
+    rows = [_info(row) for row in conn.execute(stmt).mappings()]
+    next_key = rows[limit - 1].id if len(rows) > limit else None
+    return rows[:limit], next_key
+
+
+def state_counts(conn: Connection) -> dict[str, int]:
+    """How many rows are in each state (every state of :data:`STATES`, zeros included)."""
+    counts = dict.fromkeys(STATES, 0)
+    for state, n in conn.execute(select(Job.state, func.count()).group_by(Job.state)):
+        counts[state] = int(n)
+    return counts
+
+
+def find(conn: Connection, message_id: str) -> JobInfo | None:
+    """The row of the message with this id, or None."""
+    row = conn.execute(select(Job).where(Job.message_id == message_id)).mappings().first()
+    return None if row is None else _info(row)
 
 
 def get_row(conn: Connection, job_id: int) -> tuple[str, str] | None:

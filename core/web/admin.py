@@ -1,4 +1,5 @@
-"""Operator pages: users and roles, invitations, plugins, instance settings, audit log.
+"""Operator pages: users and roles, invitations, plugins, instance settings, audit log,
+background jobs.
 
 Every page needs a site admin (``site.*`` actions of :mod:`core.rbac`; a
 plugin's ``permission_allowed`` may grant them to others).  Changes go
@@ -34,15 +35,21 @@ from core import db
 from core import operator
 from core import rbac
 from core.auth import accounts
+from core.auth import audit as audit_log
 from core.auth import require_user
 from core.auth.accounts import Email
 from core.auth.tokens import forget_user_tokens
 from core.config import Settings
 from core.courses import plugin_host
+from core.errors import NotFound
 from core.models import Course
 from core.models import CourseRole
 from core.models import Enrolment
 from core.models import User
+from core.tasks import JobNotFound
+from core.tasks import JobNotRetryable
+from core.tasks import get_jobs
+from core.tasks.store import STATES
 from core.web.forms import FormState
 from core.web.staff_util import cursor_arg
 from core.web.staff_util import cursor_for
@@ -67,6 +74,12 @@ def _admin(action: str) -> User:
     user = require_user()
     rbac.require(user, action)
     return user
+
+
+class UnknownJob(NotFound):
+    """No background job has this message id (or it was purged)."""
+
+    type_slug = "job-not-found"
 
 
 def _settings() -> Settings:
@@ -113,6 +126,7 @@ def index() -> ResponseReturnValue:
         counts=counts,
         plugins=len(host.info()),
         failures=len(host.failures),
+        jobs=get_jobs().state_counts(),
     )
 
 
@@ -409,6 +423,105 @@ def audit() -> ResponseReturnValue:
         form=FormState(values={"action": action, "actor": actor}),
         detail=lambda d: json.dumps(d or {}, ensure_ascii=False, sort_keys=True),
     )
+
+
+# ---------------------------------------------------------------- background jobs
+
+#: The Jobs page's ``state`` for every job (without ``state``: the default view).
+ALL_JOBS = "all"
+
+
+def job_state_label(state: str) -> str:
+    """A job state (or the ``all`` filter) for people."""
+    labels: dict[str, str] = {
+        ALL_JOBS: gettext("All"),
+        "queued": gettext("Queued"),
+        "running": gettext("Running"),
+        "done": gettext("Done"),
+        "failed": gettext("Failed"),
+    }
+    return labels.get(state, state)
+
+
+def last_line(text: str) -> str:
+    """The last non-blank line of an error (a traceback's exception), shortened."""
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    if not lines:
+        return ""
+    line = lines[-1]
+    return line if len(line) <= 200 else line[:199] + "…"
+
+
+def _job_filter(value: str | None, counts: dict[str, int]) -> str:
+    """The state the Jobs page lists: the one asked for, else ``failed`` while any
+    job is failed (what needs the operator), else every job."""
+    if value == ALL_JOBS or value in STATES:
+        return value
+    return "failed" if counts["failed"] else ALL_JOBS
+
+
+@bp.get("/jobs")
+def jobs() -> ResponseReturnValue:
+    """Background jobs, newest first, by state; failed ones with their error and a retry."""
+    _admin("site.jobs")
+    runtime = get_jobs()
+    counts = runtime.state_counts()
+    shown = _job_filter(request.args.get("state"), counts)
+    rows, next_key = runtime.page(
+        state=None if shown == ALL_JOBS else shown, before=cursor_arg(), limit=PAGE_SIZE
+    )
+    return render_template(
+        "admin/jobs.html",
+        rows=rows,
+        counts=counts,
+        total=sum(counts.values()),
+        shown=shown,
+        filters=[ALL_JOBS, "failed", "queued", "running", "done"],
+        state_label=job_state_label,
+        last_line=last_line,
+        now=db.utcnow(),
+        next_cursor=cursor_for(next_key),
+    )
+
+
+@bp.post("/jobs/<message_id>/retry")
+def retry_job(message_id: str) -> ResponseReturnValue:
+    """Queue a failed job again with a fresh retry budget (``trivium jobs retry``)."""
+    admin = _admin("site.jobs")
+    message_id = message_id[:64]
+    back_to = request.form.get("state", "")
+    if back_to != ALL_JOBS and back_to not in STATES:
+        back_to = ""
+    back = redirect(url_for("admin.jobs", state=back_to or None), code=303)
+    try:
+        job = get_jobs().retry_message(message_id)
+    except JobNotFound:
+        raise UnknownJob(gettext("There is no such job; it may have been deleted.")) from None
+    except JobNotRetryable:
+        found = get_jobs().find(message_id)
+        flash(
+            gettext(
+                "Only a failed job can be retried, and this one is not (state: %(state)s). "
+                "Nothing was changed.",
+                state=job_state_label(found.state) if found is not None else "?",
+            ),
+            "error",
+        )
+        return back
+    # The retry is written on the broker's own connection (with Redis or RabbitMQ
+    # not in the database at all), so it cannot share the audit entry's
+    # transaction: the entry follows the committed retry, and a refusal records nothing.
+    sess = db.session()
+    audit_log.audit(
+        sess,
+        admin,
+        "admin.job_retry",
+        f"job:{job.message_id}",
+        {"actor": job.actor, "queue": job.queue, "attempts": job.attempts},
+    )
+    sess.commit()
+    flash(gettext("The job %(actor)s is queued again.", actor=job.actor), "success")
+    return back
 
 
 __all__ = ["bp"]
