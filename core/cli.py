@@ -402,13 +402,15 @@ def users_list(ctx: click.Context, state: str | None, q: str | None, limit: int)
 def _account_change(ctx: click.Context, email: str, change: Callable[[Session, User], T]) -> T:
     """Run ``change(sess, user)`` on the account ``email`` and commit; refuse problems."""
     from core.auth.tokens import forget_user_tokens
-    from core.db import get_db
+    from core.db import session as db_session
     from core.errors import Problem
     from core.models import User as Account
 
     app = _state(ctx).app()
     address = email.strip().lower()
-    with app.app_context(), get_db(app).sessions() as sess:
+    # the context's own session: a notice mailed to the user joins its commit
+    with app.app_context():
+        sess = db_session()
         user = sess.scalar(select(Account).where(Account.email == address))
         if user is None:
             raise click.ClickException(f"no user {address}")

@@ -22,6 +22,7 @@ from sqlalchemy import or_
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from core.auth import notices
 from core.auth.audit import audit
 from core.auth.passwords import check_password_policy
 from core.auth.passwords import make_password_service
@@ -186,6 +187,7 @@ def set_password(
     user.password_hash = make_password_service(accounts).hash(password)
     user.session_version += 1
     audit(sess, actor, "admin.user_password", _target(user), _via(actor))
+    notices.notify(user, "password", by_admin=True)
     log.info("user_password_set user=%s by=%s", user.public_id, _by(actor))
     sess.flush()
 
@@ -206,6 +208,7 @@ def reset_second_factor(sess: Session, actor: User | None, user: User) -> bool:
     delete_recovery_codes(sess, user)
     user.session_version += 1
     audit(sess, actor, "admin.user_totp_reset", _target(user), _via(actor))
+    notices.notify(user, "second_factor_off", by_admin=True)
     log.info("user_totp_reset user=%s by=%s", user.public_id, _by(actor))
     sess.flush()
     return True

@@ -38,6 +38,7 @@ from sqlalchemy.exc import IntegrityError
 
 from core import db
 from core.api import API_PREFIX
+from core.auth import notices
 from core.auth import totp
 from core.auth.audit import audit
 from core.auth.mail import send_mail
@@ -596,6 +597,7 @@ def confirm_password_reset(body: ResetConfirmBody) -> User:
     user.password_hash = get_password_service().hash(body.new_password)
     user.session_version += 1
     audit(sess, user, "auth.password_reset", f"user:{user.public_id}")
+    notices.notify(user, "password_reset", by_admin=False)
     sess.commit()
     throttle().clear_account(user.email)
     return user
@@ -618,6 +620,7 @@ def change_password(user: User, body: PasswordChangeBody, ip: str) -> User:
     user.password_hash = get_password_service().hash(body.new_password)
     user.session_version += 1
     audit(sess, user, "auth.password_change", f"user:{user.public_id}")
+    notices.notify(user, "password", by_admin=False)
     sess.commit()
     return user
 
@@ -673,6 +676,7 @@ def confirm_totp(user: User, body: CodeBody) -> list[str]:
     user.totp_enabled = True
     codes = totp.replace_recovery_codes(sess, user)
     audit(sess, user, "auth.totp_enabled", f"user:{user.public_id}")
+    notices.notify(user, "second_factor_on", by_admin=False)
     sess.commit()
     return codes
 
@@ -699,6 +703,7 @@ def disable_totp(user: User, body: TotpDisableBody, ip: str) -> None:
     user.totp_last_step = None
     totp.delete_recovery_codes(sess, user)
     audit(sess, user, "auth.totp_disabled", f"user:{user.public_id}")
+    notices.notify(user, "second_factor_off", by_admin=False)
     sess.commit()
 
 
