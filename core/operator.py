@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 from typing import Literal
+from urllib.parse import unquote
 from urllib.parse import urlsplit
 from urllib.parse import urlunsplit
 
@@ -313,13 +314,24 @@ MASK = "••••••"
 _SECRET_NAME = re.compile(r"(secret|password|passwd|token|key|credential)", re.IGNORECASE)
 
 
+#: A user name this long without an ``@`` is taken for a token (some mail services
+#: log in with an API token as the user name).
+TOKEN_LIKE_USER = 24
+
+
+def _shown_user(user: str, password: str) -> str:
+    if user and (user == password or (len(user) >= TOKEN_LIKE_USER and "@" not in unquote(user))):
+        return MASK
+    return user
+
+
 def _mask_url(value: str) -> str:
     parts = urlsplit(value)
     if parts.password is None and "password=" not in parts.query.lower():
         return value
     netloc = parts.netloc
     if parts.password is not None:
-        user = parts.username or ""
+        user = _shown_user(parts.username or "", parts.password)
         host = netloc.rpartition("@")[2]
         netloc = f"{user}:{MASK}@{host}"
     query = re.sub(r"(?i)(password=)[^&]*", rf"\g<1>{MASK}", parts.query)
@@ -343,7 +355,9 @@ def masked_settings(settings: Settings) -> dict[str, Any]:
 
     Text values under names that suggest a secret (``secret_key``,
     ``*_password``, ``api_token``, ``private_key``) are masked wherever they
-    are, plugin tables included, as are passwords inside URLs.
+    are, plugin tables included, as are passwords inside URLs, and with them
+    a user name that is the password again or looks like a token (long, no
+    ``@``), as some mail services log in with an API token as the user name.
     """
     data = settings.model_dump(mode="json")
     masked: dict[str, Any] = _mask("", data)

@@ -739,6 +739,28 @@ def test_the_settings_page_masks_the_mail_password(tmp_path: Path) -> None:
     assert "s3cret" not in shown
 
 
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("smtps://apikey:SG.abc@mx", "smtps://apikey:••••••@mx"),
+        ("smtps://lms%40uni.example:pw@mx", "smtps://lms%40uni.example:••••••@mx"),
+        ("smtps://0f3c9a7e-5b1d-4c2e-9d8f-1a2b3c4d5e6f:same@mx", "smtps://••••••:••••••@mx"),
+        ("smtps://tok3n:tok3n@mx", "smtps://••••••:••••••@mx"),
+        ("smtp://127.0.0.1:25", "smtp://127.0.0.1:25"),
+    ],
+)
+def test_a_token_as_the_user_name_is_masked_too(tmp_path: Path, url: str, shown: str) -> None:
+    from core.operator import masked_settings
+
+    config = base_config(tmp_path)
+    app = create_app(config["path"], {**config, "mail": {"url": url, "sender": "l@uni.example"}})
+    try:
+        masked = masked_settings(app.extensions["trivium.settings"])["mail"]["url"]
+    finally:
+        get_db(app).dispose()
+    assert masked == shown
+
+
 def test_purge_deletes_old_mail_and_keeps_unsent_mail_a_day_longer(instance: Path) -> None:
     now = dt.datetime.now(dt.UTC)
     ages = {"fresh": 1, "old-sent": 40, "old-unsent": 30.5, "older-unsent": 32}
