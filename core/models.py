@@ -303,7 +303,11 @@ class Job(Base):
     """
 
     __tablename__ = "jobs"
-    __table_args__ = (Index("ix_jobs_queue_state_available", "queue", "state", "available_at"),)
+    __table_args__ = (
+        Index("ix_jobs_queue_state_available", "queue", "state", "available_at"),
+        # the operators' lists and counts by state, newest first
+        Index("ix_jobs_state_id", "state", "id"),
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     message_id: Mapped[str] = mapped_column(String(64), unique=True)
