@@ -15,7 +15,8 @@ CSV cells), ``core.cache``, ``core.config.Settings``,
 (``create_course``, ``change_status``, to create courses as an operator's
 command would) and ``core.demo`` (``DemoInstance``, handed to the
 ``demo_instances_started`` hook, and the demo accounts such as
-``INSTRUCTOR``)); nothing else of core is part of the contract.
+``INSTRUCTOR``)) and ``core.plugins.StartupError`` (raised from ``startup``
+to stop start-up); nothing else of core is part of the contract.
 """
 
 from __future__ import annotations
@@ -53,6 +54,8 @@ def create_app(
         entry points (tests and embedding applications).
     :raise core.config.ConfigError: the configuration is invalid.
     :raise core.plugins.PluginLoadError: a plugin cannot be loaded.
+    :raise core.plugins.StartupError: a plugin's ``startup`` hook finds the
+        instance unable to run (its message says what to fix).
     """
     from werkzeug.middleware.proxy_fix import ProxyFix
     from whitenoise import WhiteNoise
@@ -72,6 +75,7 @@ def create_app(
     from core.auth.sessions import SessionCookies
     from core.config import load_settings
     from core.plugins import PluginHost
+    from core.plugins import StartupError
 
     settings = load_settings(instance_path, test_config)
     logconfig.configure()
@@ -146,5 +150,10 @@ def create_app(
     )
     # Outermost, so static files get the security headers too.
     headers.init_app(app, https=https)
-    host.call("startup", app=app)
+    try:
+        host.call_startup(app)
+    except StartupError:
+        tasks.get_jobs(app).close()
+        database.dispose()
+        raise
     return app

@@ -47,7 +47,9 @@ T = TypeVar("T")
 def _startup_errors() -> tuple[type[Exception], ...]:
     """Errors of a broken instance or plugin set, shown without a traceback."""
     from core.plugins import DuplicateContentType
+    from core.plugins import InitInstanceFailed
     from core.plugins import PluginLoadError
+    from core.plugins import StartupError
     from core.schema import MigrationsFolderMissing
     from core.tasks import DuplicateActor
     from core.tasks import JobsConfigError
@@ -59,6 +61,8 @@ def _startup_errors() -> tuple[type[Exception], ...]:
         DuplicateActor,
         JobsConfigError,
         MigrationsFolderMissing,
+        StartupError,
+        InitInstanceFailed,
     )
 
 

@@ -57,6 +57,7 @@ from core.models import Module
 from core.models import Progress
 from core.models import User
 from core.plugins import PluginHost
+from core.plugins import init_instance
 
 log = logging.getLogger(__name__)
 
@@ -179,12 +180,14 @@ def prepare(
     :param bind: the address of a new instance (an existing one keeps its own).
     :param name: the name of a new instance.
     :raise NotADemoInstance: ``path`` holds an instance the demo did not make (see :func:`seed`).
+    :raise core.plugins.InitInstanceFailed: a plugin could not prepare the new instance.
     """
     root = Path(path)
     check_folder(root)
     created = False
     if not (root / "instance.toml").exists():
         write_instance(root, name=name, base_url=f"http://{bind}", bind=bind, demo=True)
+        init_instance(root)  # what plugins prepare in a new folder, as `trivium init` does
         created = True
     app = create_app(root)
     schema.upgrade(app)

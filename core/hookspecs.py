@@ -45,12 +45,16 @@ def startup(app: Flask) -> None:
 
     Use it for start-up checks that need the assembled app.  An exception here
     is logged and the plugin is reported as failed on ``/api/v1/plugins``; the
-    app still starts.
+    app still starts.  Except :class:`core.plugins.StartupError`: raise it when
+    the instance must not run as it is (the message says what the operator
+    should do); ``create_app`` then raises it, naming the plugin, and no later
+    ``startup`` implementation is called.
 
     :param app: the Flask application being created.
     :return: ignored.
 
     .. versionadded:: 0.1
+    .. versionchanged:: 0.2 ``StartupError`` stops start-up.
     """
 
 
@@ -75,14 +79,14 @@ def register_migrations() -> list[str]:
 
 @hookspec
 def init_instance(path: str, settings: Settings) -> None:
-    """Called by ``trivium init`` after the instance files are written.
+    """Called by ``trivium init`` and ``trivium demo`` once a new instance's files are written.
 
     Prepare what the plugin needs in a new instance folder (keys, folders)
     before the instance first starts.  No app exists yet and the database may
     not have been created.  ``trivium init --force`` calls it again on an
     existing folder: keep what is already there.  An implementation that
-    raises is logged, and ``trivium init`` then exits with an error naming
-    the plugin; the instance files already written are kept.
+    raises is logged, and the command then exits with an error naming the
+    plugin; the instance files already written are kept.
 
     :param path: the instance folder, absolute.
     :param settings: the new instance's validated settings.

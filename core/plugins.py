@@ -13,14 +13,20 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from dataclasses import field
 from importlib import metadata
+from pathlib import Path
 from types import ModuleType
+from typing import TYPE_CHECKING
 from typing import Any
 
 import pluggy
 
 from core import hookspecs
 from core.config import PluginsSection
+from core.config import load_settings
 from core.content import ContentType
+
+if TYPE_CHECKING:
+    from flask import Flask
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +43,29 @@ class DuplicateContentType(Exception):
 
 class UnknownContentType(LookupError):
     """No installed content type has this name."""
+
+
+class StartupError(Exception):
+    """A plugin's ``startup`` hook found the instance unable to run; the message says why.
+
+    Unlike any other exception of a hook implementation, this one is not
+    contained: ``create_app`` raises it, naming the plugin, and the ``trivium``
+    command prints it without a traceback.  Raise it (or a subclass) for what
+    an operator must fix before the instance can serve, and say how to fix it.
+
+    .. versionadded:: 0.2
+    """
+
+    plugin: str = ""
+    """The plugin that raised it, set by :meth:`PluginHost.call_startup`."""
+
+    def __str__(self) -> str:
+        text = super().__str__()
+        return f"plugin {self.plugin}: {text}" if self.plugin else text
+
+
+class InitInstanceFailed(Exception):
+    """A plugin's ``init_instance`` failed on a new instance folder; the message names it."""
 
 
 @dataclass
@@ -213,6 +242,26 @@ class PluginHost:
                 break
         return results
 
+    def call_startup(self, app: Flask) -> None:
+        """Call every ``startup`` implementation, most-specific first.
+
+        A failing implementation is contained as in :meth:`call`, except a
+        :class:`StartupError`, which stops here.
+
+        :raise StartupError: a plugin refuses to start; its ``plugin`` names it.
+        """
+        kwargs = {"app": app}
+        for plugin_name, function, argnames in self._implementations("startup"):
+            args = [kwargs[name] for name in argnames]
+            try:
+                function(*args)
+            except StartupError as exc:
+                exc.plugin = plugin_name
+                log.error("plugin=%s hook=startup error=%r status=refused", plugin_name, exc)
+                raise
+            except Exception as exc:
+                self.record_failure(plugin_name, "startup", exc)
+
     def call_lists(self, hook: str, **kwargs: Any) -> list[tuple[str, Any]]:
         """Call a ``register_*`` hook and flatten the lists, tagging each with its plugin."""
         caller = getattr(self.pm.hook, hook)
@@ -285,3 +334,24 @@ class PluginHost:
                 )
             )
         return out
+
+
+def init_instance(root: Path) -> None:
+    """Call ``init_instance`` on the plugins of the instance just written at ``root``.
+
+    What ``trivium init`` and ``trivium demo`` do after writing a new instance's
+    files and before its first start (federation generates the keys); no app
+    is built.
+
+    :raise core.config.ConfigError: the new instance's settings are invalid.
+    :raise PluginLoadError: a plugin cannot be loaded.
+    :raise InitInstanceFailed: an implementation raised; the files written stay.
+    """
+    settings = load_settings(root)
+    host = PluginHost(settings.plugins)
+    host.load_entry_points()
+    host.check()
+    host.call("init_instance", path=str(root.resolve()), settings=settings)
+    if host.failures:
+        failed = "; ".join(f"{f.plugin}: {f.error}" for f in host.failures)
+        raise InitInstanceFailed(f"{root}: init_instance failed ({failed})")

@@ -48,7 +48,11 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
 
 @click.group()
 def keys() -> None:
-    """The instance's signing keys (Ed25519 for requests, RSA for JWTs)."""
+    """The instance's signing keys (Ed25519 for requests, RSA for JWTs).
+
+    trivium init makes them, and the instance does not start without them.
+    A new identity's keys: python -m federation keys generate.
+    """
 
 
 @keys.command("list")

@@ -12,16 +12,25 @@ which serves that public key as a JWK: anyone holding a ``kid`` (a peer, or an
 Open Badges verifier) can resolve it.  Rotation adds a new active key and
 retires the old one; retired keys stay in the JWKS for verification.
 
-Writes take an exclusive lock on ``keys/.lock`` so that ``trivium keys rotate``
-and an instance starting up never interleave.
+Only ``trivium init`` (and the demo, through it) and the explicit
+``python -m federation keys generate`` make a key set.  An instance whose
+``keys/`` is missing or broken refuses to start (:class:`KeysUnusable`) rather
+than make new keys: new keys are a new identity, which peers have not pinned,
+and a machine of a scaled-out instance whose ``keys/`` was not copied would
+sign with keys its peers refuse.
+
+Writes take an exclusive lock on ``keys/.lock`` so that ``trivium keys rotate``,
+``trivium init`` and ``keys generate`` never interleave.
 """
 
 from __future__ import annotations
 
 import fcntl
+import functools
 import logging
 import os
 import stat
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -31,17 +40,20 @@ from pathlib import Path
 from typing import Any
 from typing import Literal
 
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
+from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 from joserfc.jwk import OKPKey
 from joserfc.jwk import RSAKey
 from pydantic import BaseModel
 from pydantic import ConfigDict
 from pydantic import ValidationError
 
+from core.plugins import StartupError
 from federation.signatures import Peer
 from federation.signatures import PinnedKey
 
@@ -53,14 +65,19 @@ __all__ = [
     "KeyNotFound",
     "KeyRecord",
     "KeySet",
+    "KeysExist",
     "KeysMissing",
+    "KeysUnusable",
     "OwnTrust",
     "ensure_keys",
+    "generate_command",
+    "generate_keys",
     "key_id_from_url",
     "key_url",
     "keys_dir",
     "load_keys",
     "rotate_key",
+    "usable_keys",
 ]
 
 log = logging.getLogger(__name__)
@@ -76,7 +93,7 @@ KEY_PATH = "/federation/keys/"
 
 
 class KeysMissing(Exception):
-    """The instance has no key index yet (run ``trivium init`` or start it once)."""
+    """The instance has no key index (``trivium init`` makes one)."""
 
 
 class KeyIndexInvalid(Exception):
@@ -89,6 +106,19 @@ class InsecureKeyFile(Exception):
 
 class KeyNotFound(LookupError):
     """No key of the instance has this id."""
+
+
+class KeysUnusable(StartupError):
+    """The instance's ``keys/`` is missing, incomplete or unreadable: it does not start.
+
+    The message names the folder and what to do: copy ``keys/`` from another
+    machine of the instance (or a backup), fix a file's mode, or, only for a
+    new identity, generate a key set explicitly.
+    """
+
+
+class KeysExist(Exception):
+    """``keys generate`` refused: the instance already holds keys (or some of them)."""
 
 
 class KeyRecord(BaseModel):
@@ -291,18 +321,28 @@ def _read_private(folder: Path, record: KeyRecord) -> PrivateKey:
     try:
         mode = path.stat().st_mode
         data = path.read_bytes()
+    except FileNotFoundError:
+        raise KeyIndexInvalid(f"{path}, listed in {INDEX_FILE}, is missing") from None
     except OSError as exc:
         raise KeyIndexInvalid(f"{path}: {exc}") from exc
     if stat.S_IMODE(mode) & 0o077:
         raise InsecureKeyFile(f"{path} is mode {stat.S_IMODE(mode):o}; run: chmod 600 {path}")
     try:
-        key = serialization.load_pem_private_key(data, password=None)
-    except ValueError as exc:
-        raise KeyIndexInvalid(f"{path}: {exc}") from exc
+        key = _parse_pem(data)
+    except (ValueError, TypeError, UnsupportedAlgorithm) as exc:
+        raise KeyIndexInvalid(f"{path} is not a readable private key: {exc}") from exc
     expected = Ed25519PrivateKey if record.alg == "Ed25519" else RSAPrivateKey
     if not isinstance(key, expected) or _thumbprint(key) != record.id:
         raise KeyIndexInvalid(f"{path} does not hold the {record.alg} key {record.id}")
     return key
+
+
+@functools.lru_cache(maxsize=64)
+def _parse_pem(data: bytes) -> PrivateKeyTypes:
+    # Loading an RSA key checks its consistency, about 0.1 s for 3072 bits.
+    # Every app of a process reads the same files, and a rotation makes each
+    # process read the whole set again: parse each file's content once.
+    return serialization.load_pem_private_key(data, password=None)
 
 
 @contextmanager
@@ -361,11 +401,88 @@ def load_keys(instance_path: str | os.PathLike[str]) -> KeySet:
     return KeySet(tuple(InstanceKey(r, _read_private(folder, r)) for r in index.keys))
 
 
+def usable_keys(instance_path: str | os.PathLike[str]) -> KeySet:
+    """The instance's key set, checked for what it signs with: what start-up reads.
+
+    Reads only; nothing is written to ``keys/`` whatever it finds.
+
+    :raise KeysUnusable: ``keys/`` or its index is missing, a key file is
+        missing, broken or readable by others, or an algorithm has no active key.
+    """
+    folder = keys_dir(instance_path)
+    try:
+        key_set = load_keys(instance_path)
+        for alg in ALGORITHMS:
+            key_set.active(alg)
+    except KeysMissing:
+        if any(folder.glob("*.pem")):
+            raise KeysUnusable(_broken(folder, f"{folder / INDEX_FILE} is missing")) from None
+        raise KeysUnusable(_missing(folder, instance_path)) from None
+    except InsecureKeyFile as exc:
+        raise KeysUnusable(f"{exc} (a private key others can read is refused)") from exc
+    except KeyNotFound as exc:
+        raise KeysUnusable(_broken(folder, f"{folder / INDEX_FILE} lists {exc}")) from exc
+    except KeyIndexInvalid as exc:
+        raise KeysUnusable(_broken(folder, str(exc))) from exc
+    return key_set
+
+
+def _missing(folder: Path, instance_path: str | os.PathLike[str]) -> str:
+    return (
+        f"{folder} holds no keys, and the instance does not start without them: they are "
+        "its identity, the one its peers have pinned and its credentials are signed with. "
+        "If the instance runs on other machines, copy their keys/ folder here, or restore "
+        "it from a backup, keeping its modes (folder 0700, files 0600). Only if this is a "
+        f"new identity that no peer knows yet: {generate_command(instance_path)}"
+    )
+
+
+def _broken(folder: Path, detail: str) -> str:
+    return (
+        f"{folder} cannot be used: {detail}. Copy keys/ whole from another machine of "
+        "this instance, or restore it from a backup (folder 0700, files 0600). New keys "
+        "would be a new identity, which the instance's peers do not know."
+    )
+
+
+def generate_command(instance_path: str | os.PathLike[str]) -> str:
+    """The command line that generates a new key set for the instance at ``instance_path``."""
+    return f"{sys.executable} -m federation keys generate --instance {instance_path}"
+
+
+def generate_keys(instance_path: str | os.PathLike[str]) -> list[KeyRecord]:
+    """Make the key set of an instance that has none: a new identity.
+
+    :return: the keys made, Ed25519 then RS256.
+    :raise KeysExist: ``keys/`` already holds an index or key files (nothing is changed).
+    """
+    folder = keys_dir(instance_path)
+    _refuse_existing(folder)  # before the lock file is made
+    with _locked(folder):
+        _refuse_existing(folder)  # another process may have been first
+        index = _Index()
+        created = [_add_key(folder, index, alg, _now()) for alg in ALGORITHMS]
+    for record in created:
+        log.info("federation=keys action=generated alg=%s key=%s", record.alg, record.id)
+    return created
+
+
+def _refuse_existing(folder: Path) -> None:
+    found = sorted(p.name for p in folder.glob("*") if p.name == INDEX_FILE or p.suffix == ".pem")
+    if found:
+        raise KeysExist(
+            f"{folder} already holds keys ({', '.join(found)}); they are never replaced. "
+            "If they are broken, restore keys/ from another machine of this instance or "
+            f"from a backup. Only to give the instance a new identity: move {folder} away first."
+        )
+
+
 def ensure_keys(instance_path: str | os.PathLike[str]) -> list[KeyRecord]:
     """Create whatever the key set lacks: an active Ed25519 key, an active RSA key.
 
-    Safe to call on every start and from several processes at once; an
-    existing key is never replaced.
+    What ``trivium init`` does (``init_instance``), also with ``--force`` on an
+    existing folder: an existing key is never replaced.  Never called at
+    start-up (see :func:`usable_keys`).
 
     :return: the keys created (empty when the set was complete).
     :raise KeyIndexInvalid: an index exists but is broken (it is not overwritten).

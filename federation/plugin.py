@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 from typing import TYPE_CHECKING
 from typing import Any
@@ -45,7 +44,6 @@ __all__ = [
     "template_slot",
 ]
 
-log = logging.getLogger(__name__)
 
 MIGRATIONS = Path(__file__).parent / "migrations" / "versions"
 _ANNOUNCE_QUEUED = "federation.catalog_announce_queued"
@@ -68,16 +66,16 @@ def demo_instances_started(instances: list[DemoInstance]) -> list[str]:
 
 @hookimpl
 def startup(app: Flask) -> None:
-    """Check ``[plugins.federation]``, let signed requests past the CSRF check, and give
-    an instance that predates its keys a key set."""
+    """Read the instance's keys, check ``[plugins.federation]``, arm the catalog scheduler.
+
+    :raise federation.keys.KeysUnusable: ``keys/`` is missing or broken; the
+        instance does not start (keys are never made here: see federation/keys.py).
+    """
     settings: Settings = app.extensions["trivium.settings"]
+    wellknown.current_keys(app)
     federation_settings(settings)
     if settings.testing:
-        # Test apps get their keys on first use: an RSA key costs ~0.1 s; tests
-        # run the catalog scheduler's jobs themselves.
-        return
-    if ensure_keys(settings.path):
-        log.warning("federation=keys action=generated reason=missing_at_startup")
+        return  # tests run the catalog scheduler's jobs themselves
     armed = {"pid": 0}
 
     @app.before_request

@@ -26,10 +26,10 @@ from federation.config import federation_settings
 from federation.keys import INDEX_FILE
 from federation.keys import KeyNotFound
 from federation.keys import KeySet
-from federation.keys import ensure_keys
+from federation.keys import KeysUnusable
 from federation.keys import key_url
 from federation.keys import keys_dir
-from federation.keys import load_keys
+from federation.keys import usable_keys
 from federation.signatures import ALGORITHM
 from federation.signatures import DIGEST_ALGORITHM
 from federation.signatures import LABEL
@@ -94,28 +94,43 @@ def instance_document(settings: Settings) -> dict[str, Any]:
 
 @dataclass(frozen=True)
 class _Loaded:
-    stamp: tuple[int, int, int]
+    stamp: tuple[int, int, int] | None
     keys: KeySet
+
+
+def _index_stamp(settings: Settings) -> tuple[int, int, int]:
+    info = (keys_dir(settings.path) / INDEX_FILE).stat()
+    return (info.st_mtime_ns, info.st_size, info.st_ino)
+
+
+def _load(settings: Settings) -> _Loaded:
+    try:
+        stamp: tuple[int, int, int] | None = _index_stamp(settings)
+    except OSError:
+        stamp = None  # usable_keys says what is wrong
+    return _Loaded(stamp, usable_keys(settings.path))
 
 
 def current_keys(app: Flask) -> KeySet:
     """The instance's keys, re-read only when ``keys/index.json`` changed.
 
-    ``trivium keys rotate`` in another process is picked up by the next
-    request.  An instance that has no keys yet gets them now (and logs it).
+    Start-up reads them first (federation's ``startup`` hook).  ``trivium keys
+    rotate`` in another process is picked up by the next request.  Keys are
+    never made here: if ``keys/`` breaks under a running instance, it keeps
+    the keys it has read, and logs why.
+
+    :raise KeysUnusable: on the first call (start-up), ``keys/`` is missing or broken.
     """
     settings: Settings = app.extensions["trivium.settings"]
-    index = keys_dir(settings.path) / INDEX_FILE
-    if not index.exists():
-        created = ensure_keys(settings.path)
-        if created:
-            log.warning("federation=keys action=generated reason=missing_on_first_use")
-    info = index.stat()
-    stamp = (info.st_mtime_ns, info.st_size, info.st_ino)
     loaded: _Loaded | None = app.extensions.get(_CACHE_KEY)
-    if loaded is None or loaded.stamp != stamp:
-        loaded = _Loaded(stamp, load_keys(settings.path))
-        app.extensions[_CACHE_KEY] = loaded
+    if loaded is None:
+        loaded = app.extensions[_CACHE_KEY] = _load(settings)
+        return loaded.keys
+    try:
+        if _index_stamp(settings) != loaded.stamp:
+            loaded = app.extensions[_CACHE_KEY] = _load(settings)
+    except (OSError, KeysUnusable) as exc:
+        log.error("federation=keys status=unusable action=kept_loaded_keys error=%s", exc)
     return loaded.keys
 
 

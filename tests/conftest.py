@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,6 +19,8 @@ from core.auth.tokens import create_token
 from core.db import Base
 from core.db import get_db
 from core.models import User
+from federation.keys import generate_keys
+from federation.keys import keys_dir
 
 PG_URL = os.environ.get("TRIVIUM_TEST_DATABASE_URL", "")
 REDIS_URL = os.environ.get("TRIVIUM_TEST_REDIS_URL", "")
@@ -117,13 +121,35 @@ def _alive(pid: int) -> bool:
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
-    """Drop this process's test schema, if it made one."""
+    """Drop this process's test schema, if it made one, and its key set."""
     if PG_URL and _made_schema:
         _drop_schemas([_worker_schema()])
+    for folder in _key_template:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+_key_template: list[Path] = []
+
+
+def add_test_keys(folder: Path) -> None:
+    """Give the instance folder ``folder`` keys, unless it has some: a copy of one set.
+
+    An instance does not start without keys, and making an RSA key takes
+    about 0.1 s, so this process generates one set and every test instance
+    holds a copy, as the machines of one scaled-out instance do.
+    """
+    if keys_dir(folder).exists():
+        return
+    if not _key_template:
+        template = Path(tempfile.mkdtemp(prefix="trivium-test-keys-"))
+        generate_keys(template)
+        _key_template.append(template)
+    shutil.copytree(keys_dir(_key_template[0]), keys_dir(folder))
 
 
 def base_config(tmp_path: Path, backend: str = "sqlite") -> dict[str, Any]:
-    """Settings for a throwaway test instance."""
+    """Settings for a throwaway test instance in ``tmp_path``, which gets its keys."""
+    add_test_keys(tmp_path)
     url = pg_worker_url() if backend == "postgresql" else f"sqlite:///{tmp_path / 'test.db'}"
     return {
         "testing": True,

@@ -39,6 +39,9 @@ from tests.conftest import base_config
 
 ONLY_TEST_PLUGINS = "recorder,broken"
 """``[plugins] enabled``: no installed plugin loads, only the ones a test registers."""
+ONLY_TEST_CONFIG = {"plugins": {"enabled": ONLY_TEST_PLUGINS.split(",")}}
+"""The same for an app a test builds of an instance the demo made (with no
+federation keys, as federation was not loaded then)."""
 ENV = {
     "TRIVIUM_INSTANCE_PATH": None,
     "TRIVIUM_ACCOUNTS_HASH_PROFILE": "cheapest",
@@ -92,7 +95,7 @@ def consecutive_free_ports(count: int) -> int:
 
 
 def count(path: Path, model: Any) -> int:
-    app = create_app(path)
+    app = create_app(path, ONLY_TEST_CONFIG)
     try:
         with get_db(app).sessions() as sess:
             return int(sess.scalar(select(func.count()).select_from(model)) or 0)
@@ -201,7 +204,7 @@ def test_a_network_is_prepared_once_each_instance_its_own(tmp_path: Path) -> Non
     numbers = {}
     for n, (folder, name) in enumerate(core_demo.NETWORK):
         path = root / folder
-        app = create_app(path)
+        app = create_app(path, ONLY_TEST_CONFIG)
         try:
             settings = app.extensions["trivium.settings"]
             assert settings.instance.name == name

@@ -16,6 +16,7 @@ from core.content import ContentType
 from core.plugins import DuplicateContentType
 from core.plugins import PluginHost
 from core.plugins import PluginLoadError
+from core.plugins import StartupError
 from tests.conftest import base_config
 
 
@@ -163,6 +164,36 @@ def test_failing_hook_is_logged_with_plugin_name_and_app_still_starts(
     assert failed == {("crashy", "register_blueprints"), ("crashy", "startup")}
     assert "plugin=crashy hook=register_blueprints" in caplog.text
     assert {p.name: p.failures for p in host.info()}["crashy"] == 2
+
+
+def test_a_startup_error_stops_startup_naming_the_plugin(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    later: list[str] = []
+
+    class Unconfigured(StartupError):
+        """The test's own kind of start-up refusal."""
+
+    class Refuses:
+        @hookimpl(tryfirst=True)
+        def startup(self) -> None:
+            raise Unconfigured("no widget folder: run widgets init")
+
+    class After:
+        @hookimpl
+        def startup(self) -> None:
+            later.append("called")
+
+    with (
+        caplog.at_level(logging.ERROR, logger="core.plugins"),
+        pytest.raises(Unconfigured) as refused,
+    ):
+        create_app(tmp_path, base_config(tmp_path), extra_plugins={"w": Refuses(), "a": After()})
+
+    assert str(refused.value) == "plugin w: no widget folder: run widgets init"
+    assert refused.value.plugin == "w"
+    assert later == []  # no later startup implementation runs
+    assert "plugin=w hook=startup" in caplog.text
 
 
 def test_call_passes_only_the_arguments_an_implementation_asks_for(tmp_path: Path) -> None:

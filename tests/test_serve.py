@@ -15,6 +15,7 @@ import pytest
 import requests
 
 from core.config import write_instance
+from tests.conftest import add_test_keys
 
 STARTUP_DEADLINE = 60.0
 STOP_DEADLINE = 30.0
@@ -41,6 +42,7 @@ def test_serve_runs_gunicorn_and_answers(tmp_path: Path) -> None:
     instance = tmp_path / "served"
     port = free_port()
     write_instance(instance, name="Served U", base_url=f"http://127.0.0.1:{port}")
+    add_test_keys(instance)
     log_path = tmp_path / "serve.log"
     env = {k: v for k, v in os.environ.items() if not k.startswith("TRIVIUM_")}
     command = [
@@ -113,6 +115,7 @@ def test_worker_runs_queued_jobs_of_the_db_broker(tmp_path: Path) -> None:
 
     instance = tmp_path / "jobs"
     write_instance(instance, name="Jobs U", base_url="http://127.0.0.1:1")
+    add_test_keys(instance)
     env = {k: v for k, v in os.environ.items() if not k.startswith("TRIVIUM_")}
     env["TRIVIUM_JOBS_EMBEDDED_WORKER"] = "false"
     app = create_app(instance)

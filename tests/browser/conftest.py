@@ -33,6 +33,7 @@ from flask import Flask
 from core import create_app
 from core.config import write_instance
 from core.db import get_db
+from tests.conftest import add_test_keys
 
 CHROMIUM = Path("/usr/bin/chromium")
 ROOT = Path(__file__).resolve().parents[2]
@@ -88,6 +89,7 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
     port = _free_port()
     url = f"http://127.0.0.1:{port}"
     write_instance(instance, name="Live U", base_url=url)
+    add_test_keys(instance)
     env = {k: v for k, v in os.environ.items() if not k.startswith("TRIVIUM_")}
     env["TRIVIUM_ACCOUNTS_HASH_PROFILE"] = "cheapest"
     env["TRIVIUM_PROGRESS_FLUSH_MS"] = "0"

@@ -2,31 +2,25 @@
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from federation.keys import ensure_keys
-from federation.keys import keys_dir
+from federation.keys import generate_keys
+from tests.conftest import add_test_keys
 from tests.federation.instances import HostilePeer
 from tests.federation.instances import Instance
 
 
-@pytest.fixture(scope="session")
-def generated_keys(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """An instance folder whose keys were generated once for the whole run (RSA is slow)."""
-    folder = tmp_path_factory.mktemp("keys-template")
-    ensure_keys(folder)
-    return folder
-
-
 @pytest.fixture
-def keyed(tmp_path: Path, generated_keys: Path) -> Path:
-    """An instance folder of this test's own, holding a copy of the generated keys."""
-    shutil.copytree(keys_dir(generated_keys), keys_dir(tmp_path))
+def keyed(tmp_path: Path) -> Path:
+    """An instance folder of this test's own, holding a copy of the test key set.
+
+    The same keys as the ``app`` fixture's instance, which lives in the same folder.
+    """
+    add_test_keys(tmp_path)
     return tmp_path
 
 
@@ -36,7 +30,7 @@ def key_sets(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
     folders = []
     for name in ("a", "b", "c"):
         folder = tmp_path_factory.mktemp(f"keys-{name}")
-        ensure_keys(folder)
+        generate_keys(folder)
         folders.append(folder)
     return folders
 

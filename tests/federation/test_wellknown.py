@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import logging
-import stat
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -65,10 +63,7 @@ def test_documents_are_cacheable_with_an_etag(keyed: Path, client: FlaskClient, 
     assert client.get(path, headers={"If-None-Match": '"other"'}).status_code == 200
 
 
-def test_jwks_publishes_public_keys_made_on_first_use(app: Flask, client: FlaskClient) -> None:
-    folder = keys.keys_dir(app.extensions["trivium.settings"].path)
-    assert not folder.exists()  # a test app makes no keys at start-up
-
+def test_jwks_publishes_the_public_keys(app: Flask, client: FlaskClient) -> None:
     response = client.get("/.well-known/jwks.json")
 
     assert response.status_code == 200
@@ -77,7 +72,6 @@ def test_jwks_publishes_public_keys_made_on_first_use(app: Flask, client: FlaskC
     for jwk in body["keys"]:
         assert not PRIVATE_MEMBERS & jwk.keys()
         assert jwk["kid"].startswith("http://testserver/federation/keys/")
-    assert all(stat.S_IMODE(p.stat().st_mode) == 0o600 for p in folder.iterdir())
 
 
 def test_each_kid_resolves_to_its_key(keyed: Path, client: FlaskClient) -> None:
@@ -118,25 +112,6 @@ def test_the_id_has_no_trailing_slash(tmp_path: Path) -> None:
         get_db(app).dispose()
     assert document["id"] == "https://lms.example.edu"
     assert document["jwks_uri"] == "https://lms.example.edu/.well-known/jwks.json"
-
-
-def test_an_instance_without_keys_gets_them_at_startup(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
-) -> None:
-    config = base_config(tmp_path)
-    config["testing"] = False
-    config["instance"]["secret_key"] = "s" * 48
-
-    with caplog.at_level(logging.INFO, logger="federation"):
-        app = create_app(tmp_path, config)
-    get_db(app).dispose()
-
-    assert {k.record.alg for k in keys.load_keys(tmp_path).keys} == {"Ed25519", "RS256"}
-    assert "reason=missing_at_startup" in caplog.text
-    caplog.clear()
-    with caplog.at_level(logging.INFO, logger="federation"):
-        get_db(create_app(tmp_path, config)).dispose()
-    assert "generated" not in caplog.text  # the next start keeps them
 
 
 def test_the_signature_window_is_configurable(tmp_path: Path) -> None:
