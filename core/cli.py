@@ -322,7 +322,13 @@ def users() -> None:
 def users_create(
     ctx: click.Context, email: str, name: str | None, admin: bool, creator: bool, password: str
 ) -> None:
-    """Create a local account with a password (hashed with argon2id)."""
+    """Create a local account with a password (hashed with argon2id).
+
+    The password must pass the policy that sign-up and users set-password
+    apply: long enough, not too long, not common, not made of the address.
+    """
+    from core.auth.passwords import PasswordRejected
+    from core.auth.passwords import check_password_policy
     from core.config import Settings
     from core.db import get_db
     from core.models import AuditLog
@@ -335,11 +341,10 @@ def users_create(
     local, _, domain = email.partition("@")
     if not local or not domain:
         raise click.BadParameter(f"{email!r} is not an e-mail address", param_hint="EMAIL")
-    if len(password) < settings.accounts.password_min_length:
-        raise click.BadParameter(
-            f"at least {settings.accounts.password_min_length} characters",
-            param_hint="password",
-        )
+    try:
+        check_password_policy(password, email, settings.accounts.password_min_length)
+    except PasswordRejected as exc:
+        raise click.BadParameter(exc.detail, param_hint="password") from exc
     password_hash = _password_hasher(settings.accounts.hash_profile).hash(password)
     with get_db(app).session() as sess:
         if sess.scalar(select(User.id).where(func.lower(User.email) == email)) is not None:

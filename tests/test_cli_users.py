@@ -109,6 +109,36 @@ def test_set_password_applies_the_policy_and_changes_nothing(instance: Path, app
     assert snapshot(app) == before
 
 
+ADDRESS_RULE = "your e-mail address or its name part"
+REFUSED_PASSWORDS = {
+    "too short": ("short pw", "the password must be at least 10 characters long"),
+    "too long": ("x" * 1024 + "y", "the password must be at most 1024 characters long"),
+    "the address": ("grace@uni.example", f"the password must not contain {ADDRESS_RULE}"),
+    "its name part": ("Grace-2024-spring", f"the password must not contain {ADDRESS_RULE}"),
+    "one character": ("aaaaaaaaaaaa", "the password must not be a single character repeated"),
+    "common": ("Password123", "this password is one of the most common ones"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(REFUSED_PASSWORDS))
+def test_create_applies_the_password_policy_and_creates_nothing(
+    instance: Path, app: Flask, case: str
+) -> None:
+    password, rule = REFUSED_PASSWORDS[case]
+    before = snapshot(app)
+
+    created = run(instance, "users", "create", "grace@uni.example", "--password", password)
+
+    assert created.exit_code == 2, created.output
+    assert f"Invalid value for password: {rule}" in created.output
+    assert snapshot(app) == before  # no user, no identity, no audit row
+    # the same rule and words as for a new password of an existing account
+    own = password.replace("grace", "ada").replace("Grace", "Ada")
+    changed = run(instance, "users", "set-password", "ada@uni.example", "--password", own)
+    assert changed.exit_code == 1
+    assert rule in changed.output
+
+
 def test_reset_2fa_turns_the_second_factor_off(instance: Path, app: Flask) -> None:
     with get_db(app).sessions() as sess:
         user = sess.scalars(select(User).where(User.email == "ada@uni.example")).one()
