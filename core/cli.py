@@ -218,20 +218,12 @@ def init(path: Path, name: str, base_url: str | None, bind: str, force: bool) ->
 
 def _init_plugins(root: Path) -> None:
     """Call ``init_instance`` on the new instance's plugins (no app is built)."""
-    from core.config import load_settings
-    from core.plugins import PluginHost
+    from core.plugins import init_instance
 
     try:
-        settings = load_settings(root)
-        host = PluginHost(settings.plugins)
-        host.load_entry_points()
-        host.check()
+        init_instance(root)  # InitInstanceFailed is one of the start-up errors
     except _startup_errors() as exc:
         raise click.ClickException(str(exc)) from exc
-    host.call("init_instance", path=str(root.resolve()), settings=settings)
-    if host.failures:
-        failed = "; ".join(f"{f.plugin}: {f.error}" for f in host.failures)
-        raise click.ClickException(f"{root}: init_instance failed ({failed})")
 
 
 # ---------------------------------------------------------------- db
