@@ -32,6 +32,9 @@ Actions are dotted names.  Core's own:
 ``site.audit``             the audit log: site admins
 ``site.jobs``              background jobs, their errors, and retrying failed ones:
                            site admins
+``site.mail``              the outbox: every mail with its text (reset links,
+                           invitation codes) and delivery, and sending failed or
+                           kept mail again: site admins
 =========================  =========================================================
 
 Any other action (a plugin's own) is allowed to site admins only unless a
@@ -90,6 +93,7 @@ ACTIONS = frozenset(
         "site.plugins",
         "site.audit",
         "site.jobs",
+        "site.mail",
     }
 )
 

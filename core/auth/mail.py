@@ -22,6 +22,8 @@ import logging
 from typing import Any
 
 from flask import current_app
+from sqlalchemy import func
+from sqlalchemy import select
 from sqlalchemy import update
 from sqlalchemy.orm import Session
 
@@ -78,8 +80,51 @@ def write_to_outbox(to: str, subject: str, body: str) -> bool:
 DELIVER_ACTOR = "core.deliver_mail"
 
 
+#: Every delivery state of :class:`~core.models.OutboxMail`.
+STATES = ("outbox", "queued", "sent", "failed")
+
 #: Delivery states from which a mail may be queued again.
 RETRYABLE = ("outbox", "failed")
+
+
+def delivery_on() -> bool:
+    """Whether mail is delivered by SMTP (``[mail] url`` is set) or only kept."""
+    return bool(current_app.extensions["trivium.settings"].mail.url)
+
+
+def outbox_counts(sess: Session) -> dict[str, int]:
+    """How many mails are in each delivery state (every one of :data:`STATES`, zeros too)."""
+    counts = dict.fromkeys(STATES, 0)
+    for state, n in sess.execute(select(OutboxMail.state, func.count()).group_by(OutboxMail.state)):
+        counts[state] = int(n)
+    return counts
+
+
+def page_outbox(
+    sess: Session, *, state: str | None = None, before: int | None = None, limit: int = 50
+) -> tuple[list[OutboxMail], int | None]:
+    """A page of the outbox, newest first (by row id: the order the mail was written).
+
+    :param state: only mail in this delivery state.
+    :param before: only mail older than the row with this id (the previous
+        page's key).
+    :return: the rows, and the key of the next page (None on the last one).
+    """
+    stmt = select(OutboxMail).order_by(OutboxMail.id.desc()).limit(limit + 1)
+    if state is not None:
+        stmt = stmt.where(OutboxMail.state == state)
+    if before is not None:
+        stmt = stmt.where(OutboxMail.id < before)
+    rows = list(sess.scalars(stmt))
+    next_key = rows[limit - 1].id if len(rows) > limit else None
+    return rows[:limit], next_key
+
+
+def find_mail(sess: Session, public_id: str) -> OutboxMail | None:
+    """The outbox mail with this opaque id, or None (also for an id too long to be one)."""
+    if len(public_id) > 32:
+        return None
+    return sess.scalar(select(OutboxMail).where(OutboxMail.public_id == public_id))
 
 
 class MailDeliveryOff(Exception):

@@ -1,5 +1,5 @@
 """Operator pages: users and roles, invitations, plugins, instance settings, audit log,
-background jobs.
+background jobs, mail.
 
 Every page needs a site admin (``site.*`` actions of :mod:`core.rbac`; a
 plugin's ``permission_allowed`` may grant them to others).  Changes go
@@ -17,6 +17,7 @@ from typing import Any
 from flask import Blueprint
 from flask import current_app
 from flask import flash
+from flask import make_response
 from flask import redirect
 from flask import render_template
 from flask import request
@@ -36,6 +37,7 @@ from core import operator
 from core import rbac
 from core.auth import accounts
 from core.auth import audit as audit_log
+from core.auth import mail as outbox
 from core.auth import require_user
 from core.auth.accounts import Email
 from core.auth.tokens import forget_user_tokens
@@ -45,6 +47,7 @@ from core.errors import NotFound
 from core.models import Course
 from core.models import CourseRole
 from core.models import Enrolment
+from core.models import OutboxMail
 from core.models import User
 from core.tasks import JobNotFound
 from core.tasks import JobNotRetryable
@@ -80,6 +83,12 @@ class UnknownJob(NotFound):
     """No background job has this message id (or it was purged)."""
 
     type_slug = "job-not-found"
+
+
+class UnknownMail(NotFound):
+    """No outbox mail has this id (or it was purged: ``trivium mail purge``)."""
+
+    type_slug = "mail-not-found"
 
 
 def _settings() -> Settings:
@@ -127,6 +136,8 @@ def index() -> ResponseReturnValue:
         plugins=len(host.info()),
         failures=len(host.failures),
         jobs=get_jobs().state_counts(),
+        mail=outbox.outbox_counts(sess),
+        delivery_on=outbox.delivery_on(),
     )
 
 
@@ -521,6 +532,157 @@ def retry_job(message_id: str) -> ResponseReturnValue:
     )
     sess.commit()
     flash(gettext("The job %(actor)s is queued again.", actor=job.actor), "success")
+    return back
+
+
+# ---------------------------------------------------------------- mail
+
+#: The Mail page's ``state`` for every mail (without ``state``: the default view).
+ALL_MAIL = "all"
+
+#: The Mail page's tabs, in order.
+MAIL_FILTERS = (ALL_MAIL, "failed", "queued", "sent", "outbox")
+
+
+def mail_state_label(state: str) -> str:
+    """A delivery state of :class:`~core.models.OutboxMail` (or the ``all`` filter) for people."""
+    labels: dict[str, str] = {
+        ALL_MAIL: gettext("All"),
+        "failed": gettext("Failed"),
+        "queued": gettext("Waiting to be sent"),
+        "sent": gettext("Sent"),
+        "outbox": gettext("Kept, not sent"),
+    }
+    return labels.get(state, state)
+
+
+def mail_state_help(state: str) -> str:
+    """What a delivery state means, in a sentence."""
+    texts: dict[str, str] = {
+        "failed": gettext(
+            "The mail server refused this mail for good, or every try failed. "
+            "Nobody will try again unless you retry it."
+        ),
+        "queued": gettext(
+            "A background job will send it; after a failed try it is tried again later."
+        ),
+        "sent": gettext("The mail server accepted it."),
+        "outbox": gettext(
+            "No SMTP server was configured when it was written or due to be sent: "
+            "it is kept here only, and nobody received it."
+        ),
+    }
+    return texts.get(state, "")
+
+
+def _mail_filter(value: str | None, counts: dict[str, int]) -> str:
+    """The state the Mail page lists: the one asked for, else ``failed`` while any
+    mail is failed (what needs the operator), else every mail."""
+    if value in MAIL_FILTERS:
+        return value
+    return "failed" if counts["failed"] else ALL_MAIL
+
+
+def _mail(public_id: str) -> OutboxMail:
+    found = outbox.find_mail(db.session(), public_id)
+    if found is None:
+        raise UnknownMail(gettext("There is no such mail; it may have been deleted."))
+    return found
+
+
+@bp.get("/mail")
+def mail() -> ResponseReturnValue:
+    """The outbox, newest first, by delivery state; failed mail with its error and a retry."""
+    _admin("site.mail")
+    sess = db.session()
+    counts = outbox.outbox_counts(sess)
+    shown = _mail_filter(request.args.get("state"), counts)
+    rows, next_key = outbox.page_outbox(
+        sess, state=None if shown == ALL_MAIL else shown, before=cursor_arg(), limit=PAGE_SIZE
+    )
+    return render_template(
+        "admin/mail.html",
+        rows=rows,
+        counts=counts,
+        total=sum(counts.values()),
+        shown=shown,
+        filters=MAIL_FILTERS,
+        state_label=mail_state_label,
+        last_line=last_line,
+        delivery_on=outbox.delivery_on(),
+        retryable=outbox.RETRYABLE,
+        next_cursor=cursor_for(next_key),
+    )
+
+
+@bp.get("/mail/<public_id>")
+def mail_message(public_id: str) -> ResponseReturnValue:
+    """One mail with its body, which may hold a password-reset link or an invitation code.
+
+    Reading it is audited (``admin.mail_read``) and the page is not cached,
+    like any page that shows a secret.
+    """
+    admin = _admin("site.mail")
+    sess = db.session()
+    found = _mail(public_id)
+    audit_log.audit(sess, admin, "admin.mail_read", f"mail:{found.public_id}", {"to": found.to})
+    sess.commit()
+    resp = make_response(
+        render_template(
+            "admin/mail_message.html",
+            mail=found,
+            state_label=mail_state_label,
+            state_help=mail_state_help,
+            delivery_on=outbox.delivery_on(),
+            retryable=outbox.RETRYABLE,
+        )
+    )
+    resp.headers["Cache-Control"] = "no-store"
+    return resp
+
+
+@bp.post("/mail/<public_id>/retry")
+def retry_mail(public_id: str) -> ResponseReturnValue:
+    """Queue a failed or kept mail for delivery again (``trivium mail retry``).
+
+    From the list (its ``state`` filter in the form) back to the list, else
+    back to the mail's page.
+    """
+    admin = _admin("site.mail")
+    sess = db.session()
+    found = _mail(public_id)
+    back_to = request.form.get("state", "")
+    if back_to in MAIL_FILTERS:
+        back = redirect(url_for("admin.mail", state=back_to), code=303)
+    else:
+        back = redirect(url_for("admin.mail_message", public_id=found.public_id), code=303)
+    to = found.to
+    try:
+        outbox.queue_again(sess, found, admin)
+    except outbox.MailDeliveryOff:
+        sess.rollback()
+        flash(
+            gettext(
+                "SMTP delivery is off ([mail] url is empty), so mail cannot be sent; "
+                "it is only kept here. Nothing was changed."
+            ),
+            "error",
+        )
+        return back
+    except outbox.MailNotRetryable:
+        state = found.state
+        sess.rollback()
+        flash(
+            gettext(
+                "Only a failed or kept mail can be sent again, and this one is not "
+                "(state: %(state)s). Nothing was changed.",
+                state=mail_state_label(state),
+            ),
+            "error",
+        )
+        return back
+    sess.commit()
+    flash(gettext("The mail to %(to)s is queued for delivery.", to=to), "success")
     return back
 
 
