@@ -134,6 +134,8 @@ class OutboxMail(Base):
     """
 
     __tablename__ = "outbox_mail"
+    # the operators' lists and counts by state, newest first
+    __table_args__ = (Index("ix_outbox_mail_state_id", "state", "id"),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     public_id: Mapped[str] = _public_id()

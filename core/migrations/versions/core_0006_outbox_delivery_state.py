@@ -2,7 +2,8 @@
 
 ``state`` is ``outbox`` (kept here only), ``queued``, ``sent`` or ``failed``;
 ``attempts``, ``last_error`` and ``last_attempt_at`` tell what the SMTP
-delivery job met.  ``public_id`` names a mail in the administration's URLs.
+delivery job met.  ``public_id`` names a mail in the administration's URLs;
+an index on ``(state, id)`` serves its lists and counts by state.
 
 Existing rows: a mail with ``sent_at`` is ``sent``; any other is ``outbox``,
 as nothing here says whether a delivery job still waits for it (one that
@@ -55,9 +56,11 @@ def upgrade() -> None:
     with op.batch_alter_table("outbox_mail") as batch:
         batch.alter_column("public_id", existing_type=sa.String(length=32), nullable=False)
         batch.create_unique_constraint(batch.f("uq_outbox_mail_public_id"), ["public_id"])
+    op.create_index("ix_outbox_mail_state_id", "outbox_mail", ["state", "id"])
 
 
 def downgrade() -> None:
+    op.drop_index("ix_outbox_mail_state_id", table_name="outbox_mail")
     with op.batch_alter_table("outbox_mail") as batch:
         batch.drop_constraint(batch.f("uq_outbox_mail_public_id"), type_="unique")
         batch.drop_column("last_attempt_at")
