@@ -8,14 +8,20 @@ from pydantic import Field
 from pydantic import ValidationError
 
 from core.config import Settings
+from core.plugins import StartupError
 from federation.client import ClientPolicy
 from federation.signatures import VerifyPolicy
 
 __all__ = ["FederationConfigError", "FederationSettings", "federation_settings"]
 
 
-class FederationConfigError(Exception):
-    """``[plugins.federation]`` holds an unknown key or an invalid value."""
+class FederationConfigError(StartupError):
+    """``[plugins.federation]`` holds an unknown key or an invalid value.
+
+    Checked by federation's ``startup``: the instance does not start until the
+    setting is mended (a wrong signature window or timeout would otherwise
+    refuse or accept peers' requests other than the operator meant).
+    """
 
 
 class FederationSettings(BaseModel):

@@ -254,3 +254,16 @@ def test_generate_runs_as_a_module(bare: Path) -> None:
     assert keys.usable_keys(bare)
     app = create_app(bare)
     get_db(app).dispose()
+
+
+def test_a_bad_federation_setting_stops_the_cli_too(tmp_path: Path) -> None:
+    path = tmp_path / "uni"
+    assert CliRunner(env=ENV).invoke(cli, ["init", str(path)]).exit_code == 0
+    with (path / "instance.toml").open("a") as fh:
+        fh.write("\n[plugins.federation]\nsignature_max_age = 5\n")
+
+    result = trivium(path, "users", "list")
+
+    assert result.exit_code == 1, result.output
+    assert "Error: plugin federation: [plugins.federation]:" in result.output
+    assert "signature_max_age" in result.output and "Traceback" not in result.output

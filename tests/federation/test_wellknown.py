@@ -13,6 +13,7 @@ from flask.testing import FlaskClient
 from core import create_app
 from core.db import get_db
 from federation import keys
+from federation.config import FederationConfigError
 from federation.config import federation_settings
 from tests.conftest import base_config
 
@@ -127,11 +128,10 @@ def test_the_signature_window_is_configurable(tmp_path: Path) -> None:
     assert federation_settings(settings).verify_policy().max_age == 120
 
 
-def test_an_invalid_federation_setting_is_reported_at_startup(tmp_path: Path) -> None:
+def test_an_invalid_federation_setting_stops_start_up(tmp_path: Path) -> None:
     config = base_config(tmp_path)
     config["plugins"] = {"federation": {"signature_max_age": 5}}
-    app = create_app(tmp_path, config)
-    get_db(app).dispose()
-    failures = app.extensions["trivium.plugins"].failures
-    assert [(f.plugin, f.hook) for f in failures] == [("federation", "startup")]
-    assert "FederationConfigError" in failures[0].error
+    with pytest.raises(FederationConfigError) as refused:
+        create_app(tmp_path, config)
+    assert str(refused.value).startswith("plugin federation: [plugins.federation]:")
+    assert "signature_max_age" in str(refused.value)
