@@ -131,6 +131,7 @@ class OutboxMail(Base):
     was written, or since), ``queued`` (a delivery job will try it; after a
     failed try ``last_error`` says why), ``sent`` (the server accepted it at
     ``sent_at``) or ``failed`` (refused for good, or every try failed).
+    ``sending_until`` is the lease of the delivery job sending it right now.
     """
 
     __tablename__ = "outbox_mail"
@@ -148,6 +149,7 @@ class OutboxMail(Base):
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     last_error: Mapped[str] = mapped_column(Text, default="")
     last_attempt_at: Mapped[datetime | None]
+    sending_until: Mapped[datetime | None]
 
 
 class Course(Base):

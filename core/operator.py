@@ -319,6 +319,12 @@ _SECRET_NAME = re.compile(r"(secret|password|passwd|token|key|credential)", re.I
 TOKEN_LIKE_USER = 24
 
 
+#: Query parameters whose value is a secret (``?password=``, ``&api_key=``, ``token=``).
+_SECRET_QUERY = re.compile(
+    r"(?i)((?:^|(?<=&))[^&=]*(?:secret|password|passwd|token|key|credential)[^&=]*=)[^&]*"
+)
+
+
 def _shown_user(user: str, password: str) -> str:
     if user and (user == password or (len(user) >= TOKEN_LIKE_USER and "@" not in unquote(user))):
         return MASK
@@ -327,14 +333,15 @@ def _shown_user(user: str, password: str) -> str:
 
 def _mask_url(value: str) -> str:
     parts = urlsplit(value)
-    if parts.password is None and "password=" not in parts.query.lower():
-        return value
     netloc = parts.netloc
-    if parts.password is not None:
-        user = _shown_user(parts.username or "", parts.password)
-        host = netloc.rpartition("@")[2]
-        netloc = f"{user}:{MASK}@{host}"
-    query = re.sub(r"(?i)(password=)[^&]*", rf"\g<1>{MASK}", parts.query)
+    if "@" in netloc:
+        userinfo, _, host = netloc.rpartition("@")
+        user, colon, password = userinfo.partition(":")
+        shown = _shown_user(user, password)
+        netloc = f"{shown}:{MASK}@{host}" if colon else f"{shown}@{host}"
+    query = _SECRET_QUERY.sub(rf"\g<1>{MASK}", parts.query)
+    if netloc == parts.netloc and query == parts.query:
+        return value
     return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
 
 
@@ -355,9 +362,10 @@ def masked_settings(settings: Settings) -> dict[str, Any]:
 
     Text values under names that suggest a secret (``secret_key``,
     ``*_password``, ``api_token``, ``private_key``) are masked wherever they
-    are, plugin tables included, as are passwords inside URLs, and with them
-    a user name that is the password again or looks like a token (long, no
-    ``@``), as some mail services log in with an API token as the user name.
+    are, plugin tables included, as are passwords inside URLs and query
+    values named like secrets, and a user name that is the password again or
+    looks like a token (long, no ``@``), as some mail services log in with an
+    API token as the user name.
     """
     data = settings.model_dump(mode="json")
     masked: dict[str, Any] = _mask("", data)

@@ -29,6 +29,7 @@ import fcntl
 import functools
 import logging
 import os
+import shlex
 import stat
 import sys
 from collections.abc import Iterator
@@ -447,7 +448,9 @@ def _broken(folder: Path, detail: str) -> str:
 
 def generate_command(instance_path: str | os.PathLike[str]) -> str:
     """The command line that generates a new key set for the instance at ``instance_path``."""
-    return f"{sys.executable} -m federation keys generate --instance {instance_path}"
+    return shlex.join(
+        [sys.executable, "-m", "federation", "keys", "generate", "--instance", str(instance_path)]
+    )
 
 
 def generate_keys(instance_path: str | os.PathLike[str]) -> list[KeyRecord]:

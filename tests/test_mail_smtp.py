@@ -439,6 +439,86 @@ def test_an_unreachable_server_does_not_touch_the_request(config: dict[str, Any]
     assert "Connection refused" in job.error or "ConnectionRefusedError" in job.error
 
 
+def write_mail(app: Flask, to: str = EMAIL, **fields: Any) -> int:
+    with get_db(app).session() as sess:
+        mail = OutboxMail(to=to, subject="Hello", body="Hi", state="queued", **fields)
+        sess.add(mail)
+        sess.flush()
+        return mail.id
+
+
+def stored(app: Flask, mail_id: int) -> OutboxMail:
+    with get_db(app).session() as sess:
+        mail = sess.get_one(OutboxMail, mail_id)
+        sess.expunge(mail)
+    return mail
+
+
+def test_a_mail_refused_before_it_is_sent_is_failed(
+    config: dict[str, Any], plain_server: MailServer
+) -> None:
+    app = mail_app(config, url=plain_server.url)
+    try:
+        mail_id = write_mail(app, to="ada@uni.example, eve@uni.example")
+        with app.app_context(), pytest.raises(smtp.MailRefused):
+            builtin.deliver_mail(mail_id)
+        mail = stored(app, mail_id)
+    finally:
+        get_db(app).dispose()
+    assert (mail.state, mail.attempts, mail.sending_until) == ("failed", 1, None)
+    assert "one address" in mail.last_error
+    assert plain_server.inbox.messages == []
+
+
+def test_a_try_cut_short_by_the_time_limit_is_recorded(
+    config: dict[str, Any], plain_server: MailServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from dramatiq.middleware.time_limit import TimeLimitExceeded
+
+    def too_slow(*args: Any) -> Any:
+        raise TimeLimitExceeded()
+
+    app = mail_app(config, url=plain_server.url)
+    monkeypatch.setattr(smtp, "send_with", too_slow)
+    try:
+        mail_id = write_mail(app)
+        with app.app_context(), pytest.raises(TimeLimitExceeded):
+            builtin.deliver_mail(mail_id)  # called directly: the last try
+        mail = stored(app, mail_id)
+    finally:
+        get_db(app).dispose()
+    assert (mail.state, mail.attempts, mail.sending_until) == ("failed", 1, None)
+    assert mail.last_error == "TimeLimitExceeded"
+
+
+def test_a_mail_another_job_is_sending_is_not_sent_twice(
+    config: dict[str, Any], plain_server: MailServer
+) -> None:
+    app = mail_app(config, url=plain_server.url)
+    try:
+        later = dt.datetime.now(dt.UTC) + dt.timedelta(minutes=1)
+        mail_id = write_mail(app, sending_until=later)
+        with app.app_context(), pytest.raises(builtin.MailBeingSent):
+            builtin.deliver_mail(mail_id)
+        held = stored(app, mail_id)
+        assert plain_server.inbox.messages == []
+        assert (held.state, held.attempts, held.sent_at) == ("queued", 0, None)
+
+        # the lease ran out (its job died): the next job sends it
+        with get_db(app).session() as sess:
+            sess.get_one(OutboxMail, mail_id).sending_until = dt.datetime.now(
+                dt.UTC
+            ) - dt.timedelta(seconds=1)
+        with app.app_context():
+            builtin.deliver_mail(mail_id)
+            builtin.deliver_mail(mail_id)  # sent: nothing more to do
+        sent = stored(app, mail_id)
+    finally:
+        get_db(app).dispose()
+    assert (sent.state, sent.attempts, sent.sending_until) == ("sent", 1, None)
+    assert len(plain_server.inbox.messages) == 1
+
+
 def test_without_a_url_mail_stays_in_the_outbox(app: Flask, users: Users) -> None:
     request_reset(app, users)
 
@@ -747,6 +827,8 @@ def test_the_settings_page_masks_the_mail_password(tmp_path: Path) -> None:
         ("smtps://0f3c9a7e-5b1d-4c2e-9d8f-1a2b3c4d5e6f:same@mx", "smtps://••••••:••••••@mx"),
         ("smtps://tok3n:tok3n@mx", "smtps://••••••:••••••@mx"),
         ("smtp://127.0.0.1:25", "smtp://127.0.0.1:25"),
+        ("smtp://0f3c9a7e5b1d4c2e9d8f1a2b3c4d5e6f@127.0.0.1", "smtp://••••••@127.0.0.1"),
+        ("smtp://relay@127.0.0.1:25", "smtp://relay@127.0.0.1:25"),
     ],
 )
 def test_a_token_as_the_user_name_is_masked_too(tmp_path: Path, url: str, shown: str) -> None:
@@ -759,6 +841,21 @@ def test_a_token_as_the_user_name_is_masked_too(tmp_path: Path, url: str, shown:
     finally:
         get_db(app).dispose()
     assert masked == shown
+
+
+def test_secret_query_values_in_any_url_are_masked() -> None:
+    from core.operator import masked_settings
+
+    class Dumped:
+        def model_dump(self, mode: str) -> dict[str, Any]:
+            url = "https://hooks.example/x?api_key=abc&x=1&token=t&password=p"
+            return {"plugins": {"notify": {"url": url}}}
+
+    masked = masked_settings(Dumped())  # type: ignore[arg-type]
+
+    assert masked["plugins"]["notify"]["url"] == (
+        "https://hooks.example/x?api_key=••••••&x=1&token=••••••&password=••••••"
+    )
 
 
 def test_purge_deletes_old_mail_and_keeps_unsent_mail_a_day_longer(instance: Path) -> None:

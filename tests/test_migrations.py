@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import textwrap
 from collections.abc import Iterator
@@ -181,6 +182,41 @@ def test_core_0006_gives_existing_outbox_mail_a_state_and_an_id(app: Flask) -> N
                 )
             )
 
+        # mail 2 waits for its delivery job, mail 3's failed; mail 4 was kept only
+        conn.execute(
+            sa.insert(outbox).values(
+                id=4, to="m3@uni.example", subject="s", body="b", created_at=now, sent_at=None
+            )
+        )
+        jobs = sa.table(
+            "jobs",
+            *(sa.column(c) for c in ("message_id", "queue", "actor", "message", "state")),
+            sa.column("attempts"),
+            sa.column("error"),
+            *(
+                sa.column(c, sa.DateTime(timezone=True))
+                for c in ("available_at", "created_at", "updated_at")
+            ),
+        )
+        for n, (mail_id, state, error) in enumerate(
+            ((2, "queued", ""), (3, "failed", "Traceback ...\nMailRefused: 550 no such user\n"))
+        ):
+            message = {"queue_name": "mail", "actor_name": "core.deliver_mail", "args": [mail_id]}
+            conn.execute(
+                sa.insert(jobs).values(
+                    message_id=f"m{n}",
+                    queue="mail",
+                    actor="core.deliver_mail",
+                    message=json.dumps(message),
+                    state=state,
+                    attempts=1,
+                    error=error,
+                    available_at=now,
+                    created_at=now,
+                    updated_at=now,
+                )
+            )
+
     schema.upgrade(app)
 
     with get_db(app).engine.connect() as conn:
@@ -191,17 +227,23 @@ def test_core_0006_gives_existing_outbox_mail_a_state_and_an_id(app: Flask) -> N
         ).all()
     assert [(r.id, r.state, r.attempts, r.last_error) for r in rows] == [
         (1, "sent", 0, ""),
-        (2, "outbox", 0, ""),
-        (3, "outbox", 0, ""),
+        (2, "queued", 0, ""),
+        (3, "failed", 0, "MailRefused: 550 no such user"),
+        (4, "outbox", 0, ""),
     ]
     ids = [r.public_id for r in rows]
-    assert len(set(ids)) == 3 and all(len(i) == 32 for i in ids)
+    assert len(set(ids)) == 4 and all(len(i) == 32 for i in ids)
 
     schema.downgrade(app, "core_0005")
     with get_db(app).engine.connect() as conn:
         kept = conn.execute(sa.text("SELECT id, sent_at IS NOT NULL FROM outbox_mail")).all()
         columns = {c["name"] for c in sa.inspect(conn).get_columns("outbox_mail")}
-    assert sorted((r[0], bool(r[1])) for r in kept) == [(1, True), (2, False), (3, False)]
+    assert sorted((r[0], bool(r[1])) for r in kept) == [
+        (1, True),
+        (2, False),
+        (3, False),
+        (4, False),
+    ]
     assert "state" not in columns and "public_id" not in columns
 
 

@@ -105,6 +105,43 @@ def test_a_password_reset_is_told_to_the_holder(app: Flask, api: Api, users: Use
     assert token.group(1) not in mail.body
 
 
+@pytest.mark.parametrize(
+    ("token", "password", "status"),
+    [
+        ("not-a-token", OTHER_PASSWORD, 400),  # forged
+        (None, "short", 422),  # a real token, a password the policy refuses
+    ],
+)
+def test_a_refused_reset_mails_no_notice(
+    app: Flask, api: Api, users: Users, token: str | None, password: str, status: int
+) -> None:
+    users.create(EMAIL, password=PASSWORD)
+    assert api.post("/auth/password-reset", {"email": EMAIL}).status_code == 202
+    found = re.search(r"token=(\S+)", outbox(app)[0].body)
+    assert found is not None
+    before = snapshot(app)
+
+    body = {"token": token or found.group(1), "new_password": password}
+    assert_problem(api.post("/auth/password-reset/confirm", body), status)
+
+    assert snapshot(app) == before
+    assert notices(app) == []
+
+
+def test_a_wrong_code_turns_nothing_on_and_mails_nothing(
+    app: Flask, api: Api, users: Users, clock: Clock
+) -> None:
+    users.create(EMAIL, password=PASSWORD)
+    api.login(EMAIL)
+    assert api.post("/me/totp/setup").status_code == 200
+    before = snapshot(app)
+
+    assert_problem(api.post("/me/totp/confirm", {"code": "000000"}), 400)
+
+    assert snapshot(app) == before
+    assert notices(app) == []
+
+
 def test_turning_the_second_factor_on_and_off_is_told(
     app: Flask, api: Api, users: Users, clock: Clock
 ) -> None:

@@ -36,6 +36,7 @@ from core.models import User
 from core.plugins import PluginLoadError
 from core.tasks import ActorSpec
 from core.tasks import JobsOptions
+from core.tasks import store as tasks_store
 from tests.conftest import PG_URL
 from tests.conftest import REDIS_URL
 from tests.conftest import base_config
@@ -351,6 +352,34 @@ def test_an_operator_retries_a_failed_job(backend: Backend) -> None:
         tasks.get_jobs(app).retry(row.id)
     with pytest.raises(tasks.JobNotFound):
         tasks.get_jobs(app).retry(row.id + 1000)
+
+
+def test_of_two_retries_at_once_only_one_goes_through(
+    backend: Backend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    app = backend.app(fresh_db=True)
+    backend.start_worker(app)
+    key = f"flaky-{uuid.uuid4().hex}@example.org"
+    message_id = send(app, "test.flaky", key)
+    row = wait_for(app, message_id, ("failed",))
+    tasks.get_jobs(app).stop_worker()
+    tasks.get_jobs(app).retry(row.id)
+    queued = job_row(app, message_id)
+    assert queued is not None and queued.state == "queued"
+
+    # the second retry read the row before the first one wrote it
+    monkeypatch.setattr(tasks_store, "get_row", lambda conn, job_id: ("failed", row.message))
+    with pytest.raises(tasks.JobNotRetryable, match="no longer failed"):
+        tasks.get_jobs(app).retry(row.id)
+
+    after = job_row(app, message_id)
+    assert after is not None
+    assert (after.state, after.attempts, after.message, after.updated_at) == (
+        "queued",
+        queued.attempts,
+        queued.message,
+        queued.updated_at,
+    )
 
 
 def test_enqueue_on_commit_sends_only_what_commits(backend: Backend) -> None:

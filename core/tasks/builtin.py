@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import logging
+from datetime import timedelta
 
 from dramatiq.middleware import CurrentMessage
 from flask import current_app
+from sqlalchemy import or_
 from sqlalchemy import select
 from sqlalchemy import update
 
@@ -40,6 +42,15 @@ def send_mail(to: str, subject: str, body: str) -> None:
     log.info("job=core.send_mail status=sent")
 
 
+class MailBeingSent(Exception):
+    """Another delivery job holds this mail's lease: this one is tried again later."""
+
+
+#: How long a delivery job may hold a mail, per second of ``[mail] timeout_seconds``
+#: (an SMTP conversation is a handful of exchanges, each bounded by the timeout).
+LEASE_PER_TIMEOUT = 10
+
+
 @actor("core.deliver_mail", queue="mail", max_retries=8, throws=(MailRefused,))
 def deliver_mail(outbox_id: int) -> None:
     """Send one ``outbox_mail`` row by SMTP (``[mail] url``) and mark it sent.
@@ -51,12 +62,19 @@ def deliver_mail(outbox_id: int) -> None:
     more tries over one to two hours.  A permanent refusal of this recipient
     or message fails the job at once, with the server's answer as its error
     (:func:`core.smtp.send`).  Each try is counted on the row with its error;
-    the row is ``failed`` once no try is left.  At least once: a worker that
-    dies between the server's acceptance and the commit sends the mail again.
+    the row is ``failed`` once no try is left.
+
+    A job first takes the row's lease (``sending_until``), so two jobs for
+    one mail (an operator retried it while another still waited) never send
+    it at once; the second finds it sent, or waits for the lease.  At least
+    once: a worker that dies between the server's acceptance and the commit
+    sends the mail again once the lease has run out.
 
     :raise MailRefused: the server refused it for good.
+    :raise MailBeingSent: another job is sending it (retried later).
     """
     from core import smtp
+    from core.db import utcnow
     from core.models import OutboxMail
 
     sess = session()
@@ -70,11 +88,30 @@ def deliver_mail(outbox_id: int) -> None:
         _mail_tried(outbox_id, state="outbox", error="[mail] url is empty", counts=False)
         log.warning("job=core.deliver_mail id=%s status=kept mail_url=empty", outbox_id)
         return
-    message = smtp.build_message(smtp.sender_of(conf), mail.to, mail.subject, mail.body)
-    sess.rollback()  # no transaction stays open while the mail server takes its time
+    to, subject, body = mail.to, mail.subject, mail.body
+    now = utcnow()
+    lease = timedelta(seconds=LEASE_PER_TIMEOUT * conf.mail.timeout_seconds)
+    claimed = sess.scalar(
+        update(OutboxMail)
+        .where(
+            OutboxMail.id == outbox_id,
+            OutboxMail.sent_at.is_(None),
+            or_(OutboxMail.sending_until.is_(None), OutboxMail.sending_until < now),
+        )
+        .values(sending_until=now + lease, state="queued")
+        .returning(OutboxMail.id)
+    )
+    sess.commit()  # no transaction stays open while the mail server takes its time
+    if claimed is None:
+        if sess.scalar(select(OutboxMail.sent_at).where(OutboxMail.id == outbox_id)) is None:
+            sess.rollback()
+            raise MailBeingSent(f"mail {outbox_id} is being sent by another job")
+        log.info("job=core.deliver_mail id=%s status=sent_meanwhile", outbox_id)
+        return
     try:
+        message = smtp.build_message(smtp.sender_of(conf), to, subject, body)
         server = smtp.send_with(conf, message)
-    except Exception as exc:
+    except BaseException as exc:  # a time limit interrupts with a BaseException
         final = isinstance(exc, MailRefused) or _last_try(deliver_mail.max_retries)
         try:
             _mail_tried(outbox_id, state="failed" if final else "queued", error=_reason(exc))
@@ -88,30 +125,41 @@ def deliver_mail(outbox_id: int) -> None:
     )
 
 
-def _reason(exc: Exception) -> str:
+def _reason(exc: BaseException) -> str:
     text = str(exc).strip() or type(exc).__name__
     return text[:2000]
 
 
 def _last_try(max_retries: int | None) -> bool:
-    """True unless the running job will be tried again after a failure (see dramatiq's Retries)."""
+    """True unless the running job will be tried again after a failure.
+
+    The arithmetic of dramatiq's ``Retries``: during a run, ``retries``
+    counts the failed runs before it, and a failure with ``retries`` at the
+    limit is the last.  The limit is the message's, else the actor's, else
+    the instance's ``jobs.max_retries``.
+    """
     message = CurrentMessage.get_current_message()
     if message is None:
         return True  # called directly: nothing retries it
+    if max_retries is None:
+        max_retries = current_app.extensions["trivium.settings"].jobs.max_retries
     retries = message.options.get("retries", 0)
     limit = message.options.get("max_retries", max_retries)
     return limit is not None and retries >= limit
 
 
 def _mail_tried(outbox_id: int, *, state: str, error: str, counts: bool = True) -> bool:
-    """Record a delivery try on an unsent row in its own transaction; False if none was."""
+    """Record a delivery try on an unsent row in its own transaction, ending the lease.
+
+    :return: False if the row is gone or was marked sent meanwhile.
+    """
     from core.db import utcnow
     from core.models import OutboxMail
 
     sess = session()
     sess.rollback()
     now = utcnow()
-    values: dict[str, object] = {"state": state, "last_error": error}
+    values: dict[str, object] = {"state": state, "last_error": error, "sending_until": None}
     if counts:
         values.update(attempts=OutboxMail.attempts + 1, last_attempt_at=now)
     if state == "sent":

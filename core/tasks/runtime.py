@@ -393,13 +393,23 @@ class Jobs:
         }
         fresh = store.plain_message(message, options=options)
         broker = self.broker
-        if isinstance(broker, DatabaseBroker):
-            with get_db(self.app).engine.begin() as conn:
+        with get_db(self.app).engine.begin() as conn:
+            # the state check above was a read: this write decides, once
+            if not store.take_failed(conn, job_id):
+                raise JobNotRetryable(f"job {job_id} is no longer failed (retried meanwhile)")
+            if isinstance(broker, DatabaseBroker):
                 broker.write(conn, fresh, None)
                 store.reset_attempts(conn, job_id)
+        if isinstance(broker, DatabaseBroker):
             broker.wake(q_name(fresh.queue_name))
         else:
-            broker.enqueue(fresh)
+            try:
+                broker.enqueue(fresh)
+            except Exception:
+                log.exception("job=%s status=retry_not_sent", job_id)
+                with get_db(self.app).engine.begin() as conn:
+                    store.give_back_failed(conn, job_id)
+                raise
         log.info("job=%s actor=%s status=retried_by_operator", job_id, fresh.actor_name)
 
     def purge(self, older_than: timedelta) -> int:

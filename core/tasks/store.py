@@ -249,6 +249,23 @@ def finish_message(
             )
 
 
+def take_failed(conn: Connection, job_id: int) -> bool:
+    """Move a ``failed`` row to ``queued`` for an operator's retry; False if it is not failed.
+
+    One conditional write, so that of two retries at once only one goes
+    through (the other's row is no longer ``failed`` when it gets its turn).
+    """
+    result = conn.execute(
+        update(Job).where(Job.id == job_id, Job.state == "failed").values(state="queued")
+    )
+    return bool(result.rowcount)
+
+
+def give_back_failed(conn: Connection, job_id: int) -> None:
+    """Undo :func:`take_failed` when the retry could not be sent to the broker."""
+    conn.execute(update(Job).where(Job.id == job_id, Job.state == "queued").values(state="failed"))
+
+
 def reset_attempts(conn: Connection, job_id: int) -> None:
     """Give a row a fresh delivery count (an operator's retry)."""
     conn.execute(update(Job).where(Job.id == job_id).values(attempts=0))

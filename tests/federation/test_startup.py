@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -267,3 +268,10 @@ def test_a_bad_federation_setting_stops_the_cli_too(tmp_path: Path) -> None:
     assert result.exit_code == 1, result.output
     assert "Error: plugin federation: [plugins.federation]:" in result.output
     assert "signature_max_age" in result.output and "Traceback" not in result.output
+
+
+def test_the_printed_command_survives_a_space_in_the_path(tmp_path: Path) -> None:
+    folder = tmp_path / "my uni"
+    command = keys.generate_command(folder)
+    assert command.endswith(f"--instance '{folder}'")
+    assert shlex.split(command)[-1] == str(folder)
