@@ -243,6 +243,37 @@ def send_mail(to: str, subject: str, body: str) -> bool | None:
     """
 
 
+# ---------------------------------------------------------------- privacy
+
+
+@hookspec
+def export_user_data(user: User) -> dict[str, Any] | None:
+    """Return what this plugin stores about ``user``, for their copy of their personal data.
+
+    Called each time a person downloads their data (``GET /api/v1/me/export``,
+    "Download my data" on the account page) and when an operator runs
+    ``trivium users export EMAIL`` (GDPR right of access and portability),
+    inside an application context: read with :func:`core.db.session`, and
+    change nothing.  Every implementation is called; core puts each result
+    under ``plugins.<plugin name>`` of the document.  Give every row of your
+    tables that is about the person, with public ids (never integer keys),
+    and nothing they may not see: no hashes, keys or tokens, no answer keys
+    or grades your own rules still hide from them, no other person's data.
+    An implementation that raises, or returns something that is not a
+    JSON-compatible dict, is logged with the plugin's name; its section then
+    reads ``{"failed": true, "detail": ...}``, the plugin is listed in the
+    document's ``plugins_failed``, and the rest of the document is exported.
+
+    :param user: the person whose data is exported, an object of
+        :func:`core.db.session`; possibly deactivated.
+    :return: a dict of JSON values (``datetime`` and ``date`` values are
+        written as ISO 8601 text); None when the plugin stores nothing about
+        the person, which adds no section.
+
+    .. versionadded:: 0.2
+    """
+
+
 # ---------------------------------------------------------------- events
 
 

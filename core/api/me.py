@@ -1,4 +1,4 @@
-"""The caller's own account and courses: ``/me`` and ``/me/courses``."""
+"""The caller's own account, courses and data: ``/me``, ``/me/courses`` and ``/me/export``."""
 
 from __future__ import annotations
 
@@ -9,8 +9,10 @@ from typing import Literal
 from flask import current_app
 from flask.typing import ResponseReturnValue
 from pydantic import BaseModel
+from pydantic import ConfigDict
 
 from core import db
+from core import privacy
 from core import progress
 from core import readcache
 from core.api import bp
@@ -72,6 +74,42 @@ class MyCoursePage(BaseModel):
 
     items: list[MyCourseOut]
     next_cursor: str | None
+
+
+class ExportInstance(BaseModel):
+    """The instance that made an export."""
+
+    name: str
+    base_url: str
+
+
+class PersonalDataExport(BaseModel):
+    """Everything this instance stores about the caller (see :mod:`core.privacy`).
+
+    Ids are public ids; times are ISO 8601 in UTC.  ``plugins`` holds each
+    plugin's own section by plugin name; a plugin that failed to export has
+    ``{"failed": true, "detail": ...}`` there and is listed in ``plugins_failed``.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    format: Literal["trivium.personal-data"]
+    format_version: int
+    generated_at: datetime
+    instance: ExportInstance
+    account: dict[str, Any]
+    identities: list[dict[str, Any]]
+    api_tokens: list[dict[str, Any]]
+    invitations: dict[str, list[dict[str, Any]]]
+    mail: list[dict[str, Any]]
+    courses_created: list[dict[str, Any]]
+    course_roles: list[dict[str, Any]]
+    enrolments: list[dict[str, Any]]
+    progress: list[dict[str, Any]]
+    learning_events: list[dict[str, Any]]
+    audit_log: list[dict[str, Any]]
+    plugins: dict[str, dict[str, Any]]
+    plugins_failed: list[str]
 
 
 @bp.get("/me")
@@ -145,3 +183,25 @@ def my_courses() -> ResponseReturnValue:
                 _rendered_pages.clear()
             _rendered_pages[key] = (rows, body)
     return current_app.response_class(body, mimetype="application/json")
+
+
+@bp.get("/me/export")
+@operation(
+    "Download everything this instance stores about you, as one JSON file",
+    tags=TAGS,
+    response=PersonalDataExport,
+    errors=(429,),
+)
+def export_my_data() -> ResponseReturnValue:
+    """Your personal data (GDPR access and portability), as an attachment no cache keeps.
+
+    At most :data:`core.privacy.EXPORTS_PER_WINDOW` exports per account within
+    ``[accounts] login_window_seconds``; each is audited as ``account.export``.
+    """
+    user = require_user()
+    privacy.check_rate(user)
+    sess = db.session()
+    document = privacy.export_user(sess, user)
+    privacy.record_export(sess, user, user, "api")
+    sess.commit()
+    return privacy.download(document)

@@ -1,8 +1,11 @@
-"""``trivium users``: an operator's account commands (create, list, password, 2FA, roles, state)."""
+"""``trivium users``: an operator's account commands (create, list, password, 2FA, roles, state,
+a person's data export)."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING
 from typing import Any
 from typing import TypeVar
@@ -236,6 +239,69 @@ def users_reactivate(ctx: click.Context, email: str) -> None:
 
     _account_change(ctx, email, lambda sess, user: operator.reactivate(sess, None, user))
     click.echo(f"Reactivated {email.strip().lower()}.")
+
+
+@users.command("export")
+@click.argument("email")
+@click.option(
+    "--output",
+    "-o",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write to this new file (readable by its owner only) instead of standard output.",
+)
+@click.pass_context
+def users_export(ctx: click.Context, email: str, output: Path | None) -> None:
+    """Write everything the instance stores about EMAIL as one JSON document.
+
+    For a request for a copy of one's data (GDPR articles 15 and 20) that
+    arrives by letter; the same document as the account page's "Download my
+    data".  Audited as account.export with "via": "cli".  An existing file is
+    never replaced.
+    """
+    from core import privacy
+    from core.db import session as db_session
+    from core.models import User as Account
+
+    app = state_of(ctx).app()
+    address = email.strip().lower()
+    with app.app_context():
+        sess = db_session()  # the one the plugins' export_user_data read with
+        user = sess.scalar(select(Account).where(Account.email == address))
+        if user is None:
+            raise click.ClickException(f"no user {address}")
+        fd = _new_private_file(output) if output is not None else None
+        try:
+            document = privacy.export_user(sess, user)
+            privacy.record_export(sess, None, user, "cli")
+            sess.commit()
+        except BaseException:
+            if fd is not None and output is not None:
+                os.close(fd)
+                output.unlink()
+            raise
+    data = privacy.to_json(document)
+    if fd is None:
+        click.echo(data.decode())
+    else:
+        with os.fdopen(fd, "wb") as out:
+            out.write(data)
+        click.echo(f"Wrote the data of {address} to {output} ({len(data):,} bytes).")
+    if document["plugins_failed"]:
+        failed = ", ".join(document["plugins_failed"])
+        click.echo(f"Incomplete: plugin(s) {failed} failed to export (see the log).", err=True)
+
+
+def _new_private_file(path: Path) -> int:
+    """Create ``path`` for writing, readable by its owner only; never over an existing file.
+
+    :raise click.ClickException: it exists or cannot be created.
+    """
+    try:
+        return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        raise click.ClickException(f"{path} exists; name a new file") from None
+    except OSError as exc:
+        raise click.ClickException(f"cannot write {path}: {exc.strerror}") from exc
 
 
 def _password_hasher(profile: str) -> PasswordHasher:

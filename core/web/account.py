@@ -1,4 +1,5 @@
-"""Account pages: sign up, log in (with a second factor), log out, password reset, settings.
+"""Account pages: sign up, log in (with a second factor), log out, password reset, settings,
+and the download of one's own data.
 
 Every action is a plain HTML form posted with its CSRF token; the work is
 done by :mod:`core.auth.accounts`, the same functions the JSON API calls, so
@@ -32,6 +33,7 @@ from sqlalchemy import select
 from werkzeug.wrappers.response import Response as BaseResponse
 
 from core import db
+from core import privacy
 from core.auth import accounts
 from core.auth import csrf
 from core.auth import current_user
@@ -412,8 +414,30 @@ def _settings_page(
 @bp.get("/account")
 @login_required
 def settings() -> Page:
-    """The account page: profile, password, two-factor authentication, API tokens."""
+    """The account page: profile, password, two-factor authentication, API tokens, your data."""
     return _settings_page()
+
+
+@bp.get("/account/export")
+@login_required
+def export_data() -> Page:
+    """Download everything the instance stores about you, as one JSON file (audited)."""
+    user = page_user()
+    try:
+        privacy.check_rate(user)
+    except privacy.ExportThrottled:
+        flash(
+            gettext(
+                "You have downloaded your data several times in the last minutes. Try again later."
+            ),
+            "error",
+        )
+        return redirect(url_for("account.settings"))
+    sess = db.session()
+    document = privacy.export_user(sess, user)
+    privacy.record_export(sess, user, user, "web")
+    sess.commit()
+    return privacy.download(document)
 
 
 @bp.post("/account/profile")
