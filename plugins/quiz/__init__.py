@@ -4,6 +4,7 @@ A plugin like any other: the ``trivium.plugins`` entry point names this
 package, and these are its hook implementations.
 """
 
+from plugins.quiz.plugin import export_user_data
 from plugins.quiz.plugin import permission_allowed
 from plugins.quiz.plugin import register_actors
 from plugins.quiz.plugin import register_blueprints
@@ -12,6 +13,7 @@ from plugins.quiz.plugin import register_migrations
 from plugins.quiz.plugin import template_slot
 
 __all__ = [
+    "export_user_data",
     "permission_allowed",
     "register_actors",
     "register_blueprints",

@@ -18,10 +18,12 @@ from core.tasks import ActorSpec
 from plugins.quiz import api
 from plugins.quiz import jobs
 from plugins.quiz import models  # noqa: F401  (declares the quiz tables on core.db.Base)
+from plugins.quiz import privacy
 from plugins.quiz import web
 from plugins.quiz.content import QuizType
 
 __all__ = [
+    "export_user_data",
     "permission_allowed",
     "register_actors",
     "register_blueprints",
@@ -86,3 +88,10 @@ def permission_allowed(user: User | None, action: str, course: Course | None) ->
     if action == "quiz.attempt":
         return rbac.can(user, "progress.own", course)
     return False
+
+
+@hookimpl
+def export_user_data(user: User) -> dict[str, Any] | None:
+    """The person's attempts and answers (grades as the review policy shows them), and
+    the answers they graded (see :mod:`plugins.quiz.privacy`)."""
+    return privacy.export_user_data(user)
