@@ -1,4 +1,4 @@
-"""Commands on an instance folder and its schema: ``init``, ``db``, ``plugins``."""
+"""Commands on an instance folder: ``init``, ``backup``, ``restore``, ``db``, ``plugins``."""
 
 from __future__ import annotations
 
@@ -41,6 +41,59 @@ def _init_plugins(root: Path) -> None:
         init_instance(root)  # InitInstanceFailed is one of the start-up errors
     except startup_errors() as exc:
         raise click.ClickException(str(exc)) from exc
+
+
+# ---------------------------------------------------------------- backup
+
+
+@cli.command()
+@click.argument("archive", type=click.Path(dir_okay=False, path_type=Path))
+@click.pass_context
+def backup(ctx: click.Context, archive: Path) -> None:
+    """Write the instance to ARCHIVE (.tar.gz, mode 0600): settings, keys, database snapshot.
+
+    The embedded database is copied consistently while the instance runs; a
+    PostgreSQL database is not included (use pg_dump).  Restore with
+    `trivium restore ARCHIVE FOLDER`.
+    """
+    from core.backup import BackupFailed
+    from core.backup import BackupRefused
+    from core.backup import backup_instance
+
+    settings = state_of(ctx).app().extensions["trivium.settings"]
+    try:
+        report = backup_instance(settings, archive)
+    except (BackupRefused, BackupFailed) as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(f"Wrote {report.archive}: {report.files} files.")
+    if report.database == "sqlite":
+        click.echo(f"The database snapshot ({report.database_bytes:,} bytes) passed its check.")
+    else:
+        click.echo(
+            f"The {report.database} database is not in it: back it up with its own tools "
+            "(pg_dump, base backups)."
+        )
+
+
+@cli.command()
+@click.argument("archive", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument("folder", type=click.Path(file_okay=False, path_type=Path))
+def restore(archive: Path, folder: Path) -> None:
+    """Unpack the backup ARCHIVE into FOLDER, which must be new or empty."""
+    from core.backup import RestoreRefused
+    from core.backup import restore_instance
+
+    try:
+        manifest = restore_instance(archive, folder)
+    except RestoreRefused as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(
+        f"Restored {manifest['instance']} ({manifest['base_url']}), "
+        f"backed up at {manifest['created_at']}, into {folder}."
+    )
+    if manifest["database"] != "sqlite":
+        click.echo(f"Restore its {manifest['database']} database with its own tools.")
+    click.echo(f"Next: trivium --instance {folder} db upgrade")
 
 
 # ---------------------------------------------------------------- db
