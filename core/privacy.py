@@ -66,6 +66,7 @@ from sqlalchemy import or_
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from core import progress_buffer
 from core.auth.audit import audit
 from core.auth.throttle import LoginThrottle
 from core.cache import get_cache
@@ -155,6 +156,7 @@ def export_user(sess: Session, user: User) -> dict[str, Any]:
     """
     settings: Settings = current_app.extensions["trivium.settings"]
     host: PluginHost = current_app.extensions["trivium.plugins"]
+    progress_buffer.flush_before_reading()  # this process's waiting heartbeats too
     document: dict[str, Any] = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,

@@ -572,3 +572,20 @@ def current_buffer() -> ProgressBuffer | None:
         return None
     buffer: ProgressBuffer | None = current_app.extensions.get(EXTENSION)
     return buffer
+
+
+def flush_before_reading() -> None:
+    """Write what waits in this process's buffer now, for a reader that wants it stored.
+
+    Best effort: on failure the rows stay buffered (and are written later),
+    the failure is logged, and the reader sees what is stored.  Heartbeats
+    waiting in *other* processes are not reached (at most one flush interval
+    late).
+    """
+    buffer = current_buffer()
+    if buffer is None or buffer.write_through or not buffer.waiting():
+        return
+    try:
+        buffer.flush()
+    except Exception:
+        log.exception("progress_buffer=flush_before_read_failed")

@@ -562,3 +562,21 @@ def test_a_reader_without_the_lock_never_misses_a_record_not_yet_written(
     assert reads  # the flush's steps were watched
     assert all(found or announced for _name, found, announced in reads), reads
     assert buffer.get(1, 1) is None
+
+
+def test_a_learners_export_holds_heartbeats_still_waiting(
+    app: Flask, client: FlaskClient, buffer: ProgressBuffer, learner: Person, course: Course
+) -> None:
+    _beat(client, learner, course.items[0], scroll=0.7)
+    assert buffer.waiting() == 2 and _stored(app) == []
+
+    resp = client.get("/api/v1/me/export", headers=learner.headers)
+
+    assert resp.status_code == 200
+    document = resp.get_json()
+    assert [(p["item"]["id"], p["data"]) for p in document["progress"]] == [
+        (course.items[0], {"scroll": 0.7})
+    ]
+    verbs = [e["verb"]["id"] for e in document["learning_events"]]
+    assert verbs.count(PROGRESSED) == 1
+    assert buffer.waiting() == 0

@@ -384,7 +384,7 @@ def course_events(course_id: str) -> ResponseReturnValue:
     """List the course's stored xAPI statements."""
     _, course = load_course(course_id, "events.view_all")
     query = parse_query(EventQuery)
-    _flush_buffered_events()
+    progress_buffer.flush_before_reading()  # staff see waiting events too
     before = cursor_key(query)
     stmt = select(Event).where(Event.course_id == course.id)
     if query.verb:
@@ -407,19 +407,6 @@ def course_events(course_id: str) -> ResponseReturnValue:
         for e in rows[: query.limit]
     ]
     return jsonify(page(items, next_key))
-
-
-def _flush_buffered_events() -> None:
-    # Heartbeat events wait in this process's buffer for a batch write; staff
-    # reading the event list should see them, so write them now (best effort:
-    # on failure they stay buffered and the list shows what is stored).
-    buffer = progress_buffer.current_buffer()
-    if buffer is None or not buffer.waiting():
-        return
-    try:
-        buffer.flush()
-    except Exception:
-        log.exception("progress_buffer=flush_before_read_failed")
 
 
 def _verb_or_none(verb: str) -> str:
