@@ -34,6 +34,7 @@ from core.models import Course as CourseRow
 from core.models import Enrolment
 from core.models import User
 from tests.conftest import Users
+from tests.conftest import add_test_keys
 from tests.conftest import base_config
 from tests.course_helpers import Person
 from tests.course_helpers import build_course
@@ -395,6 +396,7 @@ def test_item_edit_on_another_machine_is_seen_through_redis(
     machine_a = create_app(config["path"], first)
     other_path = tmp_path / "machine-b"
     other_path.mkdir()
+    add_test_keys(other_path)  # every machine of an instance holds its keys
     machine_b = create_app(str(other_path), {**first, "path": str(other_path)})
     try:
         b = machine_b.test_client()
