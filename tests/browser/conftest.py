@@ -14,6 +14,7 @@ screenshot in ``test-artifacts/``.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
@@ -81,18 +82,31 @@ class LiveServer:
     log: Path
 
 
-@pytest.fixture(scope="session")
-def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
-    """``trivium serve`` on 127.0.0.1 and a free port, for the whole test session."""
-    folder = tmp_path_factory.mktemp("live")
+def free_port() -> int:
+    """A free TCP port on 127.0.0.1."""
+    return _free_port()
+
+
+@contextlib.contextmanager
+def serve_live(
+    folder: Path, name: str, *, settings: str = "", env: dict[str, str] | None = None
+) -> Iterator[LiveServer]:
+    """``trivium serve`` of a new instance in ``folder`` on a free port, stopped after.
+
+    :param settings: TOML appended to the instance's ``instance.toml``.
+    :param env: environment variables for the server, besides the test defaults.
+    """
     instance = folder / "instance"
     port = _free_port()
     url = f"http://127.0.0.1:{port}"
-    write_instance(instance, name="Live U", base_url=url)
+    write_instance(instance, name=name, base_url=url)
     add_test_keys(instance)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TRIVIUM_")}
-    env["TRIVIUM_ACCOUNTS_HASH_PROFILE"] = "cheapest"
-    env["TRIVIUM_PROGRESS_FLUSH_MS"] = "0"
+    if settings:
+        with (instance / "instance.toml").open("a") as conf:
+            conf.write("\n" + settings)
+    server_env = {k: v for k, v in os.environ.items() if not k.startswith("TRIVIUM_")}
+    server_env["TRIVIUM_ACCOUNTS_HASH_PROFILE"] = "cheapest"
+    server_env.update(env or {})
     log_path = folder / "serve.log"
     command = [
         *_trivium_command(),
@@ -107,7 +121,9 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
         "4",
     ]
     with log_path.open("wb") as log:
-        proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
+        proc = subprocess.Popen(
+            command, stdout=log, stderr=subprocess.STDOUT, env=server_env, cwd=ROOT
+        )
     try:
         deadline = time.monotonic() + STARTUP_DEADLINE
         while True:
@@ -128,6 +144,15 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
         get_db(app).dispose()
     finally:
         _stop(proc)
+
+
+@pytest.fixture(scope="session")
+def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    """``trivium serve`` on 127.0.0.1 and a free port, for the whole test session."""
+    with serve_live(
+        tmp_path_factory.mktemp("live"), "Live U", env={"TRIVIUM_PROGRESS_FLUSH_MS": "0"}
+    ) as server:
+        yield server
 
 
 @pytest.fixture(scope="session")

@@ -8,35 +8,26 @@ delivers the retried mail there.
 
 from __future__ import annotations
 
-import os
-import subprocess
 import time
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
-import requests
 from aiosmtpd.controller import Controller
 from flask import Flask
 from sqlalchemy import select
 
-from core import create_app
-from core.config import write_instance
 from core.db import get_db
 from core.db import utcnow
 from core.models import OutboxMail
 from core.models import User
-from tests.browser.conftest import ROOT
-from tests.browser.conftest import STARTUP_DEADLINE
 from tests.browser.conftest import LiveServer
-from tests.browser.conftest import _free_port
-from tests.browser.conftest import _stop
-from tests.browser.conftest import _trivium_command
 from tests.browser.conftest import assert_accessible
+from tests.browser.conftest import free_port
+from tests.browser.conftest import serve_live
 from tests.browser.seed import PASSWORD
 from tests.browser.seed import unique_email
 from tests.conftest import Users
-from tests.conftest import add_test_keys
 
 ERROR = "451 4.3.0 <{to}>: Temporary lookup failure:\nno answer from the resolver"
 
@@ -56,7 +47,7 @@ class Inbox:
 @pytest.fixture(scope="module")
 def inbox() -> Iterator[Inbox]:
     """An SMTP server on 127.0.0.1 that accepts everything."""
-    handler = Inbox(_free_port())
+    handler = Inbox(free_port())
     controller = Controller(handler, hostname="127.0.0.1", port=handler.port)
     controller.start()
     yield handler
@@ -66,51 +57,9 @@ def inbox() -> Iterator[Inbox]:
 @pytest.fixture(scope="module")
 def live(tmp_path_factory: pytest.TempPathFactory, inbox: Inbox) -> Iterator[LiveServer]:
     """``trivium serve`` of an instance that delivers mail to ``inbox`` (this module's ``live``)."""
-    folder = tmp_path_factory.mktemp("live-mail")
-    instance = folder / "instance"
-    port = _free_port()
-    url = f"http://127.0.0.1:{port}"
-    write_instance(instance, name="Mail U", base_url=url)
-    add_test_keys(instance)
-    with (instance / "instance.toml").open("a") as conf:
-        conf.write(f'\n[mail]\nurl = "smtp://127.0.0.1:{inbox.port}"\nsender = "lms@uni.example"\n')
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TRIVIUM_")}
-    env["TRIVIUM_ACCOUNTS_HASH_PROFILE"] = "cheapest"
-    log_path = folder / "serve.log"
-    command = [
-        *_trivium_command(),
-        "--instance",
-        str(instance),
-        "serve",
-        "--bind",
-        f"127.0.0.1:{port}",
-        "--workers",
-        "1",
-        "--threads",
-        "4",
-    ]
-    with log_path.open("wb") as log:
-        proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
-    try:
-        deadline = time.monotonic() + STARTUP_DEADLINE
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"trivium serve exited with {proc.returncode}:\n{log_path.read_text()}")
-            try:
-                requests.get(f"{url}/healthz", timeout=2)
-                break
-            except requests.ConnectionError:
-                if time.monotonic() > deadline:
-                    pytest.fail(f"trivium serve not ready:\n{log_path.read_text()}")
-                time.sleep(0.2)
-        app = create_app(
-            instance,
-            {"jobs": {"embedded_worker": False}, "accounts": {"hash_profile": "cheapest"}},
-        )
-        yield LiveServer(url=url, app=app, instance=instance, log=log_path)
-        get_db(app).dispose()
-    finally:
-        _stop(proc)
+    settings = f'[mail]\nurl = "smtp://127.0.0.1:{inbox.port}"\nsender = "lms@uni.example"\n'
+    with serve_live(tmp_path_factory.mktemp("live-mail"), "Mail U", settings=settings) as server:
+        yield server
 
 
 def seed_failed_mail(app: Flask, to: str) -> str:
