@@ -8,6 +8,7 @@ content type never touches core's tables.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from dataclasses import field
 from typing import Any
@@ -68,6 +69,23 @@ class CourseRef:
 
     id: str
     key: int
+
+
+@dataclass(frozen=True)
+class ImportContext:
+    """Where an item is being imported to (course import and copy), as a content type sees it.
+
+    ``course`` is the new course, whose plugin data (``import_course_data``)
+    is already stored.  ``references`` is what the content type's own plugin
+    returned from ``import_course_data`` for this course, e.g. the new id of
+    each exported question (``{"questions": {old_id: new_id}}``); empty when it
+    returned nothing.  Read only.
+
+    .. versionadded:: 0.2
+    """
+
+    course: CourseRef
+    references: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -171,11 +189,31 @@ class ContentType:
         return state.status == "completed"
 
     def export_config(self, item: ItemView) -> dict[str, Any]:
-        """Return a portable form of the item's config for course export."""
+        """Return a portable form of the item's config for course export.
+
+        Leave out what makes no sense in another course or instance (this
+        run's dates, ids of rows that are not exported).  What your plugin's
+        ``export_course_data`` exports with the course may be referred to.
+        """
         return dict(item.config)
 
-    def import_config(self, data: dict[str, Any]) -> dict[str, Any]:
-        """Inverse of :meth:`export_config`; validated like a new item."""
+    def import_config(
+        self, data: dict[str, Any], context: ImportContext | None = None
+    ) -> dict[str, Any]:
+        """Inverse of :meth:`export_config`: the config of the imported item.
+
+        Core then validates the result like a new item of the course
+        (:meth:`validate_for_course`).  Override it to translate what the
+        exported config refers to with ``context.references``.
+
+        :param data: the exported config, as :meth:`export_config` gave it.
+        :param context: the new course and your plugin's references (core
+            passes it only to an override that accepts a second argument).
+        :raise ItemConfigInvalid: the config cannot be imported; the message
+            and errors are shown to the importer.
+
+        .. versionchanged:: 0.2 the optional ``context``.
+        """
         return self.validate_config(data)
 
     def render_learner_html(self, item: ItemView, state: ProgressState) -> Markup:

@@ -137,6 +137,61 @@ def register_content_types() -> list[type[ContentType]]:
     """
 
 
+@hookspec
+def export_course_data(course: Course) -> dict[str, Any] | None:
+    """Return this plugin's part of a course export: what it stores for ``course``.
+
+    Called when a course is exported (``GET /api/v1/courses/<id>/export``,
+    "Export" on the course's builder page, ``trivium courses export``) and
+    copied, inside an application context: read with
+    :func:`core.db.session` and change nothing.  Core puts the result under
+    ``plugins.<plugin name>`` of the document and gives it back to the same
+    plugin's :func:`import_course_data` on import, possibly on another
+    instance.  Give what a new course needs to work as this one does (a
+    quiz's question bank), never learner data (attempts, answers, grades),
+    and refer to rows by ids that mean something in the document: the ids
+    your content types' ``export_config`` uses.  Every implementation is
+    called.  An implementation that raises, or returns something that is not
+    a JSON-compatible dict, is logged with the plugin's name and the export is
+    refused, naming the plugin: an export without a plugin's part would import
+    as a course that does not work.
+
+    :param course: the course being exported, an object of
+        :func:`core.db.session`.
+    :return: a dict of JSON values (``datetime`` and ``date`` values are
+        written as ISO 8601 text); None when the plugin stores nothing for the
+        course, which adds no section.
+
+    .. versionadded:: 0.2
+    """
+
+
+@hookspec
+def import_course_data(course: Course, data: dict[str, Any]) -> dict[str, Any] | None:
+    """Recreate this plugin's part of an imported course in the new ``course``.
+
+    Called once per import or copy for each plugin whose section is in the
+    document (what its :func:`export_course_data` gave, possibly on another
+    instance), after the new draft course is created and before any of its
+    items is: add your rows with :func:`core.db.session` and flush, never
+    commit.  The import is one transaction: when anything is refused,
+    everything (your rows too) is rolled back.  A document holding a section
+    for a plugin without an implementation here is refused.  To refuse your
+    section, raise :class:`core.course_transfer.CourseDataInvalid`: its
+    message and ``errors`` are shown to the importer (422).  Any other
+    exception is logged with the plugin's name and refuses the import too.
+
+    :param course: the new draft course, an object of :func:`core.db.session`.
+    :param data: this plugin's section of the document, as JSON values; not
+        validated by core: check everything.
+    :return: references for this plugin's content types: core passes them
+        as ``context.references`` to their ``import_config`` (e.g. ``{"questions":
+        {old_id: new_id}}``); None for none.
+
+    .. versionadded:: 0.2
+    """
+
+
 # ---------------------------------------------------------------- routes
 
 

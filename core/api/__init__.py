@@ -284,3 +284,4 @@ from core.api import courses  # noqa: E402, F401
 from core.api import enrolments  # noqa: E402, F401
 from core.api import me  # noqa: E402, F401
 from core.api import progress  # noqa: E402, F401
+from core.api import transfer  # noqa: E402, F401

@@ -8,6 +8,7 @@ theirs through ``register_commands``.
 from __future__ import annotations
 
 from core.cli import catalog  # noqa: F401 - imported to register its commands
+from core.cli import courses  # noqa: F401
 from core.cli import demo  # noqa: F401
 from core.cli import instance  # noqa: F401
 from core.cli import jobs  # noqa: F401

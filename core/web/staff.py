@@ -31,6 +31,7 @@ from pydantic import ConfigDict
 from pydantic import Field
 from werkzeug.wrappers.response import Response as BaseResponse
 
+from core import course_transfer as transfer
 from core import courses as svc
 from core import db
 from core import rbac
@@ -45,6 +46,7 @@ from core.content import ItemConfigInvalid
 from core.editor import FORM_PREFIX
 from core.editor import EditorField
 from core.editor import field_errors
+from core.errors import Problem
 from core.errors import ValidationFailed
 from core.models import Course
 from core.models import Item
@@ -200,12 +202,42 @@ def _stale_order(course: Course, exc: svc.NotAPermutation) -> BaseResponse:
 def index() -> ResponseReturnValue:
     """The courses I teach, with pending requests to act on."""
     user = require_user()
+    return _render_index(user)
+
+
+def _render_index(
+    user: User, import_error: Problem | None = None, status: int = 200
+) -> ResponseReturnValue:
     rows = reports.taught_courses(db.session(), user)
-    return render_template(
+    page = render_template(
         "staff/index.html",
         rows=rows,
         can_create=rbac.can(user, "course.create"),
+        import_error=import_error,
+        import_errors=(import_error.extra.get("errors") or [])[:20] if import_error else [],
     )
+    return page, status
+
+
+@bp.post("/import")
+def import_course() -> ResponseReturnValue:
+    """Create a new draft course from an uploaded course export (all or nothing)."""
+    user = require_user()
+    rbac.require(user, "course.create")
+    upload = request.files.get("document")
+    sess = db.session()
+    try:
+        if upload is None or not upload.filename:
+            raise transfer.InvalidCourseDocument(gettext("Choose a course export file."))
+        document = transfer.parse_bytes(upload.read())
+        course = transfer.import_course(sess, user, document, via="web")
+    except Problem as exc:
+        sess.rollback()
+        log.info("course_import=refused user=%s reason=%s", user.public_id, exc.type_slug)
+        return _render_index(user, import_error=exc, status=exc.status)
+    sess.commit()
+    flash(gettext("Course imported as a draft. Check it, then publish it."), "success")
+    return _redirect_builder(course)
 
 
 @bp.route("/new", methods=["GET", "POST"])
@@ -255,6 +287,7 @@ def _render_builder(
         types=types,
         type_labels=labels,
         perms=_perms(user, course),
+        can_create=rbac.can(user, "course.create"),
         settings_form=settings_form or FormState(values=_course_values(course)),
         module_form=module_form or FormState(),
         rename_forms=rename_forms or {},
@@ -277,6 +310,34 @@ def builder(course_id: str) -> ResponseReturnValue:
     """The course builder: settings, status, modules and their items."""
     user, course = load_course(course_id, "course.edit")
     return _render_builder(user, course)
+
+
+@bp.get("/courses/<course_id>/export")
+def export_course(course_id: str) -> ResponseReturnValue:
+    """Download the course as a course export (no learner data)."""
+    user, course = load_course(course_id, "course.edit")
+    sess = db.session()
+    document = transfer.export_course(sess, course)
+    transfer.record_export(sess, user, course, "web")
+    sess.commit()
+    return transfer.download(course, document)
+
+
+@bp.post("/courses/<course_id>/copy")
+def copy_course(course_id: str) -> ResponseReturnValue:
+    """Copy the course into a new draft course of mine."""
+    user, course = load_course(course_id, "course.edit")
+    rbac.require(user, "course.create")
+    sess = db.session()
+    try:
+        new = transfer.copy_course(sess, user, course, via="web")
+    except Problem as exc:
+        sess.rollback()
+        flash(gettext("The course could not be copied: %(reason)s", reason=exc.detail), "error")
+        return _redirect_builder(course, "reuse")
+    sess.commit()
+    flash(gettext("Course copied. This is the copy, a draft."), "success")
+    return _redirect_builder(new)
 
 
 @bp.post("/courses/<course_id>/settings")

@@ -4,7 +4,9 @@ A plugin like any other: the ``trivium.plugins`` entry point names this
 package, and these are its hook implementations.
 """
 
+from plugins.quiz.plugin import export_course_data
 from plugins.quiz.plugin import export_user_data
+from plugins.quiz.plugin import import_course_data
 from plugins.quiz.plugin import permission_allowed
 from plugins.quiz.plugin import register_actors
 from plugins.quiz.plugin import register_blueprints
@@ -13,7 +15,9 @@ from plugins.quiz.plugin import register_migrations
 from plugins.quiz.plugin import template_slot
 
 __all__ = [
+    "export_course_data",
     "export_user_data",
+    "import_course_data",
     "permission_allowed",
     "register_actors",
     "register_blueprints",

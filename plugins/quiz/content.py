@@ -30,6 +30,7 @@ from sqlalchemy import select
 from core import db
 from core.content import ContentType
 from core.content import CourseRef
+from core.content import ImportContext
 from core.content import ItemConfigInvalid
 from core.content import ItemView
 from core.content import ProgressReportInvalid
@@ -42,6 +43,9 @@ log = logging.getLogger(__name__)
 
 #: Most questions a quiz may present (fixed ones plus pool draws).
 MAX_QUIZ_QUESTIONS = 200
+
+#: Settings of one run of a course, left out of a course export.
+RUN_DATES = ("open_at", "close_at")
 
 ReviewPolicy = Literal["immediately", "after_submit", "after_close"]
 QuestionRef = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")]
@@ -305,8 +309,36 @@ class QuizType(ContentType):
         return bool(state.data.get("passed"))
 
     def export_config(self, item: ItemView) -> dict[str, Any]:
-        """The settings; question ids refer to the course's bank (exported with it)."""
-        return dict(item.config)
+        """The settings without this run's dates (``open_at``, ``close_at``).
+
+        Question ids refer to the course's bank, which the plugin's
+        ``export_course_data`` exports with the course.
+        """
+        return {k: v for k, v in item.config.items() if k not in RUN_DATES}
+
+    def import_config(
+        self, data: dict[str, Any], context: ImportContext | None = None
+    ) -> dict[str, Any]:
+        """The settings with each question id replaced by its new bank question's.
+
+        :param context: its ``references`` are what the plugin's
+            ``import_course_data`` returned: ``{"questions": {old: new}}``.
+        :raise ItemConfigInvalid: a setting is invalid, or a question is not
+            in the exported bank.
+        """
+        config = dict(data)
+        questions = config.get("questions")
+        if context is not None and isinstance(questions, list):
+            mapping = context.references.get("questions", {})
+            errors = [
+                {"loc": f"questions.{n}", "msg": f"question {q} is not in the exported bank"}
+                for n, q in enumerate(questions)
+                if not isinstance(q, str) or q not in mapping
+            ]
+            if errors:
+                raise ItemConfigInvalid("the quiz refers to questions the export lacks", errors)
+            config["questions"] = [mapping[q] for q in questions]
+        return _settings(config).model_dump(mode="json")
 
 
 def _iso(value: datetime | None) -> str | None:

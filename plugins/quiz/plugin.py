@@ -19,11 +19,14 @@ from plugins.quiz import api
 from plugins.quiz import jobs
 from plugins.quiz import models  # noqa: F401  (declares the quiz tables on core.db.Base)
 from plugins.quiz import privacy
+from plugins.quiz import transfer
 from plugins.quiz import web
 from plugins.quiz.content import QuizType
 
 __all__ = [
+    "export_course_data",
     "export_user_data",
+    "import_course_data",
     "permission_allowed",
     "register_actors",
     "register_blueprints",
@@ -95,3 +98,15 @@ def export_user_data(user: User) -> dict[str, Any] | None:
     """The person's attempts and answers (grades as the review policy shows them), and
     the answers they graded (see :mod:`plugins.quiz.privacy`)."""
     return privacy.export_user_data(user)
+
+
+@hookimpl
+def export_course_data(course: Course) -> dict[str, Any] | None:
+    """The course's question bank (see :mod:`plugins.quiz.transfer`)."""
+    return transfer.export_course_data(course)
+
+
+@hookimpl
+def import_course_data(course: Course, data: dict[str, Any]) -> dict[str, Any] | None:
+    """The exported question bank in the new course; ``{"questions": {old: new}}``."""
+    return transfer.import_course_data(course, data)

@@ -1,0 +1,123 @@
+"""``trivium courses``: an operator's course export and import (see :mod:`core.course_transfer`)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import click
+from sqlalchemy import func
+from sqlalchemy import select
+
+from core.cli.base import cli
+from core.cli.base import state_of
+
+
+@cli.group()
+def courses() -> None:
+    """Course export and import."""
+
+
+@courses.command("export")
+@click.argument("course_id")
+@click.option(
+    "--output",
+    "-o",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write to this new file (readable by its owner only) instead of standard output.",
+)
+@click.pass_context
+def courses_export(ctx: click.Context, course_id: str, output: Path | None) -> None:
+    """Write the course COURSE_ID (its public id) as one JSON course export.
+
+    The same document as the builder page's Export: structure, item settings
+    and the plugins' course data (answer keys included), no learner data.
+    Audited as course.export with "via": "cli".  An existing file is never
+    replaced.
+    """
+    from core import course_transfer as transfer
+    from core import courses as svc
+    from core.db import session as db_session
+    from core.errors import Problem
+
+    app = state_of(ctx).app()
+    with app.app_context():
+        sess = db_session()  # the one the plugins' export_course_data read with
+        try:
+            course = svc.get_course(sess, course_id)
+            document = transfer.export_course(sess, course)
+        except Problem as exc:
+            raise click.ClickException(f"{course_id}: {exc.detail}") from exc
+        transfer.record_export(sess, None, course, "cli")
+        data = transfer.to_json(document)
+        if output is None:
+            sess.commit()
+            click.echo(data.decode())
+            return
+        fd = _new_private_file(output)
+        try:
+            with os.fdopen(fd, "wb") as out:
+                out.write(data)
+            sess.commit()
+        except BaseException:
+            output.unlink(missing_ok=True)
+            raise
+    click.echo(f"Wrote course {course_id} to {output} ({len(data):,} bytes).")
+
+
+@courses.command("import")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--owner", "owner_email", required=True, help="The new course's instructor.")
+@click.pass_context
+def courses_import(ctx: click.Context, file: Path, owner_email: str) -> None:
+    """Create a new draft course from the course export FILE, owned by --owner.
+
+    All or nothing: a refused document stores nothing and says why.  Audited
+    as course.import with "via": "cli".
+    """
+    from core import course_transfer as transfer
+    from core.db import session as db_session
+    from core.errors import Problem
+    from core.models import User
+
+    app = state_of(ctx).app()
+    address = owner_email.strip().lower()
+    with app.app_context():
+        sess = db_session()  # the one the plugins' import_course_data write with
+        owner = sess.scalar(select(User).where(func.lower(User.email) == address))
+        if owner is None or not owner.is_active:
+            raise click.ClickException(f"no active user {address}")
+        try:
+            document = transfer.parse_bytes(file.read_bytes())
+            course = transfer.import_course(sess, owner, document, via="cli")
+        except Problem as exc:
+            sess.rollback()
+            raise click.ClickException(_refusal(exc)) from exc
+        sess.commit()
+        click.echo(
+            f"Imported {file} as the draft course {course.public_id} "
+            f"({course.title!r}), owned by {address}."
+        )
+
+
+def _refusal(exc: Exception) -> str:
+    from core.errors import Problem
+
+    text = f"refused: {exc.detail}" if isinstance(exc, Problem) else str(exc)
+    errors = exc.extra.get("errors") if isinstance(exc, Problem) else None
+    for error in errors or []:
+        text += f"\n  {error.get('loc')}: {error.get('msg')}"
+    return text
+
+
+def _new_private_file(path: Path) -> int:
+    """Create ``path`` for writing, readable by its owner only; never over an existing file.
+
+    :raise click.ClickException: it exists or cannot be created.
+    """
+    try:
+        return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        raise click.ClickException(f"{path} exists; name a new file") from None
+    except OSError as exc:
+        raise click.ClickException(f"cannot write {path}: {exc.strerror}") from exc
