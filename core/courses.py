@@ -1030,7 +1030,15 @@ def withdraw(sess: Session, actor: User, course: Course, enrolment: Enrolment) -
     enrolment.status = "withdrawn"
     rbac.forget(sess)
     if actor.id != enrolment.user_id:
-        audit(sess, actor, "enrolment.remove", course, enrolment=enrolment.public_id)
+        learner = sess.get(User, enrolment.user_id)
+        audit(
+            sess,
+            actor,
+            "enrolment.remove",
+            course,
+            enrolment=enrolment.public_id,
+            user=learner.public_id if learner is not None else None,
+        )
     sess.flush()
     return enrolment
 

@@ -329,6 +329,29 @@ def export_user_data(user: User) -> dict[str, Any] | None:
     """
 
 
+@hookspec
+def withhold_from_export(user: User, statements: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """Say which of a person's learning events their export must show only in part, for now.
+
+    Called with every xAPI statement of the person, in order, each time their
+    data is exported (see :func:`export_user_data`), inside an application
+    context (read with :func:`core.db.session`, change nothing).  Core exports
+    every stored statement; a plugin whose rules still hide part of what its
+    own statements hold from the person (a quiz's per-question scores before
+    its review opens) returns, by statement ``id``, the statement to show
+    instead (the same without ``result``, say).  Every implementation is
+    called; replacements apply in turn.  An implementation that raises is
+    logged, the plugin is listed in ``plugins_failed``, and every statement
+    loses its ``result`` (what might be hidden is then hidden).
+
+    :param user: the person whose data is exported.
+    :param statements: the statements, as stored (do not change them).
+    :return: replacements by statement id; None or an empty dict: none.
+
+    .. versionadded:: 0.2
+    """
+
+
 # ---------------------------------------------------------------- events
 
 

@@ -32,7 +32,11 @@ What core's tables contribute (``core/models.py``), table by table:
 - ``enrolments``: each enrolment with its course's id and title, status and dates.
 - ``progress``: each row with its item's id, title and type, the course's id,
   status, score, the content type's state (``data``) and dates.
-- ``events``: the person's learning events, as the xAPI statements stored.
+- ``events``: the person's learning events, as the xAPI statements stored,
+  except what a plugin's rules still hide from the person (a quiz's
+  per-question scores before its review opens): the ``withhold_from_export``
+  hook says which statements to show in part, and a plugin that fails to say
+  hides every statement's ``result``.
 - ``audit_log``: entries where the person acted, or was acted on (target
   ``user:<id>``, or the person's id in the entry's ``user``, ``email`` or
   ``to``, or a mail to them).  The address the action came from is given only
@@ -95,11 +99,14 @@ FORMAT_VERSION = 1
 """Raised when a member changes meaning or goes; new members keep the version."""
 
 HOOK = "export_user_data"
+WITHHOLD = "withhold_from_export"
 EXPORTS_PER_WINDOW = 5
 """Exports one account may make within ``[accounts] login_window_seconds``.
 
 Each reads every row about the person (and the audit log and outbox, which
 have no index by person), so a script cannot make an instance do it in a loop.
+Counted by the login throttle's cache: per server process with the in-process
+cache (so up to this many per worker), across the instance with Redis.
 """
 
 SOMEONE_ELSE = "(someone else)"
@@ -157,6 +164,7 @@ def export_user(sess: Session, user: User) -> dict[str, Any]:
     settings: Settings = current_app.extensions["trivium.settings"]
     host: PluginHost = current_app.extensions["trivium.plugins"]
     progress_buffer.flush_before_reading()  # this process's waiting heartbeats too
+    failed_early: list[str] = []  # plugins failing to say what events to withhold
     document: dict[str, Any] = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -174,12 +182,12 @@ def export_user(sess: Session, user: User) -> dict[str, Any]:
         "course_roles": _course_roles(sess, user),
         "enrolments": _enrolments(sess, user),
         "progress": _progress(sess, user),
-        "learning_events": _events(sess, user),
+        "learning_events": _events(sess, host, user, failed_early),
         "audit_log": _audit_entries(sess, user),
     }
     sections, failed = _plugin_sections(sess, host, user)
     document["plugins"] = sections
-    document["plugins_failed"] = failed
+    document["plugins_failed"] = sorted({*failed_early, *failed})
     return document
 
 
@@ -375,11 +383,31 @@ def _progress(sess: Session, user: User) -> list[dict[str, Any]]:
     ]
 
 
-def _events(sess: Session, user: User) -> list[dict[str, Any]]:
-    statements = sess.scalars(
-        select(Event.statement).where(Event.user_id == user.id).order_by(Event.id)
+def _events(sess: Session, host: PluginHost, user: User, failed: list[str]) -> list[dict[str, Any]]:
+    """The person's xAPI statements, as each plugin's ``withhold_from_export`` lets them show.
+
+    A plugin that fails to say hides every statement's ``result`` (fail closed).
+    """
+    statements = list(
+        sess.scalars(select(Event.statement).where(Event.user_id == user.id).order_by(Event.id))
     )
-    return list(statements)
+    kwargs = {"user": user, "statements": statements}
+    for impl in reversed(getattr(host.pm.hook, WITHHOLD).get_hookimpls()):
+        try:
+            replacements = impl.function(*[kwargs[arg] for arg in impl.argnames])
+            if replacements is None:
+                continue
+            if not isinstance(replacements, dict):
+                raise TypeError(f"{WITHHOLD} returned {type(replacements).__name__}, not a dict")
+        except Exception as exc:
+            host.record_failure(impl.plugin_name, WITHHOLD, exc)
+            sess.rollback()  # reads only: a fresh transaction loses nothing
+            failed.append(impl.plugin_name)
+            statements = [{k: v for k, v in s.items() if k != "result"} for s in statements]
+            break
+        statements = [replacements.get(s.get("id"), s) for s in statements]
+        kwargs["statements"] = statements
+    return statements
 
 
 def _audit_entries(sess: Session, user: User) -> list[dict[str, Any]]:

@@ -440,6 +440,47 @@ def test_hook_export_user_data(world: World, host: PluginHost) -> None:
     assert doc["plugins_failed"] == []
 
 
+def test_hook_withhold_from_export(world: World, host: PluginHost) -> None:
+    seen: list[int] = []
+
+    class Graded:
+        @hookimpl
+        def withhold_from_export(
+            self, user: User, statements: list[dict[str, Any]]
+        ) -> dict[str, Any]:
+            seen.append(len(statements))
+            return {s["id"]: {**s, "result": {"withheld": True}} for s in statements[:1]}
+
+    host.register(Graded(), "graded")
+    try:
+        doc, _ = export(world, world.ann)
+    finally:
+        host.unregister("graded")
+    events = doc["learning_events"]
+    assert seen == [len(events)] and events
+    assert events[0]["result"] == {"withheld": True}
+    assert all(e.get("result") != {"withheld": True} for e in events[1:])
+    assert doc["plugins_failed"] == []
+
+
+def test_a_plugin_failing_to_withhold_hides_every_result(world: World, host: PluginHost) -> None:
+    class Broken:
+        @hookimpl
+        def withhold_from_export(self, statements: list[dict[str, Any]]) -> dict[str, Any]:
+            raise RuntimeError("no idea")
+
+    plain, _ = export(world, world.ann)
+    assert any("result" in e for e in plain["learning_events"])
+    host.register(Broken(), "broken")
+    try:
+        doc, _ = export(world, world.ann)
+    finally:
+        host.unregister("broken")
+    assert doc["learning_events"]
+    assert all("result" not in e for e in doc["learning_events"])
+    assert doc["plugins_failed"] == ["broken"]
+
+
 # ------------------------------------------------------------------ the account page
 
 
@@ -549,3 +590,22 @@ def test_cli_never_writes_over_a_file(instance: Path, tmp_path: Path) -> None:
     assert "exists" in result.output
     assert target.read_text() == "keep me"
     assert export_audits(instance) == []
+
+
+def test_a_removal_by_staff_is_in_the_learners_export_not_named_in_the_instructors(
+    app: Flask, client: FlaskClient, users: Users
+) -> None:
+    teacher = person(users, "teach@example.org", creator=True)
+    learner = person(users, "learn@example.org")
+    course = build_course(client, teacher)
+    enrolment = enrol(client, course, learner)
+    path = f"/enrolments/{enrolment['id']}"
+    assert call(client, "DELETE", path, teacher.headers).status_code in {200, 204}
+
+    mine = ok(call(client, "GET", "/me/export", learner.headers))
+    theirs = ok(call(client, "GET", "/me/export", teacher.headers))
+
+    [entry] = [e for e in mine["audit_log"] if e["action"] == "enrolment.remove"]
+    assert entry["detail"]["user"] == learner.id
+    [seen] = [e for e in theirs["audit_log"] if e["action"] == "enrolment.remove"]
+    assert learner.id not in json.dumps(seen)

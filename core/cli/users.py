@@ -283,8 +283,13 @@ def users_export(ctx: click.Context, email: str, output: Path | None) -> None:
     if fd is None:
         click.echo(data.decode())
     else:
-        with os.fdopen(fd, "wb") as out:
-            out.write(data)
+        assert output is not None
+        try:
+            with os.fdopen(fd, "wb") as out:
+                out.write(data)
+        except OSError as exc:
+            output.unlink(missing_ok=True)  # no partial copy left behind
+            raise click.ClickException(f"could not write {output}: {exc}") from exc
         click.echo(f"Wrote the data of {address} to {output} ({len(data):,} bytes).")
     if document["plugins_failed"]:
         failed = ", ".join(document["plugins_failed"])

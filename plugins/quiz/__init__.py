@@ -13,6 +13,7 @@ from plugins.quiz.plugin import register_blueprints
 from plugins.quiz.plugin import register_content_types
 from plugins.quiz.plugin import register_migrations
 from plugins.quiz.plugin import template_slot
+from plugins.quiz.plugin import withhold_from_export
 
 __all__ = [
     "export_course_data",
@@ -24,4 +25,5 @@ __all__ = [
     "register_content_types",
     "register_migrations",
     "template_slot",
+    "withhold_from_export",
 ]

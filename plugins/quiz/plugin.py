@@ -101,6 +101,12 @@ def export_user_data(user: User) -> dict[str, Any] | None:
 
 
 @hookimpl
+def withhold_from_export(user: User, statements: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """Per-question scores of attempts whose review is still closed stay out of the export."""
+    return privacy.withhold_from_export(user, statements)
+
+
+@hookimpl
 def export_course_data(course: Course) -> dict[str, Any] | None:
     """The course's question bank (see :mod:`plugins.quiz.transfer`)."""
     return transfer.export_course_data(course)

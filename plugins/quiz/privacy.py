@@ -86,6 +86,51 @@ def export_user_data(user: User) -> dict[str, Any] | None:
     return {"attempts": out, "graded_answers": graded}
 
 
+#: The xAPI context extension naming the attempt a quiz statement belongs to.
+ATTEMPT_EXTENSION = "/xapi/extensions/attempt"
+
+
+def withhold_from_export(user: User, statements: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The quiz statements of attempts whose review is still closed, without their ``result``.
+
+    Each submitted question is recorded as an ``answered`` statement with its
+    score; before the quiz's review opens (:func:`plugins.quiz.attempts.review_open`)
+    the person must not learn from their export which answers were right.
+    """
+    by_attempt: dict[str, list[dict[str, Any]]] = {}
+    for statement in statements:
+        extensions = (statement.get("context") or {}).get("extensions") or {}
+        for key, value in extensions.items():
+            if key.endswith(ATTEMPT_EXTENSION) and isinstance(value, str) and "result" in statement:
+                by_attempt.setdefault(value, []).append(statement)
+    if not by_attempt:
+        return None
+    sess = db.session()
+    rows = sess.execute(
+        select(Attempt, Item.config)
+        .join(Item, Item.id == Attempt.item_id)
+        .where(Attempt.user_id == user.id, Attempt.public_id.in_(list(by_attempt)))
+    ).all()
+    used = Counter(
+        sess.scalars(
+            select(Attempt.item_id).where(
+                Attempt.user_id == user.id,
+                Attempt.item_id.in_({attempt.item_id for attempt, _ in rows}),
+            )
+        )
+    )
+    now = utcnow()
+    hidden: dict[str, Any] = {}
+    for attempt, config in rows:
+        cfg = _config(config)
+        if cfg is not None and svc.review_open(cfg, attempt, used[attempt.item_id], now):
+            continue
+        for statement in by_attempt.get(attempt.public_id, []):
+            if statement.get("verb", {}).get("id", "").endswith("/answered"):
+                hidden[statement["id"]] = {k: v for k, v in statement.items() if k != "result"}
+    return hidden
+
+
 def _config(config: dict[str, Any]) -> QuizConfig | None:
     try:
         return parse_config(config)
@@ -107,6 +152,7 @@ def _attempt(
     review = cfg is not None and svc.review_open(cfg, attempt, used, now)
     # the grades an attempt page shows while it runs, when the quiz reviews at once
     grades = review or (cfg is not None and not submitted and cfg.review == "immediately")
+    feedback = grades and cfg is not None and cfg.show_feedback
     shown = {view.get("id"): view for view in attempt.layout if isinstance(view, dict)}
     return {
         "id": attempt.public_id,
@@ -122,7 +168,7 @@ def _attempt(
         "passed": attempt.passed if submitted else None,
         "review_available": review,
         "answers": [
-            _answer(qid, shown.get(qid), answers.get(qid), grades)
+            _answer(qid, shown.get(qid), answers.get(qid), grades, feedback)
             for qid in attempt.question_ids
             if qid in shown or qid in answers
         ],
@@ -130,7 +176,11 @@ def _attempt(
 
 
 def _answer(
-    question_id: str, shown: dict[str, Any] | None, answer: Answer | None, grades: bool
+    question_id: str,
+    shown: dict[str, Any] | None,
+    answer: Answer | None,
+    grades: bool,
+    feedback: bool,
 ) -> dict[str, Any]:
     out: dict[str, Any] = {
         "question_id": question_id,
@@ -142,9 +192,10 @@ def _answer(
         out.update(
             score=answer.score,
             needs_grading=answer.needs_grading,
-            feedback=answer.feedback,
             graded_at=_at(answer.graded_at),
         )
+        if feedback:  # the grader's comment, where the quiz shows it in its review
+            out["feedback"] = answer.feedback
     return out
 
 

@@ -125,6 +125,54 @@ def test_grades_and_the_graders_comment_once_the_review_shows_them(world: World)
         assert foreign not in grader_raw, foreign
 
 
+def answered_results(doc: dict[str, Any], attempt: str) -> list[Any]:
+    """The ``result`` (None: withheld) of each ``answered`` statement of one attempt."""
+    return [
+        e.get("result")
+        for e in doc["learning_events"]
+        if e["verb"]["id"].endswith("/answered")
+        and attempt in (e.get("context", {}).get("extensions") or {}).values()
+    ]
+
+
+def test_per_question_scores_stay_out_of_the_events_until_the_review_opens(
+    world: World,
+) -> None:
+    single = world.questions["single_choice"]
+    quiz = world.add_quiz(questions=[single], review="after_close", attempts_allowed=2)
+    first = world.start(quiz)
+    world.submit(first["id"], {single: "c-nice"})  # wrong
+
+    doc, _ = exported(world, world.learner)
+    assert answered_results(doc, first["id"]) == [None]  # which answer was wrong stays hidden
+    assert any(e.get("result") for e in doc["learning_events"])  # the rest keeps its results
+
+    second = world.start(quiz)
+    world.submit(second["id"], {single: "c-paris"})  # the last attempt: the review opens
+
+    doc, _ = exported(world, world.learner)
+    [first_result] = answered_results(doc, first["id"])
+    [second_result] = answered_results(doc, second["id"])
+    assert first_result is not None and first_result["score"]["scaled"] == 0.0
+    assert second_result is not None and second_result["score"]["scaled"] == 1.0
+
+
+def test_the_graders_comment_only_where_the_quiz_shows_feedback(world: World) -> None:
+    essay = world.questions["essay"]
+    quiz = world.add_quiz(questions=[essay], review="after_submit", show_feedback=False)
+    mine = world.start(quiz)
+    world.submit(mine["id"], {essay: ESSAY_BY_ANN})
+    path = f"/quiz/attempts/{mine['id']}/answers/{essay}/mark"
+    ok(call(world.client, "PUT", path, world.ta.headers, {"points": 1, "feedback": "Meh."}))
+
+    doc, raw = exported(world, world.learner)
+
+    [attempt] = doc["plugins"]["quiz"]["attempts"]
+    [answer] = attempt["answers"]
+    assert answer["score"] == 1.0 and "feedback" not in answer
+    assert "Meh." not in raw
+
+
 def test_an_attempt_in_progress_is_exported_with_its_saved_responses(world: World) -> None:
     single = world.questions["single_choice"]
     quiz = world.add_quiz(questions=[single], review="after_submit")
