@@ -53,8 +53,9 @@ def backup(ctx: click.Context, archive: Path) -> None:
     """Write the instance to ARCHIVE (.tar.gz, mode 0600): settings, keys, database snapshot.
 
     The embedded database is copied consistently while the instance runs; a
-    PostgreSQL database is not included (use pg_dump).  Restore with
-    `trivium restore ARCHIVE FOLDER`.
+    PostgreSQL database is not included (use pg_dump), and a SQLite database
+    outside the instance folder is refused.  Every file's SHA-256 is recorded.
+    Restore with `trivium restore ARCHIVE FOLDER`.
     """
     from core.backup import BackupFailed
     from core.backup import BackupRefused
@@ -65,7 +66,7 @@ def backup(ctx: click.Context, archive: Path) -> None:
         report = backup_instance(settings, archive)
     except (BackupRefused, BackupFailed) as exc:
         raise click.ClickException(str(exc)) from exc
-    click.echo(f"Wrote {report.archive}: {report.files} files.")
+    click.echo(f"Wrote {report.archive}: {report.files} files, each with its SHA-256.")
     if report.database == "sqlite":
         click.echo(f"The database snapshot ({report.database_bytes:,} bytes) passed its check.")
     else:
@@ -79,7 +80,12 @@ def backup(ctx: click.Context, archive: Path) -> None:
 @click.argument("archive", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.argument("folder", type=click.Path(file_okay=False, path_type=Path))
 def restore(archive: Path, folder: Path) -> None:
-    """Unpack the backup ARCHIVE into FOLDER, which must be new or empty."""
+    """Unpack the backup ARCHIVE into FOLDER, which must be new or empty.
+
+    Every file is checked against the archive's manifest (size, SHA-256) and
+    the database against SQLite's integrity check; on any failure FOLDER is
+    left as it was found.
+    """
     from core.backup import RestoreRefused
     from core.backup import restore_instance
 
@@ -89,7 +95,8 @@ def restore(archive: Path, folder: Path) -> None:
         raise click.ClickException(str(exc)) from exc
     click.echo(
         f"Restored {manifest['instance']} ({manifest['base_url']}), "
-        f"backed up at {manifest['created_at']}, into {folder}."
+        f"backed up at {manifest['created_at']}, into {folder}: "
+        f"{len(manifest['members'])} files and folders, all verified."
     )
     if manifest["database"] != "sqlite":
         click.echo(f"Restore its {manifest['database']} database with its own tools.")
