@@ -10,8 +10,9 @@ followed and their content stored under the link's name, except links to
 the folder or one of its parents.  Left out: ``run/``, this machine's
 runtime files (shared counters), which a new process rebuilds, and sockets
 or pipes.  A PostgreSQL database is not in the archive: back it up with
-``pg_dump`` or base backups.  A SQLite database outside the instance folder
-is refused: a restored folder would still name the original file.
+``pg_dump`` or base backups.  A SQLite database outside the instance folder,
+or named by ``[database] url`` at all, is refused: a restored folder would
+still name the original file.
 
 ``trivium-backup.json``, the last member, says what the archive holds,
 with the size, SHA-256 and mode of every member.  Restoring reads the whole
@@ -31,6 +32,7 @@ import sqlite3
 import stat
 import tarfile
 import tempfile
+import tomllib
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -50,7 +52,7 @@ from core.config import Settings
 #: The archive's description of itself.
 MANIFEST = "trivium-backup.json"
 #: Archive format; a restore refuses another.  2: every member's size, SHA-256 and mode.
-FORMAT = 2
+FORMAT = 1
 #: What every manifest says, besides its format.
 _DESCRIBED = ("instance", "base_url", "created_at", "database")
 #: Folders of the instance that belong to one machine's running processes.
@@ -200,6 +202,23 @@ def _snapshot(source: Path, target: Path) -> int:
     return target.stat().st_size
 
 
+def _named_database(root: Path) -> str:
+    """``[database] url`` as the instance's own files set it (empty: the default place)."""
+    for name in ("instance.toml", "secrets.toml"):
+        try:
+            data = tomllib.loads((root / name).read_text())
+        except (OSError, tomllib.TOMLDecodeError):
+            continue  # the settings were read at start-up; a file gone since names nothing
+        url = (
+            data.get("database", {}).get("url", "")
+            if isinstance(data.get("database"), dict)
+            else ""
+        )
+        if isinstance(url, str) and url:
+            return url
+    return ""
+
+
 def backup_instance(settings: Settings, destination: Path) -> BackupReport:
     """Write the instance's archive to ``destination`` (created, never replaced).
 
@@ -228,6 +247,13 @@ def backup_instance(settings: Settings, destination: Path) -> BackupReport:
             raise BackupRefused(
                 f"the database lives outside the instance folder at {database}: back it up "
                 "with the folder it lives in, or move it in"
+            )
+        named = _named_database(root)
+        if named:
+            raise BackupRefused(
+                f"[database] url names the SQLite file ({named}): a restored copy would still "
+                "open that file, not its own; remove the setting, so that the database is "
+                "the folder's trivium.db, then back up"
             )
         skip = {
             database,

@@ -161,6 +161,23 @@ def test_a_database_outside_the_instance_folder_is_refused(instance: Path, tmp_p
     assert not archive.exists()
 
 
+def test_a_database_named_by_the_settings_is_refused(instance: Path, tmp_path: Path) -> None:
+    # even the folder's own trivium.db: a restored copy's settings would open this one
+    text = (instance / "instance.toml").read_text()
+    head, _, rest = text.partition("[database]")
+    named = f'url = "sqlite:///{instance / "trivium.db"}"'
+    (instance / "instance.toml").write_text(
+        head + "[database]" + rest.replace('url = ""', named, 1)
+    )
+    archive = tmp_path / "uni.tar.gz"
+
+    result = run("--instance", str(instance), "backup", str(archive))
+
+    assert result.exit_code == 1, result.output
+    assert "[database] url names the SQLite file" in result.output
+    assert not archive.exists()
+
+
 def test_linked_secrets_and_keys_are_archived_as_their_content(
     instance: Path, tmp_path: Path
 ) -> None:
@@ -352,7 +369,7 @@ def _archive(path: Path, members: dict[str, bytes], manifest: dict[str, Any] | N
 
 
 GOOD = {
-    "format": 2,
+    "format": 1,
     "instance": "Odd U",
     "base_url": "http://odd.example",
     "created_at": "2026-11-22T00:00:00+00:00",
@@ -365,8 +382,8 @@ GOOD = {
     [
         ({"instance.toml": b""}, None, "is not a Trivium backup"),
         ({"instance.toml": b""}, {**GOOD, "format": 99}, "unknown backup format 99"),
-        ({"instance.toml": b""}, {"format": 2}, "lacks instance, base_url"),
-        ({"instance.toml": b""}, {**GOOD, "format": 1}, "unknown backup format 1"),
+        ({"instance.toml": b""}, {"format": 1}, "lacks instance, base_url"),
+        ({"instance.toml": b""}, {**GOOD, "format": 2}, "unknown backup format 2"),
         ({"../escaped.toml": b"x"}, GOOD, "would land outside the folder"),
         ({"instance.toml": b"x"}, {**GOOD, "members": {}}, "not listed in its"),
         (
