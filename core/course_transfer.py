@@ -205,12 +205,12 @@ class ModuleDocument(_Strict):
     items: list[ItemDocument] = Field(default_factory=list, max_length=MAX_ITEMS)
 
 
-class SourceDocument(BaseModel):
-    """Where the document was exported, for the record only."""
+class SourceDocument(_Strict):
+    """Where the document was exported, for the record only (it goes into the audit log)."""
 
-    instance: str = ""
-    base_url: str = ""
-    course_id: str = ""
+    instance: str = Field(default="", max_length=300)
+    base_url: str = Field(default="", max_length=2000)
+    course_id: str = Field(default="", max_length=64, pattern=r"^[A-Za-z0-9_-]*$")
 
 
 class CourseDocument(BaseModel):
@@ -248,15 +248,32 @@ def _plain(value: Any) -> Any:
     return json.loads(json.dumps(value, default=default))
 
 
-def _has_nul(value: Any) -> bool:
-    # PostgreSQL cannot store NUL in text: refuse it as bad input up front
-    if isinstance(value, str):
-        return "\x00" in value
-    if isinstance(value, dict):
-        return any(_has_nul(k) or _has_nul(v) for k, v in value.items())
-    if isinstance(value, list):
-        return any(_has_nul(v) for v in value)
-    return False
+#: How deeply a document's values may nest (a course's own shapes need a dozen).
+MAX_DEPTH = 64
+
+
+def _check_values(document: Any) -> None:
+    """Refuse NUL characters (PostgreSQL cannot store them) and nesting past :data:`MAX_DEPTH`.
+
+    Walks with its own stack, so a hostile document cannot exhaust Python's.
+
+    :raise InvalidCourseDocument: either is found.
+    """
+    stack: list[tuple[Any, int]] = [(document, 0)]
+    while stack:
+        value, depth = stack.pop()
+        if isinstance(value, str):
+            if "\x00" in value:
+                raise InvalidCourseDocument("text must not contain NUL characters")
+        elif isinstance(value, dict | list):
+            if depth >= MAX_DEPTH:
+                raise InvalidCourseDocument(
+                    f"the document nests deeper than {MAX_DEPTH} levels: not a course export"
+                )
+            children = (
+                [x for pair in value.items() for x in pair] if isinstance(value, dict) else value
+            )
+            stack.extend((child, depth + 1) for child in children)
 
 
 def _owners(host: PluginHost) -> dict[str, str]:
@@ -265,12 +282,16 @@ def _owners(host: PluginHost) -> dict[str, str]:
 
 
 def _takes_context(ctype: ContentType) -> bool:
-    # import_config gained ``context`` in 0.2; an override written before takes data only
+    # import_config gained ``context`` in 0.2; an override written before takes data
+    # only (perhaps with keyword-only options or **kwargs): it must not get a second
+    # positional argument
     try:
-        params = list(inspect.signature(ctype.import_config).parameters.values())
-    except (TypeError, ValueError):
+        inspect.signature(ctype.import_config).bind({}, None)
+    except TypeError:
         return False
-    return len(params) >= 2 or any(p.kind is p.VAR_POSITIONAL for p in params)
+    except ValueError:  # no signature to read: call it the old way
+        return False
+    return True
 
 
 # ---------------------------------------------------------------- export
@@ -403,8 +424,7 @@ def parse_document(raw: Any) -> CourseDocument:
                 f"an import holds at most {MAX_MODULES} modules and {MAX_ITEMS} items; "
                 f"this one has {len(modules)} modules and {items} items"
             )
-    if _has_nul(raw):
-        raise InvalidCourseDocument("text must not contain NUL characters")
+    _check_values(raw)
     try:
         return CourseDocument.model_validate(raw)
     except ValidationError as exc:
@@ -440,9 +460,10 @@ def import_course(
 ) -> Course:
     """Create a new draft course from ``document``, owned by ``owner`` (its instructor).
 
-    Everything is checked before the course's items are created, and the
-    whole import is the caller's one transaction: on any refusal the caller
-    must not commit (nothing is then stored).  Audited as ``course.create``
+    The document's shape is checked first; the plugins' sections and each
+    item's config are then checked as the course is built, in the caller's
+    one transaction: on any refusal the caller must not commit, and no row
+    is then stored.  Audited as ``course.create``
     and ``course.import``.  Permission checks are the caller's.
 
     :param document: a parsed document, or its decoded JSON.

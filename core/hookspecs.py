@@ -174,8 +174,9 @@ def import_course_data(course: Course, data: dict[str, Any]) -> dict[str, Any] |
     document (what its :func:`export_course_data` gave, possibly on another
     instance), after the new draft course is created and before any of its
     items is: add your rows with :func:`core.db.session` and flush, never
-    commit.  The import is one transaction: when anything is refused,
-    everything (your rows too) is rolled back.  A document holding a section
+    commit.  The import is one transaction: when anything is refused, every
+    database row (yours too) is rolled back; what you keep elsewhere (files,
+    caches) is not, so write such things only from rows, or after the commit.  A document holding a section
     for a plugin without an implementation here is refused.  To refuse your
     section, raise :class:`core.course_transfer.CourseDataInvalid`: its
     message and ``errors`` are shown to the importer (422).  Any other

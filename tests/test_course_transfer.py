@@ -251,6 +251,13 @@ def _too_many_items(doc: Doc) -> None:
     doc["modules"] = [{"title": f"M{n}", "items": [item] * 100} for n in range(21)]
 
 
+def _nested(depth: int) -> Any:
+    value: Any = []
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
 REFUSALS = [
     (
         "not a course",
@@ -275,6 +282,20 @@ REFUSALS = [
     ),
     ("unknown plugin", lambda d: d.update(plugins={"chat": {}}), 422, "plugin(s) chat"),
     ("NUL", lambda d: d["course"].update(summary="a\x00b"), 422, "NUL"),
+    (
+        "deep nesting",
+        lambda d: d["modules"][0]["items"][0].update(config=_nested(900)),
+        422,
+        "nests deeper than 64 levels",
+    ),
+    ("long source", lambda d: d["source"].update(instance="x" * 301), 422, "expected shape"),
+    (
+        "odd source id",
+        lambda d: d["source"].update(course_id="a\nfake log line"),
+        422,
+        "expected shape",
+    ),
+    ("unknown source member", lambda d: d["source"].update(note="hi"), 422, "expected shape"),
     ("too many modules", _too_many_modules, 413, f"at most {MAX_MODULES} modules"),
     ("too many items", _too_many_items, 413, "2100 items"),
 ]
@@ -448,6 +469,32 @@ class OldPlugin:
     @hookimpl
     def register_content_types(self) -> list[type[ContentType]]:
         return [OldStyle]
+
+
+class KeywordOnly(ContentType):
+    name = "kwonly"
+
+    def import_config(self, data: dict[str, Any], *, strict: bool = False) -> dict[str, Any]:  # type: ignore[override]
+        return data
+
+
+class AnyKeywords(ContentType):
+    name = "anykw"
+
+    def import_config(self, data: dict[str, Any], **options: Any) -> dict[str, Any]:  # type: ignore[override]
+        return data
+
+
+@pytest.mark.parametrize(
+    ("ctype", "takes"),
+    [(NoteRef, True), (OldStyle, False), (KeywordOnly, False), (AnyKeywords, False)],
+)
+def test_only_an_import_config_that_takes_a_context_gets_one(
+    ctype: type[ContentType], takes: bool
+) -> None:
+    from core.course_transfer import _takes_context
+
+    assert _takes_context(ctype()) is takes
 
 
 @pytest.fixture

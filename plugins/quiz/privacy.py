@@ -120,12 +120,14 @@ def withhold_from_export(user: User, statements: list[dict[str, Any]]) -> dict[s
         )
     )
     now = utcnow()
-    hidden: dict[str, Any] = {}
+    closed = set(by_attempt)  # an attempt not found (deleted, reset): its scores stay hidden
     for attempt, config in rows:
         cfg = _config(config)
         if cfg is not None and svc.review_open(cfg, attempt, used[attempt.item_id], now):
-            continue
-        for statement in by_attempt.get(attempt.public_id, []):
+            closed.discard(attempt.public_id)
+    hidden: dict[str, Any] = {}
+    for attempt_id in closed:
+        for statement in by_attempt[attempt_id]:
             if statement.get("verb", {}).get("id", "").endswith("/answered"):
                 hidden[statement["id"]] = {k: v for k, v in statement.items() if k != "result"}
     return hidden
