@@ -51,9 +51,7 @@ a course that does not work.
 from __future__ import annotations
 
 import inspect
-import json
 import logging
-from datetime import date
 from datetime import datetime
 from typing import Any
 from typing import Literal
@@ -74,6 +72,7 @@ from core.content import CourseRef
 from core.content import ImportContext
 from core.content import ItemConfigInvalid
 from core.content import ItemView
+from core.db import plain_json
 from core.db import utcnow
 from core.errors import PayloadTooLarge
 from core.errors import Problem
@@ -233,21 +232,6 @@ def _host() -> PluginHost:
     return host
 
 
-def _plain(value: Any) -> Any:
-    """``value`` as plain JSON data; datetimes and dates become ISO 8601 text.
-
-    :raise TypeError: something in it is not JSON.
-    :raise ValueError: it holds a circular reference.
-    """
-
-    def default(obj: Any) -> Any:
-        if isinstance(obj, datetime | date):
-            return obj.isoformat()
-        raise TypeError(f"{type(obj).__name__} is not JSON")
-
-    return json.loads(json.dumps(value, default=default))
-
-
 #: How deeply a document's values may nest (a course's own shapes need a dozen).
 MAX_DEPTH = 64
 
@@ -319,7 +303,7 @@ def export_course(sess: Session, course: Course) -> dict[str, Any]:
                 id=item.public_id, course_id=course.public_id, title=item.title, config=item.config
             )
             try:
-                config = _plain(ctype.export_config(view))
+                config = plain_json(ctype.export_config(view))
                 if not isinstance(config, dict):
                     raise TypeError(f"export_config returned {type(config).__name__}, not a dict")
             except Exception as exc:
@@ -364,7 +348,7 @@ def _plugin_sections(host: PluginHost, course: Course) -> dict[str, Any]:
                 continue
             if not isinstance(result, dict):
                 raise TypeError(f"{EXPORT_HOOK} returned {type(result).__name__}, not a dict")
-            sections[name] = _plain(result)
+            sections[name] = plain_json(result)
         except Exception as exc:
             host.record_failure(name, EXPORT_HOOK, exc)
             raise CourseExportFailed(

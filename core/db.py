@@ -16,6 +16,7 @@ from collections import namedtuple
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC
+from datetime import date
 from datetime import datetime
 from typing import Any
 from typing import TypeVar
@@ -95,6 +96,21 @@ def json_copy(value: Any) -> Any:
     if isinstance(value, list | tuple):
         return [json_copy(item) for item in value]
     return value
+
+
+def plain_json(value: Any) -> Any:
+    """``value`` as plain JSON data (a plugin's answer, say); datetimes and dates become ISO 8601.
+
+    :raise TypeError: something in it is not JSON.
+    :raise ValueError: it holds a circular reference.
+    """
+
+    def default(obj: Any) -> Any:
+        if isinstance(obj, datetime | date):
+            return obj.isoformat()
+        raise TypeError(f"{type(obj).__name__} is not JSON")
+
+    return json.loads(json.dumps(value, default=default))
 
 
 def new_public_id() -> str:

@@ -75,6 +75,7 @@ from core.auth.audit import audit
 from core.auth.throttle import LoginThrottle
 from core.cache import get_cache
 from core.config import Settings
+from core.db import plain_json
 from core.db import utcnow
 from core.errors import TooManyRequests
 from core.models import ApiToken
@@ -132,21 +133,6 @@ class ExportThrottled(TooManyRequests):
 
 def _at(value: datetime | None) -> str | None:
     return value.isoformat() if value is not None else None
-
-
-def _plain(value: Any) -> Any:
-    """``value`` as plain JSON data; datetimes and dates become ISO 8601 text.
-
-    :raise TypeError: something in it is not JSON.
-    :raise ValueError: it holds a circular reference.
-    """
-
-    def default(obj: Any) -> Any:
-        if isinstance(obj, datetime | date):
-            return obj.isoformat()
-        raise TypeError(f"{type(obj).__name__} is not JSON")
-
-    return json.loads(json.dumps(value, default=default))
 
 
 def export_user(sess: Session, user: User) -> dict[str, Any]:
@@ -468,7 +454,7 @@ def _plugin_sections(
                 continue
             if not isinstance(result, dict):
                 raise TypeError(f"{HOOK} returned {type(result).__name__}, not a dict")
-            sections[name] = _plain(result)
+            sections[name] = plain_json(result)
         except Exception as exc:
             host.record_failure(name, HOOK, exc)
             # a failed query may have left the transaction unusable (PostgreSQL);

@@ -177,3 +177,16 @@ def table(header: tuple[str, ...], rows: Sequence[tuple[str, ...]]) -> None:
 def last_line(text: str) -> str:
     lines = [line for line in text.strip().splitlines() if line.strip()]
     return lines[-1][:120] if lines else ""
+
+
+def new_private_file(path: Path) -> int:
+    """Create ``path`` for writing, readable by its owner only; never over an existing file.
+
+    :raise click.ClickException: it exists or cannot be created.
+    """
+    try:
+        return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        raise click.ClickException(f"{path} exists; name a new file") from None
+    except OSError as exc:
+        raise click.ClickException(f"cannot write {path}: {exc.strerror}") from exc

@@ -10,6 +10,7 @@ from sqlalchemy import func
 from sqlalchemy import select
 
 from core.cli.base import cli
+from core.cli.base import new_private_file
 from core.cli.base import state_of
 
 
@@ -54,7 +55,7 @@ def courses_export(ctx: click.Context, course_id: str, output: Path | None) -> N
             sess.commit()
             click.echo(data.decode())
             return
-        fd = _new_private_file(output)
+        fd = new_private_file(output)
         try:
             with os.fdopen(fd, "wb") as out:
                 out.write(data)
@@ -108,16 +109,3 @@ def _refusal(exc: Exception) -> str:
     for error in errors or []:
         text += f"\n  {error.get('loc')}: {error.get('msg')}"
     return text
-
-
-def _new_private_file(path: Path) -> int:
-    """Create ``path`` for writing, readable by its owner only; never over an existing file.
-
-    :raise click.ClickException: it exists or cannot be created.
-    """
-    try:
-        return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        raise click.ClickException(f"{path} exists; name a new file") from None
-    except OSError as exc:
-        raise click.ClickException(f"cannot write {path}: {exc.strerror}") from exc

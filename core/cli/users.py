@@ -18,6 +18,7 @@ from sqlalchemy import func
 from sqlalchemy import select
 
 from core.cli.base import cli
+from core.cli.base import new_private_file
 from core.cli.base import state_of
 from core.cli.base import table
 
@@ -269,7 +270,7 @@ def users_export(ctx: click.Context, email: str, output: Path | None) -> None:
         user = sess.scalar(select(Account).where(Account.email == address))
         if user is None:
             raise click.ClickException(f"no user {address}")
-        fd = _new_private_file(output) if output is not None else None
+        fd = new_private_file(output) if output is not None else None
         try:
             document = privacy.export_user(sess, user)
             privacy.record_export(sess, None, user, "cli")
@@ -294,19 +295,6 @@ def users_export(ctx: click.Context, email: str, output: Path | None) -> None:
     if document["plugins_failed"]:
         failed = ", ".join(document["plugins_failed"])
         click.echo(f"Incomplete: plugin(s) {failed} failed to export (see the log).", err=True)
-
-
-def _new_private_file(path: Path) -> int:
-    """Create ``path`` for writing, readable by its owner only; never over an existing file.
-
-    :raise click.ClickException: it exists or cannot be created.
-    """
-    try:
-        return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        raise click.ClickException(f"{path} exists; name a new file") from None
-    except OSError as exc:
-        raise click.ClickException(f"cannot write {path}: {exc.strerror}") from exc
 
 
 def _password_hasher(profile: str) -> PasswordHasher:
