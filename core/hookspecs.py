@@ -176,8 +176,9 @@ def import_course_data(course: Course, data: dict[str, Any]) -> dict[str, Any] |
     items is: add your rows with :func:`core.db.session` and flush, never
     commit.  The import is one transaction: when anything is refused, every
     database row (yours too) is rolled back; what you keep elsewhere (files,
-    caches) is not, so write such things only from rows, or after the commit.  A document holding a section
-    for a plugin without an implementation here is refused.  To refuse your
+    caches) is not, so write such things only from rows, or after the commit.
+    A document holding a section for a plugin without an implementation here
+    is refused.  To refuse your
     section, raise :class:`core.course_transfer.CourseDataInvalid`: its
     message and ``errors`` are shown to the importer (422).  Any other
     exception is logged with the plugin's name and refuses the import too.
