@@ -260,11 +260,6 @@ def _check_values(document: Any) -> None:
             stack.extend((child, depth + 1) for child in children)
 
 
-def _owners(host: PluginHost) -> dict[str, str]:
-    """The plugin that registered each content type, by type name."""
-    return {cls.name: plugin for plugin, cls in host.call_lists("register_content_types")}
-
-
 def _takes_context(ctype: ContentType) -> bool:
     # import_config gained ``context`` in 0.2; an override written before takes data
     # only (perhaps with keyword-only options or **kwargs): it must not get a second
@@ -340,10 +335,9 @@ def export_course(sess: Session, course: Course) -> dict[str, Any]:
 def _plugin_sections(host: PluginHost, course: Course) -> dict[str, Any]:
     sections: dict[str, Any] = {}
     kwargs = {"course": course}
-    for impl in reversed(getattr(host.pm.hook, EXPORT_HOOK).get_hookimpls()):
-        name = impl.plugin_name
+    for name, function, argnames in host.implementations(EXPORT_HOOK):
         try:
-            result = impl.function(*[kwargs[arg] for arg in impl.argnames])
+            result = function(*[kwargs[arg] for arg in argnames])
             if result is None:
                 continue
             if not isinstance(result, dict):
@@ -475,9 +469,7 @@ def import_course(
                     module=m,
                     item=i,
                 ) from None
-    importers = {
-        impl.plugin_name: impl for impl in getattr(host.pm.hook, IMPORT_HOOK).get_hookimpls()
-    }
+    importers = {impl[0]: impl for impl in host.implementations(IMPORT_HOOK)}
     missing = sorted(set(doc.plugins) - set(importers))
     if missing:
         raise PluginDataRefused(
@@ -493,7 +485,6 @@ def import_course(
     references = _import_plugin_sections(host, importers, course, doc.plugins)
     sess.flush()  # the plugins' rows, which items' configs are checked against
 
-    owners = _owners(host)
     ref = CourseRef(id=course.public_id, key=course.id)
     modules = sorted(enumerate(doc.modules), key=lambda pair: (pair[1].position, pair[0]))
     item_count = 0
@@ -506,7 +497,7 @@ def import_course(
             where = (m_index + 1, i_index + 1, item_doc.title)
             ctype = host.content_type(item_doc.type)
             context = ImportContext(
-                course=ref, references=references.get(owners.get(ctype.name, ""), {})
+                course=ref, references=references.get(host.content_type_owner(ctype.name) or "", {})
             )
             config = _imported_config(ctype, item_doc.config, context, where)
             sess.add(
@@ -548,10 +539,10 @@ def _import_plugin_sections(
 ) -> dict[str, dict[str, Any]]:
     references: dict[str, dict[str, Any]] = {}
     for name, data in sections.items():
-        impl = importers[name]
+        _, function, argnames = importers[name]
         kwargs = {"course": course, "data": data}
         try:
-            result = impl.function(*[kwargs[arg] for arg in impl.argnames])
+            result = function(*[kwargs[arg] for arg in argnames])
             if result is not None and not isinstance(result, dict):
                 raise TypeError(f"{IMPORT_HOOK} returned {type(result).__name__}, not a dict")
         except CourseDataInvalid as exc:

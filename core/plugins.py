@@ -203,8 +203,13 @@ class PluginHost:
 
     # ------------------------------------------------------------ calling
 
-    def _implementations(self, hook: str) -> tuple[_Impl, ...]:
-        """``hook``'s implementations, most specific first (cached per generation)."""
+    def implementations(self, hook: str) -> tuple[_Impl, ...]:
+        """``hook``'s implementations, most specific first, as ``(plugin, function, argnames)``.
+
+        For core code that treats each plugin's answer or failure on its own
+        (as :meth:`call` does): call ``function(*[kwargs[a] for a in argnames])``.
+        Cached per registration generation.
+        """
         generation = self.pm.generation
         cached = self._impls.get(hook)
         if cached is not None and cached[0] == generation:
@@ -217,6 +222,10 @@ class PluginHost:
         self._impls[hook] = (generation, impls)
         return impls
 
+    def content_type_owner(self, name: str) -> str | None:
+        """The plugin that registered the content type ``name``, or None."""
+        return self._content_owner.get(name)
+
     def call(self, hook: str, *, firstresult: bool = False, **kwargs: Any) -> list[Any]:
         """Call every implementation of ``hook`` on its own, most-specific first.
 
@@ -228,7 +237,7 @@ class PluginHost:
         :return: the non-None results, in call order.
         """
         results: list[Any] = []
-        for plugin_name, function, argnames in self._implementations(hook):
+        for plugin_name, function, argnames in self.implementations(hook):
             args = [kwargs[name] for name in argnames]
             try:
                 result = function(*args)
@@ -251,7 +260,7 @@ class PluginHost:
         :raise StartupError: a plugin refuses to start; its ``plugin`` names it.
         """
         kwargs = {"app": app}
-        for plugin_name, function, argnames in self._implementations("startup"):
+        for plugin_name, function, argnames in self.implementations("startup"):
             args = [kwargs[name] for name in argnames]
             try:
                 function(*args)

@@ -378,17 +378,17 @@ def _events(sess: Session, host: PluginHost, user: User, failed: list[str]) -> l
         sess.scalars(select(Event.statement).where(Event.user_id == user.id).order_by(Event.id))
     )
     kwargs = {"user": user, "statements": statements}
-    for impl in reversed(getattr(host.pm.hook, WITHHOLD).get_hookimpls()):
+    for plugin, function, argnames in host.implementations(WITHHOLD):
         try:
-            replacements = impl.function(*[kwargs[arg] for arg in impl.argnames])
+            replacements = function(*[kwargs[arg] for arg in argnames])
             if replacements is None:
                 continue
             if not isinstance(replacements, dict):
                 raise TypeError(f"{WITHHOLD} returned {type(replacements).__name__}, not a dict")
         except Exception as exc:
-            host.record_failure(impl.plugin_name, WITHHOLD, exc)
+            host.record_failure(plugin, WITHHOLD, exc)
             sess.rollback()  # reads only: a fresh transaction loses nothing
-            failed.append(impl.plugin_name)
+            failed.append(plugin)
             statements = [{k: v for k, v in s.items() if k != "result"} for s in statements]
             break
         statements = [replacements.get(s.get("id"), s) for s in statements]
@@ -446,10 +446,9 @@ def _plugin_sections(
     sections: dict[str, Any] = {}
     failed: list[str] = []
     kwargs = {"user": user}
-    for impl in reversed(getattr(host.pm.hook, HOOK).get_hookimpls()):
-        name = impl.plugin_name
+    for name, function, argnames in host.implementations(HOOK):
         try:
-            result = impl.function(*[kwargs[arg] for arg in impl.argnames])
+            result = function(*[kwargs[arg] for arg in argnames])
             if result is None:
                 continue
             if not isinstance(result, dict):
