@@ -15,6 +15,7 @@ questions keep.  Never attempts, answers or grades.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from sqlalchemy import select
@@ -29,6 +30,8 @@ from plugins.quiz.questions import parse_question
 
 #: Most questions an imported bank may hold.
 MAX_IMPORTED_QUESTIONS = 10_000
+
+log = logging.getLogger(__name__)
 
 
 def export_course_data(course: Course) -> dict[str, Any] | None:
@@ -88,4 +91,5 @@ def import_course_data(course: Course, data: dict[str, Any]) -> dict[str, Any]:
     sess = db.session()
     sess.add_all(rows)
     sess.flush()
+    log.info("quiz_questions=imported count=%d course=%s", len(rows), course.public_id)
     return {"questions": mapping}
