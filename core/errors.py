@@ -207,3 +207,16 @@ def init_app(app: Flask) -> None:
             status=500,
             mimetype="text/html",
         )
+
+
+def last_line(text: str, width: int) -> str:
+    """The last non-blank line of an error text (a traceback's exception), at most ``width`` long.
+
+    What the operators' lists (``trivium jobs list``, ``mail outbox``, the
+    Jobs and Mail pages) show of a stored error; a longer line ends in "…".
+    """
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    if not lines:
+        return ""
+    line = lines[-1]
+    return line if len(line) <= width else line[: width - 1] + "…"

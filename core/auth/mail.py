@@ -60,7 +60,7 @@ def write_to_outbox(to: str, subject: str, body: str) -> bool:
     The row joins the request's transaction, so a refused request leaves no mail.
     """
     sess = db.session()
-    delivering = bool(current_app.extensions["trivium.settings"].mail.url)
+    delivering = delivery_on()
     mail = OutboxMail(
         to=to, subject=subject[:300], body=body, state="queued" if delivering else "outbox"
     )
@@ -147,7 +147,7 @@ def queue_again(sess: Session, mail: OutboxMail, actor: User | None) -> None:
     """
     from core.tasks import get_jobs
 
-    if not current_app.extensions["trivium.settings"].mail.url:
+    if not delivery_on():
         raise MailDeliveryOff("[mail] url is empty: mail is kept in the outbox only")
     moved = sess.scalar(
         update(OutboxMail)

@@ -174,11 +174,6 @@ def table(header: tuple[str, ...], rows: Sequence[tuple[str, ...]]) -> None:
         click.echo("  ".join(cells).rstrip())
 
 
-def last_line(text: str) -> str:
-    lines = [line for line in text.strip().splitlines() if line.strip()]
-    return lines[-1][:120] if lines else ""
-
-
 def new_private_file(path: Path) -> int:
     """Create ``path`` for writing, readable by its owner only; never over an existing file.
 

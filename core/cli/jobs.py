@@ -7,9 +7,9 @@ from datetime import timedelta
 import click
 
 from core.cli.base import cli
-from core.cli.base import last_line
 from core.cli.base import state_of
 from core.cli.base import table
+from core.errors import last_line
 
 
 @cli.group()
@@ -37,7 +37,7 @@ def jobs_list(ctx: click.Context, state: str | None, limit: int) -> None:
             j.queue,
             str(j.attempts),
             j.updated_at.strftime("%Y-%m-%d %H:%M:%S"),
-            last_line(j.error),
+            last_line(j.error, 120),
         )
         for j in rows
     ]

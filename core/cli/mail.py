@@ -8,10 +8,11 @@ from datetime import timedelta
 import click
 from sqlalchemy import select
 
+from core.auth.mail import STATES
 from core.cli.base import cli
-from core.cli.base import last_line
 from core.cli.base import state_of
 from core.cli.base import table
+from core.errors import last_line
 
 
 @cli.group()
@@ -24,7 +25,7 @@ def mail() -> None:
 @click.option("--unsent", is_flag=True, help="Only mail no SMTP server has accepted yet.")
 @click.option(
     "--state",
-    type=click.Choice(["outbox", "queued", "sent", "failed"]),
+    type=click.Choice(STATES),
     help="Only mail in this delivery state.",
 )
 @click.pass_context
@@ -52,7 +53,7 @@ def mail_outbox(ctx: click.Context, limit: int, unsent: bool, state: str | None)
                 str(m.attempts),
                 m.to,
                 m.subject[:50],
-                last_line(m.last_error)[:60] if m.state != "sent" else "",
+                last_line(m.last_error, 60) if m.state != "sent" else "",
             )
             for m in sess.scalars(query)
         ]

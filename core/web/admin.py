@@ -44,6 +44,7 @@ from core.auth.tokens import forget_user_tokens
 from core.config import Settings
 from core.courses import plugin_host
 from core.errors import NotFound
+from core.errors import last_line
 from core.models import Course
 from core.models import CourseRole
 from core.models import Enrolment
@@ -454,13 +455,9 @@ def job_state_label(state: str) -> str:
     return labels.get(state, state)
 
 
-def last_line(text: str) -> str:
-    """The last non-blank line of an error (a traceback's exception), shortened."""
-    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
-    if not lines:
-        return ""
-    line = lines[-1]
-    return line if len(line) <= 200 else line[:199] + "…"
+def error_line(text: str) -> str:
+    """The last line of a stored error, as the Jobs and Mail pages list it."""
+    return last_line(text, 200)
 
 
 def _job_filter(value: str | None, counts: dict[str, int]) -> str:
@@ -489,7 +486,7 @@ def jobs() -> ResponseReturnValue:
         shown=shown,
         filters=[ALL_JOBS, "failed", "queued", "running", "done"],
         state_label=job_state_label,
-        last_line=last_line,
+        last_line=error_line,
         now=db.utcnow(),
         next_cursor=cursor_for(next_key),
     )
@@ -608,7 +605,7 @@ def mail() -> ResponseReturnValue:
         shown=shown,
         filters=MAIL_FILTERS,
         state_label=mail_state_label,
-        last_line=last_line,
+        last_line=error_line,
         delivery_on=outbox.delivery_on(),
         retryable=outbox.RETRYABLE,
         next_cursor=cursor_for(next_key),
