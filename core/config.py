@@ -79,6 +79,9 @@ class AccountsSection(_Section):
     """Force Secure cookies; they are always Secure when base_url is https."""
     hash_profile: Literal["rfc9106_low_memory", "cheapest"] = "rfc9106_low_memory"
     """argon2id cost; ``cheapest`` exists for test suites only."""
+    self_erasure: bool = True
+    """People may erase their own account (with their password); when false,
+    only administrators erase accounts (:mod:`core.erasure`)."""
     token_cache_seconds: int = Field(default=30, ge=0, le=3600)
     """How long a verified API token's owner is cached (0: look it up on every
     request).  Also the longest a change made outside this process (another

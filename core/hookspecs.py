@@ -354,6 +354,32 @@ def withhold_from_export(user: User, statements: list[dict[str, Any]]) -> dict[s
     """
 
 
+@hookspec
+def erase_user_data(user: User) -> None:
+    """Erase or anonymise what this plugin stores that names or reaches ``user``.
+
+    Called when an account is erased (a person erasing their own, an
+    administrator's page, ``trivium users erase EMAIL``; GDPR right to
+    erasure), inside an application context, in the erasure's transaction:
+    write with :func:`core.db.session` and do not commit.  Core has already
+    removed the account's identities, tokens and mail and withdrawn its
+    enrolments; ``user`` still holds the person's address and display name
+    (they are replaced after every plugin ran), so match rows on them if you
+    must.  Delete what only served the person (drafts, uploads, messages
+    addressed to them) and replace names and free text that identify them;
+    keep the records an institution must keep (attempts, grades), attached
+    to ``user.id``, whose row names no one afterwards.  Every implementation
+    is called.  An implementation that raises stops the erasure: the
+    transaction is rolled back, nothing is erased, and the person or
+    operator is told which plugin failed.
+
+    :param user: the account being erased, an object of :func:`core.db.session`.
+    :return: nothing; raise to refuse the erasure.
+
+    .. versionadded:: 0.2
+    """
+
+
 # ---------------------------------------------------------------- events
 
 

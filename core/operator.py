@@ -94,13 +94,14 @@ def search_users(
     sess: Session,
     *,
     q: str | None = None,
-    state: Literal["active", "inactive", "admin", "creator"] | None = None,
+    state: Literal["active", "inactive", "erased", "admin", "creator"] | None = None,
     before: int | None = None,
     limit: int = 50,
 ) -> tuple[list[User], int | None]:
     """A page of users, newest first, matching ``q`` in e-mail or display name.
 
-    :param state: only active, deactivated, admin or course-creating accounts.
+    :param state: only active, deactivated (not erased), erased, admin or
+        course-creating accounts.
     :param before: the cursor: only users with a smaller internal id.
     :return: the page and the cursor key of the next one (None at the end).
     """
@@ -115,7 +116,9 @@ def search_users(
     if state == "active":
         stmt = stmt.where(User.is_active.is_(True))
     elif state == "inactive":
-        stmt = stmt.where(User.is_active.is_(False))
+        stmt = stmt.where(User.is_active.is_(False), User.erased_at.is_(None))
+    elif state == "erased":
+        stmt = stmt.where(User.erased_at.is_not(None))
     elif state == "admin":
         stmt = stmt.where(User.is_admin.is_(True))
     elif state == "creator":
@@ -140,6 +143,15 @@ def _via(actor: User | None) -> dict[str, Any]:
     return {} if actor is not None else {"via": "cli"}
 
 
+def refuse_if_erased(user: User) -> None:
+    """An erased account is changed by nothing any more.
+
+    :raise AccountStateInvalid: ``user`` is erased.
+    """
+    if user.erased_at is not None:
+        raise AccountStateInvalid("this account is erased: it cannot be changed")
+
+
 def set_admin(sess: Session, actor: User | None, user: User, value: bool) -> None:
     """Make ``user`` a site admin or take the role away.
 
@@ -148,18 +160,19 @@ def set_admin(sess: Session, actor: User | None, user: User, value: bool) -> Non
         (another admin must do it, so an instance always keeps one).
     :raise LastActiveAdmin: ``user`` is the last active site admin.
     """
+    refuse_if_erased(user)
     if actor is not None and user.id == actor.id and not value:
         raise CannotChangeOwnAccount("you cannot remove your own admin role")
     if user.is_admin == value:
         return
     if not value and user.is_active:
-        _keep_an_admin(sess)
+        keep_an_admin(sess)
     user.is_admin = value
     audit(sess, actor, "admin.user_admin", _target(user), {"value": value, **_via(actor)})
     sess.flush()
 
 
-def _keep_an_admin(sess: Session) -> None:
+def keep_an_admin(sess: Session) -> None:
     """Refuse to lose an active admin unless another stays.
 
     The active admins' rows are locked (PostgreSQL) until the caller's
@@ -184,6 +197,7 @@ def set_password(
 
     :raise PasswordRejected: the password breaks the policy.
     """
+    refuse_if_erased(user)
     check_password_policy(password, user.email, accounts.password_min_length)
     user.password_hash = make_password_service(accounts).hash(password)
     user.session_version += 1
@@ -201,6 +215,7 @@ def reset_second_factor(sess: Session, actor: User | None, user: User) -> bool:
 
     :return: False if there was none to turn off (nothing changed).
     """
+    refuse_if_erased(user)
     if not user.totp_enabled and not user.totp_secret:
         return False
     user.totp_enabled = False
@@ -217,6 +232,7 @@ def reset_second_factor(sess: Session, actor: User | None, user: User) -> bool:
 
 def set_course_creator(sess: Session, actor: User, user: User, value: bool) -> None:
     """Allow or stop ``user`` creating courses (their existing courses stay)."""
+    refuse_if_erased(user)
     if user.can_create_courses == value:
         return
     user.can_create_courses = value
@@ -236,12 +252,13 @@ def deactivate(sess: Session, actor: User | None, user: User) -> None:
     :raise AccountStateInvalid: the account is already deactivated.
     :raise LastActiveAdmin: it is the last active site admin.
     """
+    refuse_if_erased(user)
     if actor is not None and user.id == actor.id:
         raise CannotChangeOwnAccount("you cannot deactivate your own account")
     if not user.is_active:
         raise AccountStateInvalid("this account is already deactivated")
     if user.is_admin:
-        _keep_an_admin(sess)
+        keep_an_admin(sess)
     user.is_active = False
     # A new session version makes every existing session cookie invalid, so
     # reactivating the account does not bring old sessions back.
@@ -256,6 +273,7 @@ def reactivate(sess: Session, actor: User | None, user: User) -> None:
 
     :raise AccountStateInvalid: the account is active.
     """
+    refuse_if_erased(user)
     if user.is_active:
         raise AccountStateInvalid("this account is active")
     user.is_active = True

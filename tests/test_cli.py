@@ -98,9 +98,9 @@ def test_db_upgrade_and_current(tmp_path: Path) -> None:
     upgraded = run("--instance", str(path), "db", "upgrade")
 
     assert upgraded.exit_code == 0, upgraded.output
-    assert "core_0007" in upgraded.output
+    assert "core_0008" in upgraded.output
     current = run("--instance", str(path), "db", "current").output.splitlines()
-    assert "core_0007 [core] (head)" in current
+    assert "core_0008 [core] (head)" in current
     assert count(path, User) == 0
     assert run("--instance", str(path), "db", "downgrade", "base").exit_code == 0
     assert "empty" in run("--instance", str(path), "db", "current").output

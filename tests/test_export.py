@@ -150,6 +150,11 @@ def _side(
 
 @pytest.fixture
 def world(app: Flask, client: FlaskClient, users: Users) -> World:
+    return build_world(app, client, users)
+
+
+def build_world(app: Flask, client: FlaskClient, users: Users) -> World:
+    """Ann and Bob, each with rows in every table core keeps about people."""
     admin = person(users, "root@example.org", admin=True)
     ann, ann_course = _side(app, client, users, "ann", PASSWORD)
     bob, bob_course = _side(app, client, users, "bob", OTHER_PASSWORD)

@@ -27,7 +27,7 @@ from tests.conftest import PG_URL
 from tests.conftest import base_config
 
 #: The newest revision of core's branch.
-CORE_HEAD = "core_0007"
+CORE_HEAD = "core_0008"
 
 CORE_TABLES = {
     m.class_.__tablename__ for m in Base.registry.mappers if m.class_.__module__ == models.__name__

@@ -18,6 +18,7 @@ import secrets
 from dataclasses import dataclass
 from datetime import datetime
 from datetime import timedelta
+from typing import TYPE_CHECKING
 from typing import Annotated
 from typing import Any
 from typing import Literal
@@ -61,6 +62,9 @@ from core.models import ApiToken
 from core.models import Identity
 from core.models import Invitation
 from core.models import User
+
+if TYPE_CHECKING:
+    from core.erasure import Erasure
 
 log = logging.getLogger(__name__)
 
@@ -276,6 +280,13 @@ class PasswordBody(_Body):
     """The current password, to confirm a sensitive action."""
 
     password: GivenPassword
+
+
+class ErasureBody(_Body):
+    """The password, and a TOTP (or recovery) code when the second factor is on."""
+
+    password: GivenPassword
+    code: Code | None = None
 
 
 class PasswordChangeBody(_Body):
@@ -705,6 +716,51 @@ def disable_totp(user: User, body: TotpDisableBody, ip: str) -> None:
     audit(sess, user, "auth.totp_disabled", f"user:{user.public_id}")
     notices.notify(user, "second_factor_off", by_admin=False)
     sess.commit()
+
+
+def erase_own_account(user: User, body: ErasureBody, ip: str, *, via: str) -> Erasure:
+    """Erase the caller's account (:mod:`core.erasure`), confirmed with its password.
+
+    With the second factor on, a current code or an unused recovery code is
+    needed too.  Commits; the caller ends the request's session.
+
+    :raise SelfErasureOff: only administrators erase accounts here.
+    :raise NoPasswordToConfirm: the account has no password.
+    :raise PasswordIncorrect: wrong password (throttled).
+    :raise TotpCodeInvalid: the second factor is on and the code is missing,
+        wrong, expired or used (counted as a failure).
+    :raise LastActiveAdmin: the caller is the last active site administrator.
+    :raise ErasureFailed: a plugin could not erase its data (nothing erased).
+    """
+    from core import erasure
+
+    erasure.check_self_erasure(user)
+    confirm_password(user, body.password, ip)
+    sess = db.session()
+    if user.totp_enabled and not (
+        body.code
+        and (
+            totp.spend_totp(sess, user, body.code)
+            or totp.spend_recovery_code(sess, user, body.code)
+        )
+    ):
+        sess.rollback()
+        throttle().record_failure(user.email, ip)
+        raise TotpCodeInvalid(
+            "the code is wrong, expired or already used"
+            if body.code
+            else "this account has a second factor: give a current code or a recovery code"
+        )
+    address = user.email
+    try:
+        done = erasure.erase_account(sess, user, user, via=via)
+        sess.commit()
+    except BaseException:
+        sess.rollback()
+        raise
+    erasure.after_commit(done)
+    throttle().clear_account(address)
+    return done
 
 
 def regenerate_recovery_codes(user: User, body: PasswordBody, ip: str) -> list[str]:

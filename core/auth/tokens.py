@@ -275,8 +275,14 @@ def forget_user_tokens(sess: Session, user_id: int) -> None:
     """Drop every token of a user from the cache (after deactivating them, say)."""
     if not has_app_context():
         return
+    forget_token_hashes(list(sess.scalars(_USER_TOKEN_HASHES, {"user_id": user_id})))
+
+
+def forget_token_hashes(hashes: list[str]) -> None:
+    """Drop these tokens from the cache (after deleting their rows, once committed)."""
+    if not has_app_context():
+        return
     cache = get_cache()
-    hashes = list(sess.scalars(_USER_TOKEN_HASHES, {"user_id": user_id}))
     _moved(hashes)
     for token_hash in hashes:
         cache.delete(_CACHE_PREFIX + token_hash)

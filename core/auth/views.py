@@ -33,6 +33,7 @@ from core.auth import login_session
 from core.auth import logout_session
 from core.auth import require_user
 from core.auth.accounts import CodeBody
+from core.auth.accounts import ErasureBody
 from core.auth.accounts import InvitationBody
 from core.auth.accounts import LoginBody
 from core.auth.accounts import PasswordBody
@@ -376,6 +377,42 @@ def totp_disable() -> Response:
     user = require_user()
     accounts.disable_totp(user, parse_body(TotpDisableBody), _client_ip())
     return _no_content()
+
+
+class ErasureOut(BaseModel):
+    """The account just erased: its public id stays, naming no one."""
+
+    id: str
+    erased_at: datetime
+    unstaffed_courses: list[str] = Field(
+        description="ids of courses you were the only instructor of (they stay, unstaffed)"
+    )
+
+
+@bp.post("/me/erase")
+@operation(
+    "Erase your account for good (your learning records stay, under no name)",
+    tags=TAGS_ME,
+    body=ErasureBody,
+    response=ErasureOut,
+    errors=(403, 409, 429),
+)
+def erase_me() -> Response:
+    """Erase the caller's account, confirmed with its password (and second factor).
+
+    What goes and what stays is in :mod:`core.erasure`.  The session ends;
+    every API token of the account stops working.
+    """
+    user = require_user()
+    done = accounts.erase_own_account(user, parse_body(ErasureBody), _client_ip(), via="api")
+    logout_session()
+    return json_response(
+        ErasureOut(
+            id=done.user,
+            erased_at=done.erased_at,
+            unstaffed_courses=[pid for pid, _ in done.unstaffed],
+        )
+    )
 
 
 @bp.post("/me/recovery-codes")

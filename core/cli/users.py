@@ -94,7 +94,7 @@ def users_create(
 
 
 @users.command("list")
-@click.option("--state", type=click.Choice(["active", "inactive", "admin", "creator"]))
+@click.option("--state", type=click.Choice(["active", "inactive", "erased", "admin", "creator"]))
 @click.option("--search", "q", help="Part of the e-mail address or name.")
 @click.option("--limit", default=50, show_default=True, type=click.IntRange(1, 10_000))
 @click.pass_context
@@ -116,7 +116,8 @@ def users_list(ctx: click.Context, state: str | None, q: str | None, limit: int)
                         ("admin", u.is_admin),
                         ("creator", u.can_create_courses and not u.is_admin),
                         ("2fa", u.totp_enabled),
-                        ("inactive", not u.is_active),
+                        ("inactive", not u.is_active and u.erased_at is None),
+                        ("erased", u.erased_at is not None),
                     )
                     if on
                 )
@@ -240,6 +241,36 @@ def users_reactivate(ctx: click.Context, email: str) -> None:
 
     _account_change(ctx, email, lambda sess, user: operator.reactivate(sess, None, user))
     click.echo(f"Reactivated {email.strip().lower()}.")
+
+
+@users.command("erase")
+@click.argument("email")
+@click.option("--yes", is_flag=True, help="Erase without asking for confirmation.")
+@click.pass_context
+def users_erase(ctx: click.Context, email: str, yes: bool) -> None:
+    """Erase the account EMAIL for good (GDPR right to erasure).
+
+    Its address, name, password, second factor, logins, tokens, staff roles
+    and mail go; its learning records (progress, completions, quiz attempts,
+    events) stay under an account that names no one.  See core/erasure.py.
+    """
+    from core import erasure
+
+    address = email.strip().lower()
+    if not yes:
+        click.confirm(f"Erase {address} for good? This cannot be undone", abort=True)
+    done = _account_change(
+        ctx, email, lambda sess, user: erasure.erase_account(sess, None, user, via="cli")
+    )
+    with state_of(ctx).app().app_context():
+        erasure.after_commit(done)
+    click.echo(
+        f"Erased {address} (account {done.user}): {done.identities} logins, {done.tokens} "
+        f"API tokens, {done.staff_roles} staff roles, {done.enrolments_withdrawn} enrolments "
+        f"withdrawn, {done.mail + done.mail_jobs} mails, {done.events} statements anonymised."
+    )
+    for public_id, title in done.unstaffed:
+        click.echo(f"No instructor is left in course {public_id} ({title}): give it one.")
 
 
 @users.command("export")

@@ -229,3 +229,23 @@ def announce_completion(user_id: int, course_id: int) -> None:
         return
     host: PluginHost = current_app.extensions["trivium.plugins"]
     host.call("course_completed", user=user, course=course)
+
+
+@actor("core.sweep_erased_statements", max_retries=5)
+def sweep_erased_statements(user_id: int) -> None:
+    """Scrub an erased account's name from statements written after its erasure committed.
+
+    Queued by :func:`core.erasure.erase_account`, a few seconds on: another
+    server process may still have held a heartbeat of the person then, whose
+    statement it wrote later.  Idempotent.
+    """
+    from core import erasure
+    from core.models import User
+
+    sess = session()
+    if sess.scalar(select(User.erased_at).where(User.id == user_id)) is None:
+        log.info("job=core.sweep_erased_statements user_id=%s status=not_erased", user_id)
+        return
+    count = erasure.scrub_statements(sess, user_id)
+    sess.commit()
+    log.info("job=core.sweep_erased_statements user_id=%s statements=%s", user_id, count)

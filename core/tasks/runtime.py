@@ -515,8 +515,15 @@ def core_actors() -> list[ActorSpec]:
     from core.tasks.builtin import complete_where_due
     from core.tasks.builtin import deliver_mail
     from core.tasks.builtin import send_mail
+    from core.tasks.builtin import sweep_erased_statements
 
-    return [send_mail, deliver_mail, complete_where_due, announce_completion]
+    return [
+        send_mail,
+        deliver_mail,
+        complete_where_due,
+        announce_completion,
+        sweep_erased_statements,
+    ]
 
 
 def collect_specs(host: PluginHost) -> list[tuple[str, ActorSpec]]:
