@@ -62,7 +62,6 @@ from sqlalchemy import update
 from sqlalchemy.orm import Session
 from sqlalchemy.orm import aliased
 
-from core import progress_buffer
 from core import rbac
 from core.auth.audit import audit
 from core.auth.tokens import forget_token_hashes
@@ -169,7 +168,12 @@ def check_self_erasure(user: User) -> None:
 def erase_account(sess: Session, actor: User | None, user: User, *, via: str) -> Erasure:
     """Erase ``user`` as the module docstring says, in ``sess`` (flushed, not committed).
 
-    After committing, call :func:`after_commit` with the result.
+    After committing, call :func:`after_commit` with the result.  Heartbeats
+    of the person still waiting in a progress buffer are written with their
+    name; the sweep job this queues scrubs them (a caller may call
+    :func:`core.progress_buffer.flush_before_reading` first, before writing
+    anything in ``sess``: with SQLite the buffer's write would wait for
+    ``sess``'s lock).
 
     :param actor: who erases: the person themselves, an administrator, or
         None for the operator's command line.
@@ -183,8 +187,6 @@ def erase_account(sess: Session, actor: User | None, user: User, *, via: str) ->
         raise AccountStateInvalid("this account is already erased")
     if user.is_admin and user.is_active:
         keep_an_admin(sess)
-    # heartbeats waiting in this process carry the person's name into their statements
-    progress_buffer.flush_before_reading()
     address = user.email.lower()
     token_hashes = tuple(
         sess.scalars(select(ApiToken.token_hash).where(ApiToken.user_id == user.id))

@@ -9,6 +9,7 @@ rows are exactly as they were.  Every refusal leaves every row as it was.
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Iterator
 from datetime import UTC
 from datetime import datetime
@@ -29,6 +30,7 @@ from core import db
 from core import erasure
 from core import hookimpl
 from core import operator
+from core import progress_buffer
 from core.auth.totp import hash_recovery_code
 from core.auth.totp import new_secret
 from core.cli import cli
@@ -52,6 +54,7 @@ from core.tasks.builtin import sweep_erased_statements
 from tests.auth_helpers import PASSWORD
 from tests.auth_helpers import Api
 from tests.conftest import Users
+from tests.conftest import base_config
 from tests.conftest import snapshot
 from tests.course_helpers import call
 from tests.course_helpers import ok
@@ -479,3 +482,40 @@ def test_the_command_line_names_courses_left_without_an_instructor(traced: World
     assert done.identities == 2 and done.tokens == 2 and done.mail_jobs == 1
     assert done.staff_roles == 3  # two courses of her own, an assistant's role in Bob's
     assert done.erased_at <= datetime.now(UTC)
+
+
+class TestWithHeartbeatsWaiting:
+    """Heartbeats batched (as served): the person's waiting ones are written, then scrubbed."""
+
+    @pytest.fixture
+    def config(self, tmp_path: Path, backend: str) -> dict[str, Any]:
+        cfg = base_config(tmp_path, backend)
+        cfg["progress"] = {"flush_ms": 10_000, "flush_rows": 100_000}
+        return cfg
+
+    def test_waiting_heartbeats_are_written_before_the_erasure(
+        self, traced: World, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        world, ann, bob = traced, traced.ann, traced.bob
+        buffer = progress_buffer.get_buffer(world.app)
+        try:
+            for side in (ann, bob):
+                item = side.learns.items[1]
+                report = {"status": "in_progress", "data": {"scroll": 0.5}}
+                ok(call(world.client, "PUT", f"/items/{item}/progress", side.who.headers, report))
+            assert buffer.waiting() >= 2
+            with caplog.at_level(logging.WARNING):
+                ok(erase(world, ann))
+            # written first, while the erasure held no lock, then scrubbed with the rest
+            assert "flush_before_read_failed" not in caplog.text
+            assert buffer.waiting() == 0
+            with get_db(world.app).session() as sess:
+                names = {
+                    s["actor"]["name"]
+                    for s in sess.scalars(
+                        select(Event.statement).where(Event.verb.endswith("progressed"))
+                    )
+                }
+            assert names == {"Erased user", bob.who.user.display_name}
+        finally:
+            buffer.close()

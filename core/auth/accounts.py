@@ -38,6 +38,7 @@ from sqlalchemy import update
 from sqlalchemy.exc import IntegrityError
 
 from core import db
+from core import progress_buffer
 from core.api import API_PREFIX
 from core.auth import notices
 from core.auth import totp
@@ -736,6 +737,9 @@ def erase_own_account(user: User, body: ErasureBody, ip: str, *, via: str) -> Er
 
     erasure.check_self_erasure(user)
     confirm_password(user, body.password, ip)
+    # the person's waiting heartbeats are written before the erasure scrubs
+    # statements; first, while this transaction holds no write lock (SQLite)
+    progress_buffer.flush_before_reading()
     sess = db.session()
     if user.totp_enabled and not (
         body.code

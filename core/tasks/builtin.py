@@ -240,8 +240,10 @@ def sweep_erased_statements(user_id: int) -> None:
     statement it wrote later.  Idempotent.
     """
     from core import erasure
+    from core import progress_buffer
     from core.models import User
 
+    progress_buffer.flush_before_reading()  # when this worker serves requests too
     sess = session()
     if sess.scalar(select(User.erased_at).where(User.id == user_id)) is None:
         log.info("job=core.sweep_erased_statements user_id=%s status=not_erased", user_id)
