@@ -191,7 +191,7 @@ def erase_account(sess: Session, actor: User | None, user: User, *, via: str) ->
     token_hashes = tuple(
         sess.scalars(select(ApiToken.token_hash).where(ApiToken.user_id == user.id))
     )
-    unstaffed = _sole_instructor_of(sess, user)
+    unstaffed = sole_instructor_of(sess, user)
     identities = _count(sess, delete(Identity).where(Identity.user_id == user.id))
     _count(sess, delete(RecoveryCode).where(RecoveryCode.user_id == user.id))
     tokens = _count(sess, delete(ApiToken).where(ApiToken.user_id == user.id))
@@ -274,7 +274,8 @@ def _count(sess: Session, statement: Any) -> int:
     return int(getattr(result, "rowcount", 0) or 0)
 
 
-def _sole_instructor_of(sess: Session, user: User) -> list[tuple[str, str]]:
+def sole_instructor_of(sess: Session, user: User) -> list[tuple[str, str]]:
+    """The courses ``user`` is the only instructor of, as ``(public id, title)``."""
     other = aliased(CourseRole)
     others = (
         select(other.id)

@@ -1,5 +1,5 @@
 """Account pages: sign up, log in (with a second factor), log out, password reset, settings,
-and the download of one's own data.
+the download of one's own data and the erasure of one's account.
 
 Every action is a plain HTML form posted with its CSRF token; the work is
 done by :mod:`core.auth.accounts`, the same functions the JSON API calls, so
@@ -33,6 +33,7 @@ from sqlalchemy import select
 from werkzeug.wrappers.response import Response as BaseResponse
 
 from core import db
+from core import erasure
 from core import privacy
 from core.auth import accounts
 from core.auth import csrf
@@ -44,6 +45,7 @@ from core.auth.throttle import LoginThrottled
 from core.config import Settings
 from core.errors import Problem
 from core.models import User
+from core.operator import LastActiveAdmin
 from core.web.forms import FormState
 from core.web.guards import login_required
 from core.web.guards import safe_next
@@ -98,6 +100,21 @@ def _message(problem: Problem) -> str:
             "This reset link was already used, or the password changed since. Request a new one."
         ),
         accounts.TokenNotFound: gettext("You have no API token with this id."),
+        erasure.SelfErasureOff: gettext(
+            "On this site, only the administrators erase accounts. Ask them to erase yours."
+        ),
+        erasure.NoPasswordToConfirm: gettext(
+            "Your account has no password to confirm its erasure with. "
+            "Ask the administrators to erase it."
+        ),
+        erasure.ErasureFailed: gettext(
+            "Your account could not be erased, and nothing was changed. "
+            "Try again later, or ask the administrators."
+        ),
+        LastActiveAdmin: gettext(
+            "You are the only active administrator of this site. "
+            "Make someone else an administrator before erasing your account."
+        ),
     }
     if isinstance(problem, LoginThrottled):
         minutes = max(1, int(problem.extra.get("retry_after") or 60) // 60)
@@ -391,6 +408,7 @@ def _settings_page(
     totp_form: FormState | None = None,
     recovery_form: FormState | None = None,
     tokens_form: FormState | None = None,
+    erase_form: FormState | None = None,
     new_token: tuple[str, str] | None = None,
 ) -> tuple[str, int]:
     user = page_user()
@@ -403,9 +421,11 @@ def _settings_page(
             totp_form=totp_form or FormState(),
             recovery_form=recovery_form or FormState(),
             tokens_form=tokens_form or FormState(),
+            erase_form=erase_form or FormState(),
             tokens=accounts.live_tokens(user),
             new_token=new_token,
             setup_pending=bool(user.totp_secret) and not user.totp_enabled,
+            self_erasure=_settings().accounts.self_erasure,
         ),
         status,
     )
@@ -414,7 +434,8 @@ def _settings_page(
 @bp.get("/account")
 @login_required
 def settings() -> Page:
-    """The account page: profile, password, two-factor authentication, API tokens, your data."""
+    """The account page: profile, password, two-factor authentication, API tokens, your data,
+    and the erasure of the account."""
     return _settings_page()
 
 
@@ -631,3 +652,63 @@ def revoke_token(public_id: str) -> Page:
         return _settings_page(404)
     flash(gettext("The token “%(name)s” has been revoked.", name=token.name), "success")
     return redirect(url_for("account.settings"))
+
+
+# ------------------------------------------------------------------ erasure
+
+
+@bp.post("/account/erase")
+@login_required
+def erase_account() -> Page:
+    """Erase one's own account for good (:mod:`core.erasure`), then end the session.
+
+    Needs the password, a current or recovery code when the second factor
+    is on, and the "cannot be undone" box ticked; a refusal changes nothing.
+    """
+    user = page_user()
+    form = FormState()
+    try:
+        erasure.check_self_erasure(user)
+    except (erasure.SelfErasureOff, erasure.NoPasswordToConfirm) as exc:
+        form.add(None, _message(exc))
+        return _settings_page(exc.status, erase_form=form)
+    if request.form.get("confirm") not in {"1", "true", "on"}:
+        form.add(
+            "confirm",
+            gettext("Tick the box to confirm that you understand the erasure cannot be undone."),
+        )
+        return _settings_page(400, erase_form=form)
+    password = request.form.get("password", "")
+    code = request.form.get("code", "").strip().replace(" ", "")[:64]
+    if not password:
+        form.add("password", str(_FIELD_MESSAGES["password"]()))
+    if user.totp_enabled and not code:
+        form.add("code", _message(accounts.SecondFactorRequired()))
+    if not form.ok:
+        return _settings_page(422, erase_form=form)
+    body = _parse(
+        accounts.ErasureBody,
+        {"password": password, "code": code if user.totp_enabled else None},
+        form,
+    )
+    if body is None:
+        return _settings_page(422, erase_form=form)
+    try:
+        accounts.erase_own_account(user, body, _ip(), via="web")
+    except (accounts.PasswordIncorrect, LoginThrottled) as exc:
+        form.add("password", _message(exc))
+        return _settings_page(exc.status, erase_form=form)
+    except accounts.TotpCodeInvalid as exc:
+        form.add("code", _message(exc))
+        return _settings_page(exc.status, erase_form=form)
+    except (
+        erasure.SelfErasureOff,
+        erasure.NoPasswordToConfirm,
+        erasure.ErasureFailed,
+        LastActiveAdmin,
+    ) as exc:
+        form.add(None, _message(exc))
+        return _settings_page(exc.status, erase_form=form)
+    logout_session()
+    flash(gettext("Your account was erased."), "success")
+    return redirect(url_for("web.home"))

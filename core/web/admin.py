@@ -1,5 +1,5 @@
-"""Operator pages: users and roles, invitations, plugins, instance settings, audit log,
-background jobs, mail.
+"""Operator pages: users and roles, account erasure, invitations, plugins, instance settings,
+audit log, background jobs, mail.
 
 Every page needs a site admin (``site.*`` actions of :mod:`core.rbac`; a
 plugin's ``permission_allowed`` may grant them to others).  Changes go
@@ -33,6 +33,7 @@ from sqlalchemy import select
 from werkzeug.wrappers.response import Response as BaseResponse
 
 from core import db
+from core import erasure
 from core import operator
 from core import rbac
 from core.auth import accounts
@@ -123,7 +124,9 @@ def index() -> ResponseReturnValue:
     counts = {
         "users": sess.scalar(select(func.count()).select_from(User)) or 0,
         "inactive": sess.scalar(
-            select(func.count()).select_from(User).where(User.is_active.is_(False))
+            select(func.count())
+            .select_from(User)
+            .where(User.is_active.is_(False), User.erased_at.is_(None))
         )
         or 0,
         "admins": sess.scalar(select(func.count()).select_from(User).where(User.is_admin.is_(True)))
@@ -151,7 +154,7 @@ def users() -> ResponseReturnValue:
     _admin("site.users")
     q = request.args.get("q", "").strip()[:200]
     state = request.args.get("state", "")
-    if state not in {"active", "inactive", "admin", "creator"}:
+    if state not in {"active", "inactive", "erased", "admin", "creator"}:
         state = ""
     rows, next_key = operator.search_users(
         db.session(),
@@ -216,7 +219,11 @@ def set_admin(user_id: str) -> ResponseReturnValue:
     value = _flag()
     try:
         operator.set_admin(sess, admin, account, value)
-    except (operator.CannotChangeOwnAccount, operator.LastActiveAdmin) as exc:
+    except (
+        operator.CannotChangeOwnAccount,
+        operator.AccountStateInvalid,
+        operator.LastActiveAdmin,
+    ) as exc:
         sess.rollback()
         flash(exc.detail, "error")
         return _back_to(account)
@@ -241,7 +248,12 @@ def set_creator(user_id: str) -> ResponseReturnValue:
     sess = db.session()
     account = operator.get_account(sess, user_id)
     value = _flag()
-    operator.set_course_creator(sess, admin, account, value)
+    try:
+        operator.set_course_creator(sess, admin, account, value)
+    except operator.AccountStateInvalid as exc:
+        sess.rollback()
+        flash(exc.detail, "error")
+        return _back_to(account)
     sess.commit()
     forget_user_tokens(sess, account.id)  # their API tokens carry the rights
     if value:
@@ -291,7 +303,13 @@ def reset_second_factor(user_id: str) -> ResponseReturnValue:
     if account.id == admin.id:
         flash(gettext("Turn your own second factor off on your account page."), "error")
         return _back_to(account)
-    if operator.reset_second_factor(sess, admin, account):
+    try:
+        changed = operator.reset_second_factor(sess, admin, account)
+    except operator.AccountStateInvalid as exc:
+        sess.rollback()
+        flash(exc.detail, "error")
+        return _back_to(account)
+    if changed:
         sess.commit()
         flash(
             gettext(
@@ -320,6 +338,85 @@ def reactivate(user_id: str) -> ResponseReturnValue:
         return _back_to(account)
     sess.commit()
     flash(gettext("%(name)s can log in again.", name=account.display_name), "success")
+    return _back_to(account)
+
+
+# ---------------------------------------------------------------- erasure
+
+
+def _erase_page(account: User, form: FormState, status: int = 200) -> ResponseReturnValue:
+    unstaffed = erasure.sole_instructor_of(db.session(), account)
+    return (
+        render_template("admin/erase_user.html", account=account, unstaffed=unstaffed, form=form),
+        status,
+    )
+
+
+def _not_erasable(admin: User, account: User) -> BaseResponse | None:
+    """Back to the user page, with the reason, for one's own or an erased account."""
+    if account.id == admin.id:
+        flash(
+            gettext(
+                "You cannot erase your own account here. Erase it on your account page, "
+                "or ask another administrator."
+            ),
+            "error",
+        )
+        return _back_to(account)
+    if account.erased_at is not None:
+        flash(gettext("This account is already erased."), "error")
+        return _back_to(account)
+    return None
+
+
+@bp.get("/users/<user_id>/erase")
+def confirm_erase(user_id: str) -> ResponseReturnValue:
+    """What erasing the account removes and keeps, and the form that does it."""
+    admin = _admin("site.users")
+    account = operator.get_account(db.session(), user_id)
+    refused = _not_erasable(admin, account)
+    if refused is not None:
+        return refused
+    return _erase_page(account, FormState())
+
+
+@bp.post("/users/<user_id>/erase")
+def erase(user_id: str) -> ResponseReturnValue:
+    """Erase an account for good (:mod:`core.erasure`); its learning records stay, unnamed."""
+    admin = _admin("site.users")
+    sess = db.session()
+    account = operator.get_account(sess, user_id)
+    refused = _not_erasable(admin, account)
+    if refused is not None:
+        return refused
+    if request.form.get("confirm") not in {"1", "true", "on"}:
+        form = FormState()
+        form.add(
+            "confirm",
+            gettext("Tick the box to confirm that you understand the erasure cannot be undone."),
+        )
+        return _erase_page(account, form, 400)
+    try:
+        done = erasure.erase_account(sess, admin, account, via="web")
+    except (
+        operator.AccountStateInvalid,
+        operator.LastActiveAdmin,
+        erasure.ErasureFailed,
+    ) as exc:
+        sess.rollback()
+        flash(exc.detail, "error")
+        return _back_to(account)
+    sess.commit()
+    erasure.after_commit(done)
+    flash(gettext("The account was erased. Its learning records stay, under no name."), "success")
+    if done.unstaffed:
+        flash(
+            gettext(
+                "These courses have no instructor now: %(titles)s. Give each one an instructor.",
+                titles=", ".join(title for _, title in done.unstaffed),
+            ),
+            "warning",
+        )
     return _back_to(account)
 
 
