@@ -441,8 +441,9 @@ def import_course(
     The document's shape is checked first; the plugins' sections and each
     item's config are then checked as the course is built, in the caller's
     one transaction: on any refusal the caller must not commit, and no row
-    is then stored.  Audited as ``course.create``
-    and ``course.import``.  Permission checks are the caller's.
+    is then stored.  Audited as ``course.create`` and ``course.import``, both
+    by ``owner`` (from the command line: by no one, ``"via": "cli"``).
+    Permission checks are the caller's.
 
     :param document: a parsed document, or its decoded JSON.
     :param title: the new course's title instead of the document's (a copy's).
@@ -481,7 +482,7 @@ def import_course(
     fields = doc.course.model_dump()
     if title is not None:
         fields["title"] = title
-    course = svc.create_course(sess, owner, fields)
+    course = svc.create_course(sess, owner, fields, via_cli=via == "cli")
     references = _import_plugin_sections(host, importers, course, doc.plugins)
     sess.flush()  # the plugins' rows, which items' configs are checked against
 

@@ -493,17 +493,33 @@ def _clean_fields(fields: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-def create_course(sess: Session, creator: User, fields: Mapping[str, Any]) -> Course:
+def create_course(
+    sess: Session, creator: User, fields: Mapping[str, Any], *, via_cli: bool = False
+) -> Course:
     """Create a draft course; its creator becomes its first instructor.
 
     :param fields: validated course attributes (title, summary, …).
+    :param via_cli: the operator's command line created it for ``creator``:
+        audited with no actor, ``"via": "cli"`` and the owner, as other
+        command-line changes are.
     """
     course = Course(**_clean_fields(fields), status="draft", created_by_id=creator.id)
     sess.add(course)
     sess.flush()
     sess.add(CourseRole(course_id=course.id, user_id=creator.id, role=rbac.INSTRUCTOR))
     rbac.forget(sess)
-    audit(sess, creator, "course.create", course, title=course.title)
+    if via_cli:
+        audit(
+            sess,
+            None,
+            "course.create",
+            course,
+            title=course.title,
+            via="cli",
+            owner=creator.public_id,
+        )
+    else:
+        audit(sess, creator, "course.create", course, title=course.title)
     sess.flush()
     catalog_index.index_course(sess, course)
     return course

@@ -700,6 +700,17 @@ def test_cli_export_and_import(
     assert [d["via"] for d in audits(app, "course.export")] == ["cli"]
     (entry,) = audits(app, "course.import")
     assert entry["via"] == "cli" and entry["owner"] == prof.id
+    with get_db(app).session() as sess:  # both entries: the operator, for the owner
+        made = sess.execute(
+            select(AuditLog.action, AuditLog.actor_id, AuditLog.detail).where(
+                AuditLog.target == f"course:{new_id}"
+            )
+        ).all()
+    assert {(action, actor) for action, actor, _ in made} == {
+        ("course.create", None),
+        ("course.import", None),
+    }
+    assert all(d["via"] == "cli" and d["owner"] == prof.id for _, _, d in made)
 
     before = snapshot(app)
     doc = json.loads(out.read_text())
