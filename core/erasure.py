@@ -22,30 +22,48 @@ name, an address or a way to log in:
 - ``enrolments``: active and pending ones are withdrawn, as if the person
   had left; completions and the enrolment history stay.
 - ``outbox_mail``: every mail to the address is deleted (bodies hold names,
-  reset links and codes), and so are the jobs that would still send mail to it.
-- ``invitations``: the address is cleared from invitations sent to it.
+  reset links and codes), and so are the jobs that would still send mail to
+  it or deliver those rows; a job's error text that quotes the address (a
+  server's refusal) loses it.
+- ``invitations``: an unused invitation to the address is deleted (it was
+  the person's to use); a used one loses the address.
 - ``audit_log``: the address is replaced by ``(erased)`` wherever an entry's
-  ``email`` or ``to`` held it; the entries stay (the instance's security
-  record), pointing to the erased account.
+  ``email`` or ``to`` held it, the address the person acted from is blanked
+  in their own entries, and the names they gave their API tokens go; the
+  entries stay (the instance's security record), pointing to the erased
+  account.
 - ``events``: each stored xAPI statement's actor ``name`` becomes ``Erased
   user``; the account's public id stays as the statement's account name.
-  A job repeats this a few seconds after the commit, for heartbeats another
-  server process was still holding (:mod:`core.progress_buffer`).
 
-Kept: progress, completions, quiz attempts and grades, events and audit
-entries, as records of an account that names no one.  Rows a plugin owns are
-each plugin's to erase through the ``erase_user_data`` hook, in the same
+Kept: progress, completions, quiz attempts (unfinished ones too) with their
+answers, grades and graders' feedback, events and audit entries, as the
+records of an account that names no one.  Rows a plugin owns are each
+plugin's to erase through the ``erase_user_data`` hook, in the same
 transaction; a plugin that fails stops the erasure and nothing is erased.
+
+Races: the account's row is changed first and over the version of it the
+erasure read (``users.row_version``), so of two erasures at once the second
+is refused, and a request that read the account before the erasure and
+writes it after (a password reset, a profile change, a login) is refused
+with a conflict instead of restoring a password or a name.  What such a
+request adds beside the row (a token, an enrolment), a heartbeat another
+server process still held, and what a machine whose caches still knew the
+person did meanwhile are erased by two sweep jobs (:func:`sweep`): seconds
+after the commit, and once the token and read caches of every machine have
+expired (``[accounts] token_cache_seconds`` plus ``[cache] read_seconds``:
+with the in-process cache, another machine may take a token of the person
+for that long; a Redis cache drops it at once).
 
 Not reached: copies outside this instance (a peer's records of a learner who
 enrolled there, statements sent to an external LRS, backups, mail already
-delivered) and, with Redis or RabbitMQ as the job broker, mail jobs already in
-the broker's queue.
+delivered or being handed to the mail server at that moment) and, with Redis
+or RabbitMQ as the job broker, mail jobs already in the broker's queue.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 from dataclasses import dataclass
 from dataclasses import field
 from datetime import datetime
@@ -59,8 +77,10 @@ from sqlalchemy import or_
 from sqlalchemy import select
 from sqlalchemy import text
 from sqlalchemy import update
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 from sqlalchemy.orm import aliased
+from sqlalchemy.orm.exc import StaleDataError
 
 from core import rbac
 from core.auth.audit import audit
@@ -170,15 +190,20 @@ def erase_account(sess: Session, actor: User | None, user: User, *, via: str) ->
 
     After committing, call :func:`after_commit` with the result.  Heartbeats
     of the person still waiting in a progress buffer are written with their
-    name; the sweep job this queues scrubs them (a caller may call
+    name; the sweep jobs this queues scrub them (a caller may call
     :func:`core.progress_buffer.flush_before_reading` first, before writing
     anything in ``sess``: with SQLite the buffer's write would wait for
     ``sess``'s lock).
 
+    The account row is changed first, over the version of it ``user`` holds
+    (``users.row_version``): of two erasures at once, or an erasure and a
+    request changing the account, the later writer is refused.
+
     :param actor: who erases: the person themselves, an administrator, or
         None for the operator's command line.
     :param via: ``api``, ``web`` or ``cli`` (audited).
-    :raise AccountStateInvalid: the account is already erased.
+    :raise AccountStateInvalid: the account is already erased, or was
+        changed meanwhile.
     :raise LastActiveAdmin: it is the last active site administrator.
     :raise ErasureFailed: a plugin's ``erase_user_data`` failed (the caller
         rolls back; nothing is erased).
@@ -187,11 +212,89 @@ def erase_account(sess: Session, actor: User | None, user: User, *, via: str) ->
         raise AccountStateInvalid("this account is already erased")
     if user.is_admin and user.is_active:
         keep_an_admin(sess)
+    now = utcnow()
+    user.erased_at = now
+    user.is_active = False
+    try:
+        sess.flush()  # takes the row (PostgreSQL: its lock) before anything else
+    except StaleDataError:
+        raise AccountStateInvalid(
+            "this account was changed or erased meanwhile; reload it and try again"
+        ) from None
     address = user.email.lower()
     token_hashes = tuple(
         sess.scalars(select(ApiToken.token_hash).where(ApiToken.user_id == user.id))
     )
     unstaffed = sole_instructor_of(sess, user)
+    cleared = clear_account(sess, user)
+    mail_ids = list(sess.scalars(select(OutboxMail.id).where(func.lower(OutboxMail.to) == address)))
+    if mail_ids:
+        sess.execute(delete(OutboxMail).where(OutboxMail.id.in_(mail_ids)))
+    mail_jobs = _drop_mail_jobs(sess, address, set(mail_ids))
+    # an unused invitation to the address is the person's; a used one keeps its history
+    sess.execute(
+        delete(Invitation).where(
+            func.lower(Invitation.email) == address, Invitation.used_at.is_(None)
+        )
+    )
+    sess.execute(
+        update(Invitation).where(func.lower(Invitation.email) == address).values(email=None)
+    )
+    _scrub_audit(sess, user, address)
+    events = scrub_statements(sess, user.id)
+    _erase_plugin_data(sess, user)
+    user.email = erased_address(user)
+    user.display_name = ERASED_NAME
+    user.session_version += 1
+    rbac.forget(sess)
+    entry = audit(sess, actor, "account.erase", f"user:{user.public_id}", {"via": via})
+    if actor is not None and actor.id == user.id:
+        entry.ip = ""  # where the person asked from is theirs too
+    _queue_sweeps(sess, user.id)
+    sess.flush()
+    erasure = Erasure(
+        user=user.public_id,
+        erased_at=now,
+        identities=cleared.identities,
+        tokens=cleared.tokens,
+        staff_roles=cleared.staff_roles,
+        enrolments_withdrawn=cleared.enrolments_withdrawn,
+        mail=len(mail_ids),
+        mail_jobs=mail_jobs,
+        events=events,
+        unstaffed=unstaffed,
+        token_hashes=token_hashes,
+    )
+    log.info(
+        "account_erased user=%s by=%s via=%s events=%s mail=%s",
+        user.public_id,
+        "self" if actor is not None and actor.id == user.id else _by(actor),
+        via,
+        events,
+        len(mail_ids),
+    )
+    return erasure
+
+
+@dataclass(frozen=True)
+class Cleared:
+    """What :func:`clear_account` removed."""
+
+    identities: int
+    tokens: int
+    staff_roles: int
+    enrolments_withdrawn: int
+
+
+def clear_account(sess: Session, user: User) -> Cleared:
+    """Remove what an erased account may not hold, on its row and the rows hanging off it.
+
+    Ways to log in or act (password, second factor, identities, recovery
+    codes, tokens), rights and staff roles, the last login; enrolments
+    still active or pending are withdrawn.  The erasure does it first; the
+    sweep jobs do it again, for what a request that began before the erasure
+    added after it (a token, an enrolment).  Flushes.
+    """
     identities = _count(sess, delete(Identity).where(Identity.user_id == user.id))
     _count(sess, delete(RecoveryCode).where(RecoveryCode.user_id == user.id))
     tokens = _count(sess, delete(ApiToken).where(ApiToken.user_id == user.id))
@@ -207,17 +310,6 @@ def erase_account(sess: Session, actor: User | None, user: User, *, via: str) ->
     )
     for enrolment in withdrawn:
         enrolment.status = "withdrawn"
-    mail = _count(sess, delete(OutboxMail).where(func.lower(OutboxMail.to) == address))
-    mail_jobs = _drop_mail_jobs(sess, address)
-    sess.execute(
-        update(Invitation).where(func.lower(Invitation.email) == address).values(email=None)
-    )
-    _scrub_audit(sess, address)
-    events = scrub_statements(sess, user.id)
-    _erase_plugin_data(sess, user)
-    now = utcnow()
-    user.email = erased_address(user)
-    user.display_name = ERASED_NAME
     user.password_hash = None
     user.totp_secret = None
     user.totp_enabled = False
@@ -226,38 +318,57 @@ def erase_account(sess: Session, actor: User | None, user: User, *, via: str) ->
     user.can_create_courses = False
     user.is_active = False
     user.last_login_at = None
-    user.session_version += 1
-    user.erased_at = now
-    rbac.forget(sess)
-    audit(sess, actor, "account.erase", f"user:{user.public_id}", {"via": via})
+    sess.flush()
+    return Cleared(identities, tokens, len(roles), len(withdrawn))
+
+
+def sweep_delays_ms() -> tuple[int, ...]:
+    """When the sweep jobs run after an erasure commits.
+
+    The first soon after other processes' buffers flushed; the last once
+    every cache that may still have let another machine take the person for
+    who they were has expired (a verified token, the course standing).
+    """
+    settings = current_app.extensions["trivium.settings"]
+    last = (
+        settings.accounts.token_cache_seconds * 1000
+        + settings.cache.read_seconds * 1000
+        + settings.progress.flush_ms
+        + SWEEP_DELAY_MS
+    )
+    return (SWEEP_DELAY_MS, last) if last > SWEEP_DELAY_MS else (SWEEP_DELAY_MS,)
+
+
+def _queue_sweeps(sess: Session, user_id: int) -> None:
     from core.tasks import get_jobs
 
-    get_jobs().enqueue_on_commit(
-        sess, "core.sweep_erased_statements", (user.id,), delay_ms=SWEEP_DELAY_MS
-    )
+    for delay in sweep_delays_ms():
+        get_jobs().enqueue_on_commit(
+            sess, "core.sweep_erased_statements", (user_id,), delay_ms=delay
+        )
+
+
+def sweep(sess: Session, user_id: int) -> tuple[int, tuple[str, ...]] | None:
+    """Erase again what reached an erased account after its erasure committed.
+
+    A request that held the account from before may have added a token or an
+    enrolment, another process's buffer may have written a heartbeat with
+    the person's name.  Flushed, not committed.
+
+    :return: how many statements were scrubbed and the hashes of the tokens
+        deleted (for :func:`forget_token_hashes` after the commit); None if
+        the account is not erased.
+    """
+    user = sess.get(User, user_id)
+    if user is None or user.erased_at is None:
+        return None
+    hashes = tuple(sess.scalars(select(ApiToken.token_hash).where(ApiToken.user_id == user.id)))
+    clear_account(sess, user)
+    user.email = erased_address(user)
+    user.display_name = ERASED_NAME
+    statements = scrub_statements(sess, user.id)
     sess.flush()
-    erasure = Erasure(
-        user=user.public_id,
-        erased_at=now,
-        identities=identities,
-        tokens=tokens,
-        staff_roles=len(roles),
-        enrolments_withdrawn=len(withdrawn),
-        mail=mail,
-        mail_jobs=mail_jobs,
-        events=events,
-        unstaffed=unstaffed,
-        token_hashes=token_hashes,
-    )
-    log.info(
-        "account_erased user=%s by=%s via=%s events=%s mail=%s",
-        user.public_id,
-        "self" if actor is not None and actor.id == user.id else _by(actor),
-        via,
-        events,
-        mail,
-    )
-    return erasure
+    return statements, hashes
 
 
 def after_commit(erasure: Erasure) -> None:
@@ -295,25 +406,47 @@ def sole_instructor_of(sess: Session, user: User) -> list[tuple[str, str]]:
     return [(pid, title) for pid, title in rows]
 
 
-def _drop_mail_jobs(sess: Session, address: str) -> int:
-    """Delete the jobs that would still send mail to ``address`` (not one running now)."""
+def _drop_mail_jobs(sess: Session, address: str, outbox_ids: set[int]) -> int:
+    """Delete the jobs that would still send mail to ``address`` (not one running now).
+
+    Those of the plugin senders (``core.send_mail``, the address in their
+    message) and the SMTP deliveries of the outbox rows erased
+    (``core.deliver_mail``); an error text a job kept that quotes the address
+    (a server's refusal) loses it.
+    """
     rows = sess.execute(
-        select(Job.id, Job.message).where(Job.actor == "core.send_mail", Job.state != "running")
+        select(Job.id, Job.actor, Job.message).where(
+            Job.actor.in_(("core.send_mail", "core.deliver_mail")), Job.state != "running"
+        )
     )
     doomed = []
-    for job_id, text_ in rows:
+    for job_id, actor_name, text_ in rows:
         try:
             args = store.decode(text_).args
         except DecodeError:
             continue
-        if args and isinstance(args[0], str) and args[0].lower() == address:
+        if not args:
+            continue
+        if actor_name == "core.send_mail":
+            mine = isinstance(args[0], str) and args[0].lower() == address
+        else:
+            mine = args[0] in outbox_ids
+        if mine:
             doomed.append(job_id)
     if doomed:
         sess.execute(delete(Job).where(Job.id.in_(doomed)))
+    quoted = re.compile(re.escape(address), re.IGNORECASE)
+    for job_id, error in sess.execute(
+        select(Job.id, Job.error).where(func.lower(Job.error).contains(address, autoescape=True))
+    ).all():
+        sess.execute(
+            update(Job).where(Job.id == job_id).values(error=quoted.sub(ERASED_VALUE, error))
+        )
     return len(doomed)
 
 
-def _scrub_audit(sess: Session, address: str) -> None:
+def _scrub_audit(sess: Session, user: User, address: str) -> None:
+    """The address out of entries' details, the person's own addresses and token names out."""
     rows = sess.execute(
         select(AuditLog.id, AuditLog.detail).where(
             or_(*(func.lower(AuditLog.detail[key].as_string()) == address for key in _ADDRESS_KEYS))
@@ -326,6 +459,17 @@ def _scrub_audit(sess: Session, address: str) -> None:
             if isinstance(value, str) and value.lower() == address:
                 scrubbed[key] = ERASED_VALUE
         sess.execute(update(AuditLog).where(AuditLog.id == entry_id).values(detail=scrubbed))
+    # where the person acted from, and the names they gave their tokens
+    sess.execute(update(AuditLog).where(AuditLog.actor_id == user.id).values(ip=""))
+    named = sess.execute(
+        select(AuditLog.id, AuditLog.detail).where(
+            AuditLog.actor_id == user.id, AuditLog.action == "auth.token_created"
+        )
+    )
+    for entry_id, detail in named:
+        if isinstance(detail, dict) and "name" in detail:
+            kept = {k: v for k, v in detail.items() if k != "name"}
+            sess.execute(update(AuditLog).where(AuditLog.id == entry_id).values(detail=kept))
 
 
 _SCRUB_SQLITE = text(
@@ -342,14 +486,17 @@ _SCRUB_POSTGRESQL = text(
 def scrub_statements(sess: Session, user_id: int) -> int:
     """Replace the actor's name in every stored statement of ``user_id``; return how many."""
     dialect = sess.get_bind().dialect.name
-    if dialect == "sqlite":
-        statement = _SCRUB_SQLITE
-    elif dialect == "postgresql":
-        statement = _SCRUB_POSTGRESQL
-    else:  # pragma: no cover - only SQLite and PostgreSQL are supported
-        return _scrub_each(sess, user_id)
     params = {"name": ERASED_NAME, "user_id": user_id}
-    return _count(sess, statement.params(params))
+    if dialect == "sqlite":
+        return _count(sess, _SCRUB_SQLITE.params(params))
+    if dialect == "postgresql":
+        try:
+            with sess.begin_nested():
+                return _count(sess, _SCRUB_POSTGRESQL.params(params))
+        except DBAPIError:
+            # a statement holding text jsonb refuses (a NUL character): one by one
+            log.warning("erasure user_id=%s statements=scrubbed_one_by_one", user_id)
+    return _scrub_each(sess, user_id)
 
 
 def _scrub_each(sess: Session, user_id: int) -> int:
@@ -362,6 +509,7 @@ def _scrub_each(sess: Session, user_id: int) -> int:
             statement["actor"] = actor_
             row.statement = statement
             count += 1
+    sess.flush()
     return count
 
 

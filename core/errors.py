@@ -14,6 +14,7 @@ from flask import Response
 from flask import current_app
 from flask import json
 from flask import request
+from sqlalchemy.orm.exc import StaleDataError
 from werkzeug.exceptions import HTTPException
 
 log = logging.getLogger(__name__)
@@ -87,6 +88,13 @@ class Conflict(Problem):
     status = 409
     title = "Conflict"
     type_slug = "conflict"
+
+
+class ChangedMeanwhile(Conflict):
+    """A row this request read was changed by another before this one wrote it."""
+
+    title = "Changed meanwhile"
+    type_slug = "changed-meanwhile"
 
 
 class PayloadTooLarge(Problem):
@@ -188,6 +196,16 @@ def init_app(app: Flask) -> None:
             generic.type_slug = exc.name.lower().replace(" ", "-")
             return problem_response(generic)
         return problem_response(cls(exc.description or cls.title))
+
+    @app.errorhandler(StaleDataError)
+    def _stale(exc: StaleDataError) -> Response:
+        log.warning("stale_write path=%s error=%s", request.path, exc)
+        return _problem(
+            ChangedMeanwhile(
+                "what this request changes was changed by another one meanwhile "
+                "(the account may have been erased); nothing was saved: reload and try again"
+            )
+        )
 
     @app.errorhandler(Exception)
     def _unhandled(exc: Exception) -> Response:

@@ -59,6 +59,12 @@ class User(Base):
     last_login_at: Mapped[datetime | None]
     erased_at: Mapped[datetime | None]
     """When the account was erased (:mod:`core.erasure`); it holds no name or address since."""
+    row_version: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
+    """Moves with every change of the row through the ORM, which writes a change only
+    over the version it read: a request holding the row from before another change
+    (an erasure, above all) fails with a conflict instead of writing over it."""
+
+    __mapper_args__ = {"version_id_col": row_version}
 
     identities: Mapped[list[Identity]] = relationship(
         back_populates="user", cascade="all, delete-orphan"

@@ -728,8 +728,9 @@ def erase_own_account(user: User, body: ErasureBody, ip: str, *, via: str) -> Er
     :raise SelfErasureOff: only administrators erase accounts here.
     :raise NoPasswordToConfirm: the account has no password.
     :raise PasswordIncorrect: wrong password (throttled).
-    :raise TotpCodeInvalid: the second factor is on and the code is missing,
-        wrong, expired or used (counted as a failure).
+    :raise SecondFactorRequired: the second factor is on and no code came
+        (not counted as a failure).
+    :raise TotpCodeInvalid: the code is wrong, expired or used (counted as a failure).
     :raise LastActiveAdmin: the caller is the last active site administrator.
     :raise ErasureFailed: a plugin could not erase its data (nothing erased).
     """
@@ -741,20 +742,18 @@ def erase_own_account(user: User, body: ErasureBody, ip: str, *, via: str) -> Er
     # statements; first, while this transaction holds no write lock (SQLite)
     progress_buffer.flush_before_reading()
     sess = db.session()
-    if user.totp_enabled and not (
-        body.code
-        and (
-            totp.spend_totp(sess, user, body.code)
-            or totp.spend_recovery_code(sess, user, body.code)
+    if user.totp_enabled and not body.code:
+        raise SecondFactorRequired(
+            "this account has a second factor: give a current code or a recovery code too",
+            totp_required=True,
         )
+    if user.totp_enabled and not (
+        totp.spend_totp(sess, user, body.code or "")
+        or totp.spend_recovery_code(sess, user, body.code or "")
     ):
         sess.rollback()
         throttle().record_failure(user.email, ip)
-        raise TotpCodeInvalid(
-            "the code is wrong, expired or already used"
-            if body.code
-            else "this account has a second factor: give a current code or a recovery code"
-        )
+        raise TotpCodeInvalid("the code is wrong, expired or already used")
     address = user.email
     try:
         done = erasure.erase_account(sess, user, user, via=via)
@@ -869,7 +868,8 @@ def create_invitation(admin: User, body: InvitationBody) -> NewInvitation:
         mailed = send_mail(
             body.email,
             f"Your invitation to {conf.instance.name}",
-            f"{admin.display_name} invites you to {conf.instance.name}.\n\n"
+            # no inviter's name: the mail outlives the inviter's account (erasure)
+            f"An administrator of {conf.instance.name} invites you to join it.\n\n"
             f"Register at {conf.instance.base_url.rstrip('/')}/ with this e-mail "
             f"address and the invitation code:\n\n{code}\n\n"
             f"The invitation expires on {invitation.expires_at:%Y-%m-%d %H:%M} UTC.\n",

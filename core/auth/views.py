@@ -395,7 +395,7 @@ class ErasureOut(BaseModel):
     tags=TAGS_ME,
     body=ErasureBody,
     response=ErasureOut,
-    errors=(403, 409, 429),
+    errors=(400, 401, 403, 409, 422, 429, 500),
 )
 def erase_me() -> Response:
     """Erase the caller's account, confirmed with its password (and second factor).

@@ -233,21 +233,30 @@ def announce_completion(user_id: int, course_id: int) -> None:
 
 @actor("core.sweep_erased_statements", max_retries=5)
 def sweep_erased_statements(user_id: int) -> None:
-    """Scrub an erased account's name from statements written after its erasure committed.
+    """Erase again what reached an erased account after its erasure committed.
 
-    Queued by :func:`core.erasure.erase_account`, a few seconds on: another
-    server process may still have held a heartbeat of the person then, whose
-    statement it wrote later.  Idempotent.
+    Queued twice by :func:`core.erasure.erase_account`: seconds after, for
+    heartbeats other server processes still held, and once every cache that
+    could still have let another machine act for the person has expired
+    (see :func:`core.erasure.sweep`).  Idempotent.
     """
     from core import erasure
     from core import progress_buffer
-    from core.models import User
+    from core.auth.tokens import forget_token_hashes
 
     progress_buffer.flush_before_reading()  # when this worker serves requests too
     sess = session()
-    if sess.scalar(select(User.erased_at).where(User.id == user_id)) is None:
+    swept = erasure.sweep(sess, user_id)
+    if swept is None:
+        sess.rollback()
         log.info("job=core.sweep_erased_statements user_id=%s status=not_erased", user_id)
         return
-    count = erasure.scrub_statements(sess, user_id)
     sess.commit()
-    log.info("job=core.sweep_erased_statements user_id=%s statements=%s", user_id, count)
+    statements, hashes = swept
+    forget_token_hashes(list(hashes))
+    log.info(
+        "job=core.sweep_erased_statements user_id=%s statements=%s tokens=%s",
+        user_id,
+        statements,
+        len(hashes),
+    )

@@ -35,6 +35,7 @@ from werkzeug.wrappers.response import Response as BaseResponse
 from core import db
 from core import erasure
 from core import operator
+from core import progress_buffer
 from core import rbac
 from core.auth import accounts
 from core.auth import audit as audit_log
@@ -396,6 +397,8 @@ def erase(user_id: str) -> ResponseReturnValue:
             gettext("Tick the box to confirm that you understand the erasure cannot be undone."),
         )
         return _erase_page(account, form, 400)
+    # the person's waiting heartbeats first, while this transaction has written nothing
+    progress_buffer.flush_before_reading()
     try:
         done = erasure.erase_account(sess, admin, account, via="web")
     except (

@@ -1,6 +1,9 @@
-"""Accounts can be erased; the audit log has indexes by actor and by target.
+"""Accounts can be erased; user rows carry a version; the audit log has indexes by actor and target.
 
 ``users.erased_at`` records when an account was erased (:mod:`core.erasure`).
+``users.row_version`` is SQLAlchemy's version counter for the row: a change
+written from a copy read before another change (a request racing an
+erasure) is refused instead of restoring what the erasure removed.
 A person's data export and an erasure look up the audit entries a person
 made or that were about them; without the indexes on ``actor_id`` and
 ``target`` both read the whole log, as does the administration's audit page
@@ -27,6 +30,7 @@ depends_on: str | Sequence[str] | None = None
 def upgrade() -> None:
     with op.batch_alter_table("users") as batch:
         batch.add_column(sa.Column("erased_at", sa.DateTime(timezone=True), nullable=True))
+        batch.add_column(sa.Column("row_version", sa.Integer(), nullable=False, server_default="1"))
     op.create_index("ix_audit_log_actor_id", "audit_log", ["actor_id"])
     op.create_index("ix_audit_log_target", "audit_log", ["target"])
 
@@ -35,4 +39,5 @@ def downgrade() -> None:
     op.drop_index("ix_audit_log_target", table_name="audit_log")
     op.drop_index("ix_audit_log_actor_id", table_name="audit_log")
     with op.batch_alter_table("users") as batch:
+        batch.drop_column("row_version")
         batch.drop_column("erased_at")
