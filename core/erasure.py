@@ -52,7 +52,10 @@ person did meanwhile are erased by two sweep jobs (:func:`sweep`): seconds
 after the commit, and once the token and read caches of every machine have
 expired (``[accounts] token_cache_seconds`` plus ``[cache] read_seconds``:
 with the in-process cache, another machine may take a token of the person
-for that long; a Redis cache drops it at once).
+for that long; a Redis cache drops it at once), and at least a request's
+longest run.  A request that writes beside the row something that reaches
+the person (a password-reset mail) holds the row first
+(:func:`still_unerased`).
 
 Not reached: copies outside this instance (a peer's records of a learner who
 enrolled there, statements sent to an external LRS, backups, mail already
@@ -71,6 +74,7 @@ from typing import Any
 
 from dramatiq import DecodeError
 from flask import current_app
+from sqlalchemy import and_
 from sqlalchemy import delete
 from sqlalchemy import func
 from sqlalchemy import or_
@@ -114,6 +118,8 @@ ERASED_DOMAIN = "erased.invalid"
 ERASED_VALUE = "(erased)"
 SWEEP_DELAY_MS = 10_000
 """When the statements are swept again: well past a buffer's flush interval."""
+REQUEST_TIMEOUT_MS = 60_000
+"""The longest a served request runs (``trivium serve``'s worker timeout)."""
 
 #: Audit detail keys that may hold the person's address.
 _ADDRESS_KEYS = ("email", "to")
@@ -215,6 +221,7 @@ def erase_account(sess: Session, actor: User | None, user: User, *, via: str) ->
     now = utcnow()
     user.erased_at = now
     user.is_active = False
+    user.row_version += 1  # a write over the version read before this one is refused
     try:
         sess.flush()  # takes the row (PostgreSQL: its lock) before anything else
     except StaleDataError:
@@ -330,13 +337,10 @@ def sweep_delays_ms() -> tuple[int, ...]:
     who they were has expired (a verified token, the course standing).
     """
     settings = current_app.extensions["trivium.settings"]
-    last = (
-        settings.accounts.token_cache_seconds * 1000
-        + settings.cache.read_seconds * 1000
-        + settings.progress.flush_ms
-        + SWEEP_DELAY_MS
-    )
-    return (SWEEP_DELAY_MS, last) if last > SWEEP_DELAY_MS else (SWEEP_DELAY_MS,)
+    caches = settings.accounts.token_cache_seconds * 1000 + settings.cache.read_seconds * 1000
+    # and a request begun just before the erasure may run until the server's timeout
+    last = max(caches, REQUEST_TIMEOUT_MS) + settings.progress.flush_ms + SWEEP_DELAY_MS
+    return (SWEEP_DELAY_MS, last)
 
 
 def _queue_sweeps(sess: Session, user_id: int) -> None:
@@ -351,9 +355,12 @@ def _queue_sweeps(sess: Session, user_id: int) -> None:
 def sweep(sess: Session, user_id: int) -> tuple[int, tuple[str, ...]] | None:
     """Erase again what reached an erased account after its erasure committed.
 
-    A request that held the account from before may have added a token or an
-    enrolment, another process's buffer may have written a heartbeat with
-    the person's name.  Flushed, not committed.
+    A request that held the account from before may have added a token, an
+    enrolment or an audit entry with its address, another process's buffer
+    may have written a heartbeat with the person's name, a plugin a row of
+    its own (``erase_user_data`` is called again).  Flushed, not committed.
+
+    :raise ErasureFailed: a plugin failed (the job is tried again).
 
     :return: how many statements were scrubbed and the hashes of the tokens
         deleted (for :func:`forget_token_hashes` after the commit); None if
@@ -366,7 +373,9 @@ def sweep(sess: Session, user_id: int) -> tuple[int, tuple[str, ...]] | None:
     clear_account(sess, user)
     user.email = erased_address(user)
     user.display_name = ERASED_NAME
+    _scrub_own_audit(sess, user)
     statements = scrub_statements(sess, user.id)
+    _erase_plugin_data(sess, user)
     sess.flush()
     return statements, hashes
 
@@ -446,7 +455,7 @@ def _drop_mail_jobs(sess: Session, address: str, outbox_ids: set[int]) -> int:
 
 
 def _scrub_audit(sess: Session, user: User, address: str) -> None:
-    """The address out of entries' details, the person's own addresses and token names out."""
+    """The address out of entries' details (see also :func:`_scrub_own_audit`)."""
     rows = sess.execute(
         select(AuditLog.id, AuditLog.detail).where(
             or_(*(func.lower(AuditLog.detail[key].as_string()) == address for key in _ADDRESS_KEYS))
@@ -459,8 +468,26 @@ def _scrub_audit(sess: Session, user: User, address: str) -> None:
             if isinstance(value, str) and value.lower() == address:
                 scrubbed[key] = ERASED_VALUE
         sess.execute(update(AuditLog).where(AuditLog.id == entry_id).values(detail=scrubbed))
-    # where the person acted from, and the names they gave their tokens
-    sess.execute(update(AuditLog).where(AuditLog.actor_id == user.id).values(ip=""))
+    _scrub_own_audit(sess, user)
+
+
+def _scrub_own_audit(sess: Session, user: User) -> None:
+    """Where the person acted from, and the names they gave their tokens.
+
+    Their own entries, and those with no actor about their account (a
+    password reset asked for by address).
+    """
+    sess.execute(
+        update(AuditLog)
+        .where(
+            or_(
+                AuditLog.actor_id == user.id,
+                and_(AuditLog.actor_id.is_(None), AuditLog.target == f"user:{user.public_id}"),
+            ),
+            AuditLog.ip != "",
+        )
+        .values(ip="")
+    )
     named = sess.execute(
         select(AuditLog.id, AuditLog.detail).where(
             AuditLog.actor_id == user.id, AuditLog.action == "auth.token_created"
@@ -470,6 +497,29 @@ def _scrub_audit(sess: Session, user: User, address: str) -> None:
         if isinstance(detail, dict) and "name" in detail:
             kept = {k: v for k, v in detail.items() if k != "name"}
             sess.execute(update(AuditLog).where(AuditLog.id == entry_id).values(detail=kept))
+
+
+def still_unerased(sess: Session, user: User) -> bool:
+    """Hold ``user``'s row for this transaction if no erasure came first; False if one did.
+
+    For a request that read the account and writes beside it, not on its
+    row, something that names or reaches the person (a mail to the address):
+    called before committing, it waits for an erasure under way (the row's
+    lock, SQLite's write lock) and then answers False, and the caller rolls
+    back; an erasure coming after waits for this commit and erases what it
+    wrote.
+    """
+    held = sess.execute(
+        update(User)
+        .where(
+            User.id == user.id,
+            User.row_version == user.row_version,
+            User.erased_at.is_(None),
+        )
+        .values(row_version=User.row_version)
+        .execution_options(synchronize_session=False)
+    )
+    return int(getattr(held, "rowcount", 0) or 0) == 1
 
 
 _SCRUB_SQLITE = text(

@@ -12,6 +12,7 @@ from typing import Any
 from flask import Flask
 from flask import Response
 from flask import current_app
+from flask import g
 from flask import json
 from flask import request
 from sqlalchemy.orm.exc import StaleDataError
@@ -200,10 +201,13 @@ def init_app(app: Flask) -> None:
     @app.errorhandler(StaleDataError)
     def _stale(exc: StaleDataError) -> Response:
         log.warning("stale_write path=%s error=%s", request.path, exc)
+        sess = g.get("db_session")
+        if sess is not None:
+            sess.rollback()  # the page's layout reads the session again
         return _problem(
             ChangedMeanwhile(
-                "what this request changes was changed by another one meanwhile "
-                "(the account may have been erased); nothing was saved: reload and try again"
+                "what this request changes was changed or removed meanwhile (the account "
+                "may have been erased); nothing was saved: reload and try again"
             )
         )
 

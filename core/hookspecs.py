@@ -371,7 +371,11 @@ def erase_user_data(user: User) -> None:
     to ``user.id``, whose row names no one afterwards.  Every implementation
     is called.  An implementation that raises stops the erasure: the
     transaction is rolled back, nothing is erased, and the person or
-    operator is told which plugin failed.
+    operator is told which plugin failed.  Called again by the erasure's
+    sweep jobs, seconds and about a minute after the commit, for what a
+    request begun before it wrote afterwards: then ``user`` no longer holds
+    the address or name, so keep matching on ``user.id``, and be idempotent
+    (a failure there retries the job).
 
     :param user: the account being erased, an object of :func:`core.db.session`.
     :return: nothing; raise to refuse the erasure.

@@ -60,11 +60,12 @@ class User(Base):
     erased_at: Mapped[datetime | None]
     """When the account was erased (:mod:`core.erasure`); it holds no name or address since."""
     row_version: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
-    """Moves with every change of the row through the ORM, which writes a change only
-    over the version it read: a request holding the row from before another change
-    (an erasure, above all) fails with a conflict instead of writing over it."""
+    """Moved by an erasure only (:mod:`core.erasure`); the ORM writes every change of
+    the row over the version it read, so a request holding the row from before an
+    erasure fails with a conflict instead of writing a password or a name back,
+    while ordinary changes at once (two logins) do not conflict."""
 
-    __mapper_args__ = {"version_id_col": row_version}
+    __mapper_args__ = {"version_id_col": row_version, "version_id_generator": False}
 
     identities: Mapped[list[Identity]] = relationship(
         back_populates="user", cascade="all, delete-orphan"

@@ -67,6 +67,7 @@ from tests.course_helpers import problem
 from tests.test_export import Side
 from tests.test_export import World
 from tests.test_export import build_world
+from tests.web_helpers import Pages
 
 ERASE = "/me/erase"
 
@@ -264,6 +265,10 @@ def test_erasing_removes_every_trace_and_keeps_the_records(traced: World) -> Non
             select(func.lower(Invitation.email)).where(Invitation.used_at.is_(None))
         ).all()
         assert address not in unused and bob.who.user.email in unused
+        gone = sess.scalar(
+            select(func.count()).where(Invitation.code_hash == sha256_hex(f"unused-{address}"))
+        )
+        assert gone == 0  # deleted, not merely stripped of its address (open to anyone)
         # the failed delivery to her is gone, Bob's kept
         deliveries = sess.scalars(select(Job.error).where(Job.actor == "core.deliver_mail"))
         assert [e for e in deliveries if "550" in e] == [
@@ -731,3 +736,145 @@ class TestWithARedisCache:
         for token in ann.token_plaintexts:
             headers = {"Authorization": f"Bearer {token}"}
             assert world.client.get("/api/v1/me", headers=headers).status_code == 401
+
+
+def _erase_elsewhere(app: Flask, user_id: int) -> None:
+    """Commit an erasure of ``user_id`` from another session (another request)."""
+    with app.app_context():
+        other = get_db(app).sessions()
+        try:
+            done = erasure.erase_account(other, None, other.get_one(User, user_id), via="cli")
+            other.commit()
+            erasure.after_commit(done)
+        finally:
+            other.close()
+
+
+def test_ordinary_changes_at_once_do_not_conflict(traced: World) -> None:
+    """Only an erasure moves the row's version: two logins at once both go through."""
+    world, ann = traced, traced.ann
+    first, second = get_db(world.app).sessions(), get_db(world.app).sessions()
+    try:
+        one = first.get_one(User, ann.who.user.id)
+        two = second.get_one(User, ann.who.user.id)
+        one.last_login_at = datetime.now(UTC)
+        first.commit()
+        two.display_name = "Ann Again"
+        second.commit()
+    finally:
+        first.close()
+        second.close()
+    assert rows_of(world.app, ann.who.user.id)["user"]["display_name"] == "Ann Again"
+
+
+def test_a_page_that_lost_the_race_says_so(traced: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    world, ann = traced, traced.ann
+    with get_db(world.app).session() as sess:
+        sess.get_one(User, ann.who.user.id).totp_enabled = False
+    pages = Pages(world.app.test_client())
+    login = pages.post("/login", {"email": ann.who.user.email, "password": password_of(ann)})
+    assert login.status_code in (302, 303), login.get_data(as_text=True)
+
+    from core.auth import accounts
+
+    real_audit = accounts.audit
+
+    def erase_meanwhile(*args: Any, **kwargs: Any) -> Any:
+        _erase_elsewhere(world.app, ann.who.user.id)
+        return real_audit(*args, **kwargs)
+
+    monkeypatch.setattr(accounts, "audit", erase_meanwhile)
+    resp = pages.post("/account/profile", {"display_name": "Ann Realname"})
+    assert resp.status_code == 409
+    page = resp.get_data(as_text=True)
+    assert "changed or removed meanwhile" in page and "<nav" in page  # the site's layout
+    assert rows_of(world.app, ann.who.user.id)["user"]["display_name"] == "Erased user"
+
+
+def test_a_reset_mail_asked_for_as_the_account_is_erased_is_not_kept(
+    traced: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    world, ann = traced, traced.ann
+    address = ann.who.user.email
+    from core.auth import accounts
+
+    real_send = accounts.send_mail
+
+    def erase_meanwhile(*args: Any, **kwargs: Any) -> Any:
+        _erase_elsewhere(world.app, ann.who.user.id)  # after the request found the account
+        return real_send(*args, **kwargs)
+
+    monkeypatch.setattr(accounts, "send_mail", erase_meanwhile)
+    resp = Api(world.app.test_client()).post("/auth/password-reset", {"email": address})
+    assert resp.status_code == 202
+    assert address not in everything(world.app).lower()
+
+
+def test_the_command_line_reports_a_lost_race(
+    traced: World, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    world, ann = traced, traced.ann
+    from core.cli import users as users_cli
+
+    def erase_meanwhile(sess: Any, user: User) -> None:
+        _erase_elsewhere(world.app, user.id)
+        user.display_name = "Ann Realname"
+
+    class State:
+        def app(self) -> Flask:
+            return world.app
+
+    monkeypatch.setattr(users_cli, "state_of", lambda ctx: State())
+    import click
+
+    with pytest.raises(click.ClickException, match="changed meanwhile"):
+        users_cli._account_change(None, ann.who.user.email, erase_meanwhile)  # type: ignore[arg-type]
+    assert rows_of(world.app, ann.who.user.id)["user"]["display_name"] == "Erased user"
+
+
+def test_the_sweep_scrubs_what_late_requests_audited(traced: World) -> None:
+    world, ann = traced, traced.ann
+    ok(erase(world, ann))
+    with get_db(world.app).session() as sess:  # a token made by a request begun before
+        sess.add(
+            AuditLog(
+                actor_id=ann.who.user.id,
+                action="auth.token_created",
+                target="token:late",
+                ip="198.51.100.7",
+                detail={"name": "Ann Lovelace's laptop"},
+            )
+        )
+        sess.add(
+            AuditLog(
+                actor_id=None,
+                action="auth.password_reset_requested",
+                target=f"user:{ann.who.id}",
+                ip="198.51.100.8",
+            )
+        )
+    with world.app.app_context():
+        sweep_erased_statements.fn(ann.who.user.id)
+        db.session().close()
+    text = everything(world.app)
+    assert "198.51.100" not in text and "Lovelace" not in text
+
+
+def test_a_job_error_quoting_the_address_loses_it(traced: World) -> None:
+    world, ann = traced, traced.ann
+    address = ann.who.user.email
+    with get_db(world.app).session() as sess:
+        sess.add(
+            Job(
+                message_id="other-job",
+                queue="default",
+                actor="plugin.something",
+                message="{}",
+                state="failed",
+                error=f"Traceback ...\nValueError: no such mailbox {address.upper()}",
+            )
+        )
+    ok(erase(world, ann))
+    with get_db(world.app).session() as sess:
+        error = sess.scalar(select(Job.error).where(Job.message_id == "other-job"))
+    assert error == "Traceback ...\nValueError: no such mailbox (erased)"

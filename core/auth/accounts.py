@@ -567,6 +567,12 @@ def request_password_reset(body: ResetRequestBody, ip: str) -> None:
         "If it was not you, ignore this mail: your password stays as it is.\n",
     )
     audit(sess, None, "auth.password_reset_requested", f"user:{user.public_id}")
+    from core import erasure
+
+    if not erasure.still_unerased(sess, user):
+        sess.rollback()  # erased meanwhile: no mail to the address it had
+        log.info("password_reset status=erased_meanwhile ip=%s", ip)
+        return
     sess.commit()
 
 

@@ -16,6 +16,7 @@ from argon2 import PasswordHasher
 from argon2 import profiles
 from sqlalchemy import func
 from sqlalchemy import select
+from sqlalchemy.orm.exc import StaleDataError
 
 from core.cli.base import cli
 from core.cli.base import new_private_file
@@ -149,9 +150,15 @@ def _account_change(ctx: click.Context, email: str, change: Callable[[Session, U
             raise click.ClickException(f"no user {address}")
         try:
             outcome = change(sess, user)
+            sess.commit()
         except Problem as exc:
+            sess.rollback()
             raise click.ClickException(f"{address}: {exc.detail}") from exc
-        sess.commit()
+        except StaleDataError as exc:
+            sess.rollback()
+            raise click.ClickException(
+                f"{address} was changed meanwhile (erased?); nothing was saved: run it again"
+            ) from exc
         forget_user_tokens(sess, user.id)  # cached tokens carry the owner's rights
     return outcome
 

@@ -1,9 +1,9 @@
 """Accounts can be erased; user rows carry a version; the audit log has indexes by actor and target.
 
 ``users.erased_at`` records when an account was erased (:mod:`core.erasure`).
-``users.row_version`` is SQLAlchemy's version counter for the row: a change
-written from a copy read before another change (a request racing an
-erasure) is refused instead of restoring what the erasure removed.
+``users.row_version`` is the row's version for SQLAlchemy, moved by an
+erasure only: a change written from a copy read before the erasure (a
+request racing it) is refused instead of restoring what the erasure removed.
 A person's data export and an erasure look up the audit entries a person
 made or that were about them; without the indexes on ``actor_id`` and
 ``target`` both read the whole log, as does the administration's audit page
