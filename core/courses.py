@@ -13,6 +13,7 @@ after every change.
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import hmac
 import logging
@@ -21,6 +22,8 @@ import secrets
 from collections.abc import Iterable
 from collections.abc import Mapping
 from collections.abc import Sequence
+from dataclasses import dataclass
+from dataclasses import field
 from typing import Any
 from typing import Protocol
 from typing import TypeVar
@@ -1005,15 +1008,33 @@ def add_learner(sess: Session, actor: User, course: Course, user: User) -> Enrol
     enrolment = find_enrolment(sess, user, course)
     if enrolment is not None and enrolment.status == "active":
         raise AlreadyEnrolled("this user is already enrolled")
+    enrolment = _enrol_by_staff(sess, actor, course, user, enrolment)
+    sess.flush()
+    return enrolment
+
+
+def _enrol_by_staff(
+    sess: Session,
+    actor: User | None,
+    course: Course,
+    user: User,
+    enrolment: Enrolment | None,
+    **detail: Any,
+) -> Enrolment:
+    """Make ``user`` an active learner, audited as ``enrolment.add`` with ``detail``.
+
+    :param enrolment: the user's existing row in the course (withdrawn,
+        rejected or pending), or None to add one.
+    :raise AlreadyEnrolled: a concurrent request enrolled them first.
+    """
     if enrolment is None:
         enrolment = Enrolment(course_id=course.id, user_id=user.id, status="active")
         _save_new_enrolment(sess, enrolment)
     else:
         enrolment.status = "active"
     rbac.forget(sess)
-    audit(sess, actor, "enrolment.add", course, user=user.public_id)
+    audit(sess, actor, "enrolment.add", course, user=user.public_id, **detail)
     _activated(sess, user, course)
-    sess.flush()
     return enrolment
 
 
@@ -1080,3 +1101,259 @@ def list_enrolments(
     rows = [(r[0], r[1]) for r in sess.execute(stmt.order_by(Enrolment.id).limit(limit + 1))]
     next_key = rows[limit - 1][0].id if len(rows) > limit else None
     return rows[:limit], next_key
+
+
+# ---------------------------------------------------------------- bulk enrolment
+
+#: The most entries one bulk enrolment takes (a large lecture's class list).
+MAX_BULK_ADDRESSES = 1000
+#: The largest class list file read; 1,000 addresses in a CSV with other columns fit easily.
+MAX_CLASS_LIST_BYTES = 512 * 1024
+#: The longest address an account can have (``users.email``).
+MAX_ADDRESS_LENGTH = 320
+
+_SEPARATORS = re.compile(r"[,;\s]+")
+_ADDRESS = re.compile(r"[^@\s,;<>\"\x00-\x1f\x7f]+@[^@\s,;<>\"\x00-\x1f\x7f]+")
+_EMAIL_HEADERS = frozenset({"email", "e-mail", "email address", "e-mail address", "mail"})
+
+
+class NoAddresses(ValidationFailed):
+    """A class list holds no e-mail address at all."""
+
+    type_slug = "no-addresses"
+
+
+class TooManyAddresses(ValidationFailed):
+    """A class list has more entries than :data:`MAX_BULK_ADDRESSES`."""
+
+    type_slug = "too-many-addresses"
+
+
+class InvalidAddresses(ValidationFailed):
+    """Entries of a class list are not e-mail addresses.
+
+    ``errors`` names each: its ``position`` (from 1, among the entries
+    given), its ``value`` (shortened) and what is wrong (``msg``).
+    """
+
+    type_slug = "invalid-addresses"
+
+
+class ClassListUnreadable(ValidationFailed):
+    """A class list file is too large, not UTF-8 text, or not readable as CSV."""
+
+    type_slug = "class-list-unreadable"
+
+
+@dataclass(frozen=True)
+class BulkEnrolled:
+    """An address whose account was (or, in a dry run, would be) enrolled."""
+
+    address: str
+    user: User
+    enrolment: Enrolment | None
+    """The active enrolment; None in a dry run."""
+
+
+@dataclass
+class BulkEnrolment:
+    """What :func:`enrol_many` did with each address of a class list, in the list's order."""
+
+    dry_run: bool
+    enrolled: list[BulkEnrolled] = field(default_factory=list)
+    already: list[str] = field(default_factory=list)
+    """Active learners already."""
+    staff: list[str] = field(default_factory=list)
+    """The course's instructors and TAs, who cannot be its learners."""
+    unknown: list[str] = field(default_factory=list)
+    """No active account has the address."""
+
+
+def split_addresses(text: str) -> list[str]:
+    """The entries of pasted text: one per line, or separated by commas, semicolons or spaces."""
+    return [part for part in _SEPARATORS.split(text) if part]
+
+
+def read_class_list(data: bytes) -> list[str]:
+    """The entries of a class list file: UTF-8 text or CSV.
+
+    In a CSV whose first row names an ``email`` column, that column's cells
+    are the entries (so a cell without an address is reported, not
+    skipped); otherwise every word containing ``@`` in any cell is one.
+    Check the entries with :func:`normalise_addresses` (or
+    :func:`enrol_many`).
+
+    :raise ClassListUnreadable: larger than :data:`MAX_CLASS_LIST_BYTES`,
+        not UTF-8, or broken CSV.
+    """
+    if len(data) > MAX_CLASS_LIST_BYTES:
+        raise ClassListUnreadable(
+            f"the file is larger than {MAX_CLASS_LIST_BYTES // 1024} KB; "
+            f"a class list of {MAX_BULK_ADDRESSES:,} addresses is far smaller"
+        )
+    try:
+        text = data.decode("utf-8-sig")  # spreadsheets often start UTF-8 with a BOM
+    except UnicodeDecodeError as exc:
+        raise ClassListUnreadable(
+            f"the file is not UTF-8 text (byte {exc.start + 1}); "
+            "save it as UTF-8 (spreadsheets: CSV UTF-8)"
+        ) from None
+    lines = text.splitlines()
+    first = next((line for line in lines if line.strip()), "")
+    delimiter = max(",;\t", key=first.count)
+    try:
+        rows = [row for row in csv.reader(lines, delimiter=delimiter) if any(map(str.strip, row))]
+    except csv.Error as exc:
+        raise ClassListUnreadable(f"the file is not readable as CSV: {exc}") from None
+    header = [cell.strip().lower() for cell in rows[0]] if rows else []
+    column = next((n for n, name in enumerate(header) if name in _EMAIL_HEADERS), None)
+    if column is not None:
+        cells = [row[column] for row in rows[1:] if column < len(row)]
+        return [word for cell in cells for word in split_addresses(cell)]
+    return [
+        word
+        for row in rows
+        for cell in row
+        if "@" in cell
+        for word in split_addresses(cell)
+        if "@" in word
+    ]
+
+
+def _address_problem(address: str) -> str | None:
+    if len(address) > MAX_ADDRESS_LENGTH:
+        return f"is longer than {MAX_ADDRESS_LENGTH} characters"
+    if any(c.isspace() for c in address):
+        return "contains a space"
+    if "@" not in address:
+        return "has no @"
+    if _ADDRESS.fullmatch(address) is None:
+        return "is not an e-mail address"
+    return None
+
+
+def _shown(entry: str, limit: int = 80) -> str:
+    """An entry as an error message quotes it: short, without control characters."""
+    text = "".join("\ufffd" if ord(c) < 32 or ord(c) == 127 else c for c in entry[: limit + 1])
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def normalise_addresses(entries: Iterable[str]) -> list[str]:
+    """A class list's addresses: trimmed, lower-case, each once, in first-seen order.
+
+    Blank entries are skipped; every other entry must be one e-mail address
+    (split pasted text with :func:`split_addresses` first).
+
+    :raise NoAddresses: there is none.
+    :raise TooManyAddresses: more than :data:`MAX_BULK_ADDRESSES` entries.
+    :raise InvalidAddresses: some entries are not e-mail addresses.
+    """
+    given = [(position, entry.strip()) for position, entry in enumerate(entries, 1)]
+    given = [(position, entry) for position, entry in given if entry]
+    if not given:
+        raise NoAddresses("the class list holds no e-mail address")
+    if len(given) > MAX_BULK_ADDRESSES:
+        raise TooManyAddresses(
+            f"the class list has {len(given):,} entries; at most "
+            f"{MAX_BULK_ADDRESSES:,} are enrolled at once, so split it",
+            limit=MAX_BULK_ADDRESSES,
+            count=len(given),
+        )
+    addresses: dict[str, None] = {}
+    errors: list[dict[str, Any]] = []
+    for position, entry in given:
+        address = entry.lower()
+        reason = _address_problem(address)
+        if reason is None:
+            addresses.setdefault(address, None)
+        else:
+            errors.append({"position": position, "value": _shown(entry), "msg": reason})
+    if errors:
+        named = "; ".join(f"entry {e['position']} {e['value']!r} {e['msg']}" for e in errors[:5])
+        more = f"; and {len(errors) - 5} more" if len(errors) > 5 else ""
+        count = (
+            "1 entry is not an e-mail address"
+            if len(errors) == 1
+            else f"{len(errors)} entries are not e-mail addresses"
+        )
+        raise InvalidAddresses(f"{count} (nothing was stored): {named}{more}", errors=errors)
+    return list(addresses)
+
+
+def enrol_many(
+    sess: Session,
+    actor: User | None,
+    course: Course,
+    addresses: Iterable[str],
+    *,
+    dry_run: bool = False,
+    via: str | None = None,
+) -> BulkEnrolment:
+    """Staff enrol a class list by e-mail address (any mode; overrides rejections).
+
+    Each address is either ``enrolled`` (a new learner, or one whose
+    enrolment was withdrawn, rejected or pending), ``already`` (an active
+    learner), ``staff`` (the course's staff cannot be its learners) or
+    ``unknown``: no active account has it, which is all a deactivated or
+    erased account's address tells.  Every learner is enrolled as by
+    :func:`add_learner`, audited as ``enrolment.add`` with ``"bulk": true``.
+
+    :param actor: who enrols them; None for the operator's command line.
+    :param addresses: the entries, as :func:`normalise_addresses` takes them.
+    :param dry_run: only classify the addresses; nothing is written.
+    :param via: also recorded in each audit entry (``"cli"``).
+    :raise NoAddresses: there is no address; nothing was written.
+    :raise TooManyAddresses: nothing was written.
+    :raise InvalidAddresses: nothing was written.
+    :raise AlreadyEnrolled: a concurrent request enrolled one of them first.
+    """
+    wanted = normalise_addresses(addresses)
+    accounts = {
+        user.email: user
+        for user in sess.scalars(
+            select(User).where(
+                User.email.in_(wanted), User.is_active.is_(True), User.erased_at.is_(None)
+            )
+        )
+    }
+    ids = [user.id for user in accounts.values()]
+    staff_ids = set(
+        sess.scalars(
+            select(CourseRole.user_id).where(
+                CourseRole.course_id == course.id, CourseRole.user_id.in_(ids)
+            )
+        )
+    )
+    enrolments = {
+        row.user_id: row
+        for row in sess.scalars(
+            select(Enrolment).where(Enrolment.course_id == course.id, Enrolment.user_id.in_(ids))
+        )
+    }
+    detail: dict[str, Any] = {"bulk": True} if via is None else {"bulk": True, "via": via}
+    result = BulkEnrolment(dry_run=dry_run)
+    for address in wanted:
+        user = accounts.get(address)
+        existing = enrolments.get(user.id) if user is not None else None
+        if user is None:
+            result.unknown.append(address)
+        elif user.id in staff_ids:
+            result.staff.append(address)
+        elif existing is not None and existing.status == "active":
+            result.already.append(address)
+        elif dry_run:
+            result.enrolled.append(BulkEnrolled(address, user, None))
+        else:
+            enrolment = _enrol_by_staff(sess, actor, course, user, existing, **detail)
+            result.enrolled.append(BulkEnrolled(address, user, enrolment))
+    sess.flush()
+    log.info(
+        "bulk_enrolment course=%s dry_run=%s enrolled=%d already=%d staff=%d unknown=%d",
+        course.public_id,
+        dry_run,
+        len(result.enrolled),
+        len(result.already),
+        len(result.staff),
+        len(result.unknown),
+    )
+    return result

@@ -1,7 +1,8 @@
 """Enrolment API: joining and leaving a course, and staff managing its learners.
 
 ``/courses/<id>/enrolment`` is the caller's own enrolment; ``/courses/<id>/enrolments``
-and ``/enrolments/<id>`` are the staff side.
+(with ``/bulk`` for a class list of e-mail addresses) and ``/enrolments/<id>`` are the
+staff side.
 """
 
 from __future__ import annotations
@@ -51,6 +52,38 @@ class AddLearner(Body):
     """Staff enrol a user directly."""
 
     user_id: str = Field(min_length=1, max_length=64)
+
+
+class BulkEnrol(Body):
+    """Staff enrol a class list by e-mail address.
+
+    Addresses are trimmed and compared in lower case; repeats count once.
+    """
+
+    emails: list[str] = Field(
+        description=f"at most {svc.MAX_BULK_ADDRESSES:,} e-mail addresses, one per entry"
+    )
+    dry_run: bool = Field(default=False, description="only say what would happen; store nothing")
+
+
+class BulkEnrolled(BaseModel):
+    """An address whose account was (or would be) enrolled."""
+
+    email: str
+    user_id: str
+    enrolment_id: str | None = Field(description="the active enrolment; null in a dry run")
+
+
+class BulkEnrolmentOut(BaseModel):
+    """What a bulk enrolment did with each address, in the order sent."""
+
+    dry_run: bool
+    enrolled: list[BulkEnrolled] = Field(
+        description="new learners, and those whose enrolment was withdrawn, rejected or pending"
+    )
+    already: list[str] = Field(description="already active learners")
+    staff: list[str] = Field(description="the course's staff, who cannot be its learners")
+    unknown: list[str] = Field(description="no active account has the address")
 
 
 class EnrolmentQuery(PageQuery):
@@ -195,6 +228,43 @@ def add_learner(course_id: str) -> ResponseReturnValue:
     out = enrolment_out(enrolment, course, learner)
     sess.commit()
     return json_response(out, 201)
+
+
+@bp.post("/courses/<course_id>/enrolments/bulk")
+@operation(
+    "Enrol a class list by e-mail address (staff; any enrolment mode)",
+    tags=TAGS,
+    body=BulkEnrol,
+    response=BulkEnrolmentOut,
+    errors=(404, 409),
+)
+def enrol_class_list(course_id: str) -> ResponseReturnValue:
+    """Enrol every address with an active account; say what became of each.
+
+    A malformed entry (by position and value) or more than 1,000 entries
+    refuse the whole list with a 422; unknown addresses are only reported.
+    """
+    actor, course = load_course(course_id, "enrolment.manage")
+    data = parse_body(BulkEnrol)
+    sess = db.session()
+    result = svc.enrol_many(sess, actor, course, data.emails, dry_run=data.dry_run)
+    out = BulkEnrolmentOut(
+        dry_run=result.dry_run,
+        enrolled=[
+            BulkEnrolled(
+                email=row.address,
+                user_id=row.user.public_id,
+                enrolment_id=row.enrolment.public_id if row.enrolment is not None else None,
+            )
+            for row in result.enrolled
+        ],
+        already=result.already,
+        staff=result.staff,
+        unknown=result.unknown,
+    )
+    if not result.dry_run:
+        sess.commit()
+    return json_response(out)
 
 
 def _decide(enrolment_id: str, approve: bool) -> ResponseReturnValue:

@@ -1,9 +1,11 @@
-"""``trivium courses``: an operator's course export and import (see :mod:`core.course_transfer`)."""
+"""``trivium courses``: an operator's course export and import (see :mod:`core.course_transfer`)
+and bulk enrolment of a class list (see :func:`core.courses.enrol_many`)."""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import BinaryIO
 
 import click
 from sqlalchemy import func
@@ -16,7 +18,7 @@ from core.cli.base import state_of
 
 @cli.group()
 def courses() -> None:
-    """Course export and import."""
+    """Course export and import, and enrolling a class list."""
 
 
 @courses.command("export")
@@ -101,11 +103,60 @@ def courses_import(ctx: click.Context, file: Path, owner_email: str) -> None:
         )
 
 
+@courses.command("enrol")
+@click.argument("course_id")
+@click.argument("file", type=click.File("rb"))
+@click.option("--dry-run", is_flag=True, help="Only say what would happen; store nothing.")
+@click.pass_context
+def courses_enrol(ctx: click.Context, course_id: str, file: BinaryIO, dry_run: bool) -> None:
+    """Enrol the e-mail addresses in FILE as learners of the course COURSE_ID.
+
+    FILE is UTF-8 text or CSV, or - for standard input: the cells of a column
+    headed "email", otherwise every address in it; at most 1,000.  Addresses
+    with no active account are listed and skipped (that is no error); a
+    malformed entry refuses the whole file and stores nothing.  Each
+    enrolment is audited as enrolment.add with "via": "cli".
+    """
+    from core import courses as svc
+    from core.db import session as db_session
+    from core.errors import Problem
+
+    data = file.read(svc.MAX_CLASS_LIST_BYTES + 1)
+    app = state_of(ctx).app()
+    with app.app_context():
+        sess = db_session()  # the one the plugins' track_event listeners write with
+        try:
+            course = svc.get_course(sess, course_id)
+        except Problem as exc:
+            raise click.ClickException(f"{course_id}: {exc.detail}") from exc
+        try:
+            entries = svc.read_class_list(data)
+            result = svc.enrol_many(sess, None, course, entries, dry_run=dry_run, via="cli")
+        except Problem as exc:
+            sess.rollback()
+            raise click.ClickException(_refusal(exc)) from exc
+        if not dry_run:
+            sess.commit()
+        title = course.title
+    click.echo(
+        f"Dry run for {title!r} ({course_id}); nothing was stored."
+        if dry_run
+        else f"Enrolled the class list in {title!r} ({course_id})."
+    )
+    click.echo(f"{'Would enrol' if dry_run else 'Enrolled'}: {len(result.enrolled)}")
+    click.echo(f"Already enrolled: {len(result.already)}")
+    click.echo(f"Course staff, not enrolled: {len(result.staff)}")
+    click.echo(f"No active account, not enrolled: {len(result.unknown)}")
+    for address in result.unknown:
+        click.echo(f"  {address}")
+
+
 def _refusal(exc: Exception) -> str:
     from core.errors import Problem
 
     text = f"refused: {exc.detail}" if isinstance(exc, Problem) else str(exc)
     errors = exc.extra.get("errors") if isinstance(exc, Problem) else None
     for error in errors or []:
-        text += f"\n  {error.get('loc')}: {error.get('msg')}"
+        where = error.get("loc") or f"entry {error.get('position')} {error.get('value')!r}"
+        text += f"\n  {where}: {error.get('msg')}"
     return text

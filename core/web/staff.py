@@ -26,6 +26,7 @@ from flask import stream_with_context
 from flask import url_for
 from flask.typing import ResponseReturnValue
 from flask_babel import gettext
+from flask_babel import ngettext
 from pydantic import BaseModel
 from pydantic import ConfigDict
 from pydantic import Field
@@ -737,6 +738,7 @@ def _render_learners(
     course: Course,
     *,
     add_form: FormState | None = None,
+    bulk_form: FormState | None = None,
     invite_code: str | None = None,
     status: int = 200,
 ) -> ResponseReturnValue:
@@ -758,6 +760,9 @@ def _render_learners(
             shown=shown,
             next_cursor=cursor_for(next_key),
             add_form=add_form or FormState(),
+            bulk_form=bulk_form or FormState(),
+            max_addresses=svc.MAX_BULK_ADDRESSES,
+            max_file_kb=svc.MAX_CLASS_LIST_BYTES // 1024,
             invite_code=invite_code,
         ),
         status,
@@ -797,6 +802,125 @@ def add_learner(course_id: str) -> ResponseReturnValue:
         return _render_learners(user, course, add_form=state, status=409)
     sess.commit()
     flash(gettext("%(name)s is enrolled.", name=learner.display_name), "success")
+    return _redirect_learners(course)
+
+
+#: A refused class list: the page shows the problem on the text area.
+_CLASS_LIST_REFUSED = (svc.NoAddresses, svc.TooManyAddresses, svc.InvalidAddresses)
+
+#: Unknown addresses listed in the summary at most (it travels in the session cookie).
+_LISTED_ADDRESSES = 20
+_LISTED_CHARACTERS = 1000
+
+
+def _class_list(state: FormState) -> list[str]:
+    """The entries of the pasted text, then of the uploaded file (its problems on ``state``)."""
+    entries = svc.split_addresses(state.get("addresses"))
+    upload = request.files.get("file")
+    if upload is not None and upload.filename:
+        try:
+            entries += svc.read_class_list(upload.stream.read(svc.MAX_CLASS_LIST_BYTES + 1))
+        except svc.ClassListUnreadable as exc:
+            state.add("file", exc.detail)
+    return entries
+
+
+def _listed(addresses: list[str]) -> str:
+    shown: list[str] = []
+    length = 0
+    for address in addresses[:_LISTED_ADDRESSES]:
+        length += len(address) + 2
+        if shown and length > _LISTED_CHARACTERS:
+            break
+        shown.append(address)
+    text = ", ".join(shown)
+    rest = len(addresses) - len(shown)
+    if rest:
+        text += " " + gettext("and %(num)d more", num=rest)
+    return text
+
+
+def _bulk_summary(result: svc.BulkEnrolment) -> str:
+    parts = [
+        ngettext("%(num)d learner enrolled.", "%(num)d learners enrolled.", len(result.enrolled))
+    ]
+    if result.already:
+        parts.append(
+            ngettext(
+                "%(num)d was already enrolled.",
+                "%(num)d were already enrolled.",
+                len(result.already),
+            )
+        )
+    if result.staff:
+        parts.append(
+            ngettext(
+                "%(num)d is on the course's staff and was not enrolled.",
+                "%(num)d are on the course's staff and were not enrolled.",
+                len(result.staff),
+            )
+        )
+    if result.unknown:
+        parts.append(
+            ngettext(
+                "%(num)d address has no active account: %(addresses)s.",
+                "%(num)d addresses have no active account: %(addresses)s.",
+                len(result.unknown),
+                addresses=_listed(result.unknown),
+            )
+        )
+    return " ".join(parts)
+
+
+@bp.post("/courses/<course_id>/learners/bulk")
+def bulk_preview(course_id: str) -> ResponseReturnValue:
+    """Check a pasted or uploaded class list and show what enrolling it would do.
+
+    Nothing is stored: the page lists who would be enrolled, who already is,
+    who is staff and which addresses have no active account, with a button
+    that sends the checked list to :func:`bulk_enrol`.
+    """
+    user, course = load_course(course_id, "enrolment.manage")
+    state = FormState.of(request.form, ["addresses"])
+    entries = _class_list(state)
+    if not state.ok:
+        return _render_learners(user, course, bulk_form=state, status=422)
+    try:
+        addresses = svc.normalise_addresses(entries)
+        result = svc.enrol_many(db.session(), user, course, addresses, dry_run=True)
+    except _CLASS_LIST_REFUSED as exc:
+        state.add("addresses", exc.detail)
+        return _render_learners(user, course, bulk_form=state, status=exc.status)
+    return render_template(
+        "staff/bulk_enrol.html",
+        course=course,
+        perms=_perms(user, course),
+        result=result,
+        addresses=" ".join(addresses),
+    )
+
+
+@bp.post("/courses/<course_id>/learners/bulk/confirm")
+def bulk_enrol(course_id: str) -> ResponseReturnValue:
+    """Enrol a checked class list; the summary names the addresses without an account."""
+    user, course = load_course(course_id, "enrolment.manage")
+    state = FormState.of(request.form, ["addresses"])
+    sess = db.session()
+    try:
+        result = svc.enrol_many(sess, user, course, svc.split_addresses(state.get("addresses")))
+    except _CLASS_LIST_REFUSED as exc:
+        sess.rollback()
+        state.add("addresses", exc.detail)
+        return _render_learners(user, course, bulk_form=state, status=exc.status)
+    except svc.AlreadyEnrolled:
+        sess.rollback()
+        flash(
+            gettext("Someone enrolled one of these learners meanwhile; nothing was stored."),
+            "error",
+        )
+        return _redirect_learners(course)
+    sess.commit()
+    flash(_bulk_summary(result), "warning" if result.unknown else "success")
     return _redirect_learners(course)
 
 
