@@ -19,6 +19,7 @@ import hmac
 import logging
 import re
 import secrets
+import unicodedata
 from collections.abc import Iterable
 from collections.abc import Mapping
 from collections.abc import Sequence
@@ -1207,6 +1208,10 @@ def read_class_list(data: bytes) -> list[str]:
         raise ClassListUnreadable(f"the file is not readable as CSV: {exc}") from None
     header = [cell.strip().lower() for cell in rows[0]] if rows else []
     column = next((n for n, name in enumerate(header) if name in _EMAIL_HEADERS), None)
+    if column is None:  # "Student e-mail", "University email address"
+        column = next(
+            (n for n, name in enumerate(header) if "email" in name or "e-mail" in name), None
+        )
     if column is not None:
         cells = [row[column] for row in rows[1:] if column < len(row)]
         return [word for cell in cells for word in split_addresses(cell)]
@@ -1225,6 +1230,8 @@ def _address_problem(address: str) -> str | None:
         return f"is longer than {MAX_ADDRESS_LENGTH} characters"
     if any(c.isspace() for c in address):
         return "contains a space"
+    if any(unicodedata.category(c) in ("Cc", "Cf") for c in address):
+        return "contains an invisible or control character"
     if "@" not in address:
         return "has no @"
     if _ADDRESS.fullmatch(address) is None:
@@ -1234,7 +1241,9 @@ def _address_problem(address: str) -> str | None:
 
 def _shown(entry: str, limit: int = 80) -> str:
     """An entry as an error message quotes it: short, without control characters."""
-    text = "".join("\ufffd" if ord(c) < 32 or ord(c) == 127 else c for c in entry[: limit + 1])
+    text = "".join(
+        "\ufffd" if unicodedata.category(c) in ("Cc", "Cf") else c for c in entry[: limit + 1]
+    )
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
@@ -1308,6 +1317,11 @@ def enrol_many(
     :raise AlreadyEnrolled: a concurrent request enrolled one of them first.
     """
     wanted = normalise_addresses(addresses)
+    if not dry_run:
+        # one class list of a course at a time: overlapping lists would lock
+        # the same enrolments in different orders (a deadlock), and the later
+        # one now sees the earlier one's learners as enrolled already
+        _lock(sess, course)
     accounts = {
         user.email: user
         for user in sess.scalars(
@@ -1332,6 +1346,7 @@ def enrol_many(
     }
     detail: dict[str, Any] = {"bulk": True} if via is None else {"bulk": True, "via": via}
     result = BulkEnrolment(dry_run=dry_run)
+    chosen: list[tuple[str, User]] = []
     for address in wanted:
         user = accounts.get(address)
         existing = enrolments.get(user.id) if user is not None else None
@@ -1341,15 +1356,30 @@ def enrol_many(
             result.staff.append(address)
         elif existing is not None and existing.status == "active":
             result.already.append(address)
-        elif dry_run:
-            result.enrolled.append(BulkEnrolled(address, user, None))
         else:
-            enrolment = _enrol_by_staff(sess, actor, course, user, existing, **detail)
-            result.enrolled.append(BulkEnrolled(address, user, enrolment))
+            chosen.append((address, user))
+    made: dict[str, Enrolment | None] = {}
+    # rows written in one order whatever the list's, as any other writer would meet them
+    for address, user in sorted(chosen, key=lambda pair: pair[1].id):
+        if dry_run:
+            made[address] = None
+            continue
+        try:
+            made[address] = _enrol_by_staff(
+                sess, actor, course, user, enrolments.get(user.id), **detail
+            )
+        except AlreadyEnrolled:
+            raise AlreadyEnrolled(
+                f"{address} was enrolled in this course by someone else meanwhile; "
+                "nothing was stored: send the list again",
+                email=address,
+            ) from None
+    result.enrolled = [BulkEnrolled(address, user, made[address]) for address, user in chosen]
     sess.flush()
     log.info(
-        "bulk_enrolment course=%s dry_run=%s enrolled=%d already=%d staff=%d unknown=%d",
+        "bulk_enrolment course=%s by=%s dry_run=%s enrolled=%d already=%d staff=%d unknown=%d",
         course.public_id,
+        actor.public_id if actor is not None else "cli",
         dry_run,
         len(result.enrolled),
         len(result.already),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -132,7 +133,9 @@ def test_addresses_are_trimmed_lowered_and_deduplicated_in_order() -> None:
         ("@example.org", "is not an e-mail address"),
         ("ann@", "is not an e-mail address"),
         ("<ann@example.org>", "is not an e-mail address"),
-        ("ann@example.org\x00", "is not an e-mail address"),
+        ("ann@example.org\x00", "contains an invisible or control character"),
+        ("ann@example.org\u200b", "contains an invisible or control character"),
+        ("ann@exam\u202eple.org", "contains an invisible or control character"),
         ("a" * 310 + "@example.org", "is longer than 320 characters"),
     ],
 )
@@ -143,7 +146,8 @@ def test_an_entry_that_is_no_address_is_named_by_position_and_value(
         svc.normalise_addresses(["ann@example.org", "", entry])
     (error,) = err.value.extra["errors"]
     assert error["position"] == 3 and error["msg"] == reason
-    assert error["value"].startswith(entry[:20].replace("\x00", "\ufffd"))
+    hidden = str.maketrans({"\x00": "\ufffd", "\u200b": "\ufffd", "\u202e": "\ufffd"})
+    assert error["value"].startswith(entry[:20].translate(hidden))  # shown, not acted on
     assert len(error["value"]) <= 80
     assert "entry 3" in err.value.detail and err.value.status == 422
 
@@ -455,18 +459,19 @@ def test_preview_then_confirm(
     assert "staff (1)" in preview and "<li>owner@example.org</li>" in preview
     assert "No active account (1)" in preview and "<li>nobody@example.org</li>" in preview
     assert "Enrol 2 learners" in preview
-    checked = "ann@example.org bob@example.org eve@example.org owner@example.org nobody@example.org"
+    # the confirmation carries only those the page says it will enrol
+    checked = "ann@example.org bob@example.org"
     assert f'name="addresses" value="{checked}"' in preview
+    users.create("nobody@example.org")  # registers between the preview and the click
 
     resp = web.post(f"{learners_url(course)}/bulk/confirm", {"addresses": checked})
     assert resp.status_code == 303 and resp.headers["Location"].endswith(learners_url(course))
     stored = statuses(app, course)
     assert stored["ann@example.org"] == stored["bob@example.org"] == "active"
+    assert "nobody@example.org" not in stored  # not shown as one to enrol: not enrolled
     assert [detail["user"] for _, detail in enrol_audits(app)] == [ann.public_id, bob.public_id]
     flashed = text(web.get(learners_url(course)))
-    assert "2 learners enrolled. 1 was already enrolled." in flashed
-    assert "1 is on the course&#39;s staff and was not enrolled." in flashed
-    assert "1 address has no active account: nobody@example.org." in flashed
+    assert "2 learners enrolled." in flashed and "already" not in flashed
 
 
 def test_a_confirmed_list_can_have_changed_meanwhile(
@@ -637,3 +642,46 @@ def test_cli_refuses_an_unreadable_or_invalid_file(
         assert result.exit_code != 0, result.output
         assert says in result.output, result.output
     assert snapshot(app) == before
+
+
+def test_overlapping_class_lists_at_once_both_go_through(
+    app: Flask, backend: str, users: Users, owner: Person, course: Course
+) -> None:
+    """Two instructors send one class list in opposite orders at the same moment.
+
+    Without one list at a time per course, each would lock the other's next
+    enrolment (PostgreSQL ends one with a deadlock: a 500).
+    """
+    if backend != "postgresql":
+        pytest.skip("SQLite runs one writer at a time anyway")
+    with get_db(app).session() as sess:
+        sess.add_all(User(email=f"s{n}@example.org", display_name=f"S{n}") for n in range(150))
+    emails = [f"s{n}@example.org" for n in range(150)]
+    start = threading.Barrier(2)
+    answers: list[int] = []
+
+    def send(order: list[str]) -> None:
+        client = app.test_client()
+        start.wait()
+        resp = call(
+            client,
+            "POST",
+            f"/courses/{course.id}/enrolments/bulk",
+            owner.headers,
+            {"emails": order},
+        )
+        answers.append(resp.status_code)
+
+    threads = [threading.Thread(target=send, args=(o,)) for o in (emails, emails[::-1])]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert answers == [200, 200]
+    assert set(statuses(app, course).values()) == {"active"}
+    assert len(enrol_audits(app)) == 150  # each learner enrolled once, by one of them
+
+
+def test_a_column_headed_like_an_email_column_is_the_one_read() -> None:
+    data = b"Name,Student e-mail,Advisor\nAnn,ann@example.org,adv@example.org\n"
+    assert svc.read_class_list(data) == ["ann@example.org"]

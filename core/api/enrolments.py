@@ -232,7 +232,7 @@ def add_learner(course_id: str) -> ResponseReturnValue:
 
 @bp.post("/courses/<course_id>/enrolments/bulk")
 @operation(
-    "Enrol a class list by e-mail address (staff; any enrolment mode)",
+    "Enrol a class list by e-mail address (instructors; any enrolment mode)",
     tags=TAGS,
     body=BulkEnrol,
     response=BulkEnrolmentOut,

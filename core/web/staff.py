@@ -10,6 +10,7 @@ stored.  Reorder requests sent by the page's script get JSON back.
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Iterable
 from collections.abc import Mapping
@@ -829,7 +830,7 @@ def _listed(addresses: list[str]) -> str:
     shown: list[str] = []
     length = 0
     for address in addresses[:_LISTED_ADDRESSES]:
-        length += len(address) + 2
+        length += len(json.dumps(address))  # as the session cookie holds it
         if shown and length > _LISTED_CHARACTERS:
             break
         shown.append(address)
@@ -896,7 +897,8 @@ def bulk_preview(course_id: str) -> ResponseReturnValue:
         course=course,
         perms=_perms(user, course),
         result=result,
-        addresses=" ".join(addresses),
+        # only those the page says it will enrol: the confirmation checks them again
+        addresses=" ".join(row.address for row in result.enrolled),
     )
 
 
@@ -912,10 +914,13 @@ def bulk_enrol(course_id: str) -> ResponseReturnValue:
         sess.rollback()
         state.add("addresses", exc.detail)
         return _render_learners(user, course, bulk_form=state, status=exc.status)
-    except svc.AlreadyEnrolled:
+    except svc.AlreadyEnrolled as exc:
         sess.rollback()
         flash(
-            gettext("Someone enrolled one of these learners meanwhile; nothing was stored."),
+            gettext(
+                "Someone enrolled %(email)s meanwhile; nothing was stored. Send the list again.",
+                email=exc.extra.get("email", ""),
+            ),
             "error",
         )
         return _redirect_learners(course)
