@@ -26,9 +26,13 @@ from typing import cast
 
 from flask import current_app
 from sqlalchemy import Table
+from sqlalchemy import delete
+from sqlalchemy import func
 from sqlalchemy import insert
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from core.db import Database
 from core.db import json_copy
 from core.db import new_time_ordered_id
 from core.db import utcnow
@@ -361,3 +365,54 @@ __all__ = [
     "record_events",
     "verb_iri",
 ]
+
+
+# ---------------------------------------------------------------- retention
+
+#: What ``trivium events prune`` deletes unless told other verbs: heartbeats'
+#: statements, whose latest state the progress table keeps anyway.
+PRUNED_BY_DEFAULT = ("progressed",)
+PRUNE_BATCH = 5000
+
+
+def prune(
+    database: Database,
+    before: datetime,
+    verbs: Iterable[str] = PRUNED_BY_DEFAULT,
+    *,
+    batch: int = PRUNE_BATCH,
+    dry_run: bool = False,
+) -> int:
+    """Delete the stored statements of ``verbs`` older than ``before``; return how many.
+
+    For an instance's retention policy: every heartbeat is a statement, and
+    the events table grows by one row per heartbeat, while ``progress``
+    keeps each learner's latest state.  The primary key is walked up to the
+    newest event older than ``before`` in ranges of ``batch`` ids, each range
+    deleted in a short transaction of its own, so reports go on meanwhile.
+    Finding that newest event reads the table once (``events`` has no index
+    on time alone; one would slow every heartbeat's write).
+
+    :param verbs: ADL short names or IRIs.
+    :param dry_run: only count.
+    :raise UnknownVerb: a verb is neither.
+    """
+    iris = sorted({verb_iri(verb) for verb in verbs})
+    old = (Event.timestamp < before, Event.verb.in_(iris))
+    with database.session() as sess:
+        last = sess.scalar(select(func.max(Event.id)).where(Event.timestamp < before))
+        first = sess.scalar(select(func.min(Event.id)))
+        if last is None or first is None:
+            return 0
+        if dry_run:
+            return int(sess.scalar(select(func.count()).where(Event.id <= last, *old)) or 0)
+    removed = 0
+    low = first
+    while low <= last:
+        high = min(low + batch - 1, last)
+        with database.session() as sess:
+            result = sess.execute(delete(Event).where(Event.id >= low, Event.id <= high, *old))
+            removed += int(getattr(result, "rowcount", 0) or 0)
+        low = high + 1
+    log.info("events_pruned before=%s verbs=%s removed=%d", before.isoformat(), iris, removed)
+    return removed

@@ -10,6 +10,7 @@ from __future__ import annotations
 from core.cli import catalog  # noqa: F401 - imported to register its commands
 from core.cli import courses  # noqa: F401
 from core.cli import demo  # noqa: F401
+from core.cli import events  # noqa: F401
 from core.cli import instance  # noqa: F401
 from core.cli import jobs  # noqa: F401
 from core.cli import mail  # noqa: F401
