@@ -382,37 +382,44 @@ def prune(
     *,
     batch: int = PRUNE_BATCH,
     dry_run: bool = False,
+    done: Callable[[int], None] | None = None,
 ) -> int:
     """Delete the stored statements of ``verbs`` older than ``before``; return how many.
 
-    For an instance's retention policy: every heartbeat is a statement, and
-    the events table grows by one row per heartbeat, while ``progress``
-    keeps each learner's latest state.  The primary key is walked up to the
-    newest event older than ``before`` in ranges of ``batch`` ids, each range
-    deleted in a short transaction of its own, so reports go on meanwhile.
-    Finding that newest event reads the table once (``events`` has no index
-    on time alone; one would slow every heartbeat's write).
+    For an instance's retention policy: every heartbeat is a ``progressed``
+    statement, and the events table grows by one row per heartbeat, while
+    ``progress`` keeps each learner's latest state.  One query finds the
+    lowest and highest id of the statements to delete (it reads the table:
+    ``events`` has no index on time alone, which would slow every
+    heartbeat's write); the ids between are then deleted in ranges of
+    ``batch``, each in a short transaction of its own, so reports go on
+    meanwhile.  Each range checks the time again: a heartbeat written late
+    has a higher id than newer ones.
 
     :param verbs: ADL short names or IRIs.
     :param dry_run: only count.
+    :param done: called with each range's count once it is committed (a run
+        that fails partway has deleted those).
     :raise UnknownVerb: a verb is neither.
     """
     iris = sorted({verb_iri(verb) for verb in verbs})
     old = (Event.timestamp < before, Event.verb.in_(iris))
     with database.session() as sess:
-        last = sess.scalar(select(func.max(Event.id)).where(Event.timestamp < before))
-        first = sess.scalar(select(func.min(Event.id)))
-        if last is None or first is None:
-            return 0
-        if dry_run:
-            return int(sess.scalar(select(func.count()).where(Event.id <= last, *old)) or 0)
+        first, last, count = sess.execute(
+            select(func.min(Event.id), func.max(Event.id), func.count()).where(*old)
+        ).one()
+    if dry_run or not count:
+        return int(count or 0)
     removed = 0
     low = first
     while low <= last:
         high = min(low + batch - 1, last)
         with database.session() as sess:
             result = sess.execute(delete(Event).where(Event.id >= low, Event.id <= high, *old))
-            removed += int(getattr(result, "rowcount", 0) or 0)
+            gone = int(getattr(result, "rowcount", 0) or 0)
+        removed += gone
+        if done is not None:
+            done(gone)
         low = high + 1
     log.info("events_pruned before=%s verbs=%s removed=%d", before.isoformat(), iris, removed)
     return removed

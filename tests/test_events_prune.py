@@ -7,6 +7,7 @@ from datetime import UTC
 from datetime import datetime
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from click.testing import CliRunner
@@ -131,7 +132,11 @@ def test_the_command_counts_asks_deletes_and_audits(instance: tuple[Path, Flask]
     assert detail["verbs"] == [VERBS["progressed"]]
 
     again = run(path, "events", "prune", "--older-than", "90", "--yes")
-    assert again.exit_code == 0 and "No statements" in again.output
+    assert again.exit_code == 0 and "Deleted 0 statements" in again.output
+    asked = run(path, "events", "prune", "--older-than", "90")
+    assert asked.exit_code == 0 and "No statements" in asked.output
+    with get_db(app).session() as sess:  # runs that deleted nothing are not audited
+        assert sess.scalar(select(func.count()).where(AuditLog.action == "events.prune")) == 1
 
 
 def test_the_command_refuses_a_bad_verb_or_age(instance: tuple[Path, Flask]) -> None:
@@ -146,3 +151,40 @@ def test_the_command_refuses_a_bad_verb_or_age(instance: tuple[Path, Flask]) -> 
     assert snapshot(app) == before
     with get_db(app).session() as sess:
         assert not sess.scalar(select(func.count()).where(AuditLog.action == "events.prune"))
+
+
+def test_a_heartbeat_written_late_is_judged_by_its_time_not_its_id(app: Flask) -> None:
+    # a buffer writes an old heartbeat after a newer one: a higher id, an earlier time
+    add_events(app, [("progressed", 400), ("progressed", 1), ("progressed", 300)])
+    assert events.prune(get_db(app), NOW - timedelta(days=90), batch=5000) == 2
+    assert stored(app) == [("progressed", 1)]  # inside the range of ids, kept by its time
+
+
+def test_a_run_stopped_partway_is_audited_with_what_it_deleted(
+    instance: tuple[Path, Flask], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path, app = instance
+    monkeypatch.setattr(events, "PRUNE_BATCH", 1)
+    real = events.prune
+
+    def stops_after_one(*args: Any, **kwargs: Any) -> int:
+        seen = kwargs.pop("done")
+        calls = []
+
+        def done(n: int) -> None:
+            seen(n)
+            calls.append(n)
+            if len(calls) == 1:
+                raise KeyboardInterrupt
+
+        return real(*args, batch=1, done=done, **kwargs)
+
+    monkeypatch.setattr(events, "prune", stops_after_one)
+    result = run(path, "events", "prune", "--older-than", "90", "--yes")
+    assert result.exit_code != 0
+    with get_db(app).session() as sess:
+        (detail,) = sess.scalars(
+            select(AuditLog.detail).where(AuditLog.action == "events.prune")
+        ).all()
+    assert detail["interrupted"] is True and detail["removed"] == 1
+    assert len(stored(app)) == len(WORLD) - 1

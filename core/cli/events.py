@@ -20,7 +20,7 @@ def events() -> None:
     "--older-than",
     "days",
     required=True,
-    type=click.IntRange(1),
+    type=click.IntRange(1, 36_500),
     help="Delete statements older than this many days.",
 )
 @click.option(
@@ -38,10 +38,13 @@ def events_prune(
 ) -> None:
     """Delete old learning events of some verbs, for a retention policy.
 
-    Progress, completions and grades are kept in their own tables; what goes
-    is the statement history (and with it, those statements in people's data
-    exports).  Deleted in small batches while the instance serves; audited
-    as events.prune.  Run it daily from cron or a systemd timer with --yes.
+    progressed statements are the heartbeats and the other reports that did
+    not complete an item (score changes included); the progress table keeps
+    only each learner's latest state, so their history goes, and with it
+    those statements in people's data exports.  Deleted in small batches
+    while the instance serves; each run that deletes something is audited as
+    events.prune (one stopped partway too, with what it deleted).  Run it
+    daily from cron or a systemd timer with --yes.
     """
     from core import events as svc
     from core.auth.audit import audit
@@ -56,21 +59,34 @@ def events_prune(
         raise click.BadParameter(str(exc), param_hint="--verb") from exc
     before = utcnow() - timedelta(days=days)
     database = get_db(app)
+    shown = ", ".join(iris)
     with app.app_context():
-        found = svc.prune(database, before, iris, dry_run=True)
-        shown = ", ".join(iris)
-        if dry_run:
-            click.echo(f"{found} statements ({shown}) are older than {days} days.")
-            return
-        if not found:
-            click.echo(f"No statements ({shown}) older than {days} days.")
-            return
-        if not yes:
+        if dry_run or not yes:
+            found = svc.prune(database, before, iris, dry_run=True)
+            if dry_run:
+                click.echo(f"{found} statements ({shown}) are older than {days} days.")
+                return
+            if not found:
+                click.echo(f"No statements ({shown}) older than {days} days.")
+                return
             click.confirm(
                 f"Delete {found} statements ({shown}) older than {days} days?", abort=True
             )
-        removed = svc.prune(database, before, iris)
-        with database.session() as sess:
-            detail = {"verbs": iris, "before": before.isoformat(), "removed": removed, "via": "cli"}
-            audit(sess, None, "events.prune", "events", detail)
-    click.echo(f"Deleted {removed} statements ({shown}) older than {days} days.")
+        removed = [0]
+        finished = False
+        try:
+            svc.prune(database, before, iris, done=lambda n: removed.__setitem__(0, removed[0] + n))
+            finished = True
+        finally:
+            if removed[0]:  # a run that deleted nothing changed nothing
+                detail = {
+                    "verbs": iris,
+                    "before": before.isoformat(),
+                    "removed": removed[0],
+                    "via": "cli",
+                }
+                if not finished:
+                    detail["interrupted"] = True
+                with database.session() as sess:
+                    audit(sess, None, "events.prune", "events", detail)
+    click.echo(f"Deleted {removed[0]} statements ({shown}) older than {days} days.")
