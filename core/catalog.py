@@ -74,6 +74,7 @@ from sqlalchemy.orm import Session
 
 from core import rbac
 from core.cache import Cache
+from core.db import rowcount
 from core.db import utcnow
 from core.errors import BadRequest
 from core.models import CatalogEntry
@@ -582,7 +583,7 @@ def apply_changes(
             ),
             execution_options={"synchronize_session": False},
         )
-        removed = int(getattr(result, "rowcount", 0) or 0)
+        removed = rowcount(result)
         if removed:
             _touch(sess)
     if not latest:
@@ -643,7 +644,7 @@ def delete_source(sess: Session, source: str) -> int:
         delete(CatalogEntry).where(CatalogEntry.source == source),
         execution_options={"synchronize_session": False},
     )
-    removed = int(getattr(result, "rowcount", 0) or 0)
+    removed = rowcount(result)
     if removed:
         _touch(sess)
     return removed

@@ -60,6 +60,11 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+def rowcount(result: Any) -> int:
+    """How many rows an executed UPDATE or DELETE matched (0 when the driver cannot say)."""
+    return int(getattr(result, "rowcount", 0) or 0)
+
+
 def json_dumps(value: Any) -> str:
     """JSON text of ``value``, compact, as stored in JSON columns.
 

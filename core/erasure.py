@@ -89,6 +89,7 @@ from sqlalchemy.orm.exc import StaleDataError
 from core import rbac
 from core.auth.audit import audit
 from core.auth.tokens import forget_token_hashes
+from core.db import rowcount
 from core.db import utcnow
 from core.errors import Conflict
 from core.errors import Forbidden
@@ -390,8 +391,7 @@ def _by(actor: User | None) -> str:
 
 
 def _count(sess: Session, statement: Any) -> int:
-    result = sess.execute(statement)
-    return int(getattr(result, "rowcount", 0) or 0)
+    return rowcount(sess.execute(statement))
 
 
 def sole_instructor_of(sess: Session, user: User) -> list[tuple[str, str]]:
@@ -519,7 +519,7 @@ def still_unerased(sess: Session, user: User) -> bool:
         .values(row_version=User.row_version)
         .execution_options(synchronize_session=False)
     )
-    return int(getattr(held, "rowcount", 0) or 0) == 1
+    return rowcount(held) == 1
 
 
 _SCRUB_SQLITE = text(

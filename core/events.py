@@ -35,6 +35,7 @@ from sqlalchemy.orm import Session
 from core.db import Database
 from core.db import json_copy
 from core.db import new_time_ordered_id
+from core.db import rowcount
 from core.db import utcnow
 from core.models import Course
 from core.models import Event
@@ -415,8 +416,9 @@ def prune(
     while low <= last:
         high = min(low + batch - 1, last)
         with database.session() as sess:
-            result = sess.execute(delete(Event).where(Event.id >= low, Event.id <= high, *old))
-            gone = int(getattr(result, "rowcount", 0) or 0)
+            gone = rowcount(
+                sess.execute(delete(Event).where(Event.id >= low, Event.id <= high, *old))
+            )
         removed += gone
         if done is not None:
             done(gone)

@@ -51,6 +51,7 @@ from core import catalog
 from core import db
 from core.catalog import EntryData
 from core.config import Settings
+from core.db import rowcount
 from core.db import utcnow
 from core.tasks import ActorSpec
 from core.tasks import PendingJob
@@ -378,11 +379,7 @@ def _claim(sess: Session, peer_pk: int, *, due_only: bool) -> datetime | None:
         .execution_options(synchronize_session=False)
     )
     sess.commit()
-    return token if _rowcount(result) == 1 else None
-
-
-def _rowcount(result: Any) -> int:
-    return int(getattr(result, "rowcount", 0) or 0)
+    return token if rowcount(result) == 1 else None
 
 
 def _still_ours(token: datetime) -> ColumnElement[bool]:
@@ -464,7 +461,7 @@ def sync_peer(
         .execution_options(synchronize_session=False)
     )
     sess.commit()
-    if _rowcount(result) != 1:
+    if rowcount(result) != 1:
         return _lost(peer, pages, stored, removed)
     log.info(
         "federation=catalog_sync peer=%s status=%s pages=%d stored=%d removed=%d cursor=%s",
@@ -498,7 +495,7 @@ def _store_page(
             .values(catalog_cursor=parsed.next, catalog_etag=etag)
             .execution_options(synchronize_session=False)
         )
-        if _rowcount(moved) != 1:
+        if rowcount(moved) != 1:
             sess.rollback()
             return None
         counts = catalog.apply_changes(sess, source_key(peer), parsed.upserts, parsed.deletions)
@@ -551,7 +548,7 @@ def _failed(
         .execution_options(synchronize_session=False)
     )
     sess.commit()
-    if _rowcount(result) != 1:
+    if rowcount(result) != 1:
         return _lost(peer, pages, stored, removed)
     log.warning(
         "federation=catalog_sync peer=%s status=refused reason=%s failures=%d retry_in=%ds "

@@ -73,9 +73,13 @@ def events_prune(
                 f"Delete {found} statements ({shown}) older than {days} days?", abort=True
             )
         removed = [0]
+
+        def count(deleted: int) -> None:
+            removed[0] += deleted
+
         finished = False
         try:
-            svc.prune(database, before, iris, done=lambda n: removed.__setitem__(0, removed[0] + n))
+            svc.prune(database, before, iris, done=count)
             finished = True
         finally:
             if removed[0]:  # a run that deleted nothing changed nothing
